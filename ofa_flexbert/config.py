@@ -1,0 +1,211 @@
+"""Run configuration: one dataclass, filled from defaults < configs/<task>.yaml < flags.
+
+Why this shape: every stage reads the same :class:`RunArgs`, so a hyper-parameter has
+one name everywhere (the Flexible-BERT reference's flag names, so its users can port
+their scripts), one default, and one place where it is validated.  The YAML file holds
+per-task values; its ``stages:`` section holds per-stage values (e.g. the gate stage's
+learning rate 2e-4 against 2e-5 elsewhere).  A flag given on the command line always wins.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional, get_type_hints
+
+import yaml
+
+from .errors import UserError
+
+STAGES = ("finetune", "width", "depth", "final", "gate", "infer", "export", "all")
+# The reference's --training_phase values, mapped to our stages.  Its "finetuning" phase
+# runs the final-fine-tuning code path (flexible-bert-method.md §4), so it maps to "final".
+TRAINING_PHASES = {"dynabertw": "width", "dynabert": "depth", "final_finetuning": "final", "finetuning": "final",
+                   "traingate": "gate"}
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def _flag(help: str, default: Any = None, aliases: tuple[str, ...] = (), **extra) -> Any:
+    """A dataclass field that also describes its command-line flag."""
+    factory = extra.pop("default_factory", None)
+    meta = {"help": help, "aliases": aliases}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class RunArgs:
+    """Everything a stage needs to run; see README "Flags" for the full story."""
+
+    task: Optional[str] = _flag("GLUE task: cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte, wnli", aliases=("--task_name",))
+    stage: Optional[str] = _flag("stage to run: " + ", ".join(STAGES))
+    model_dir: Optional[str] = _flag("input model directory (Paddle format; see `convert` for HF checkpoints)")
+    data_dir: Optional[str] = _flag("task data folder with train.tsv/dev.tsv (default: $GLUE_DIR/<TASK>)")
+    output_dir: Optional[str] = _flag("where the stage writes its model, results and VisualDL logs")
+    config: Optional[str] = _flag("YAML file of defaults (default: configs/<task>.yaml)")
+    max_seq_length: int = _flag("truncate sequences to this many tokens; batches pad to their longest", 128)
+    learning_rate: float = _flag("peak learning rate", 2e-5)
+    per_gpu_train_batch_size: int = _flag("training batch size per device", 32, aliases=("--train_batch_size",))
+    per_gpu_eval_batch_size: int = _flag("evaluation batch size per device", 32, aliases=("--eval_batch_size",))
+    num_train_epochs: float = _flag("training epochs", 3.0)
+    max_steps: int = _flag("stop after this many optimizer steps (> 0 overrides epochs)", -1)
+    warmup_steps: int = _flag("linear warm-up steps before linear decay", 0)
+    weight_decay: float = _flag("AdamW weight decay (not on biases and LayerNorms)", 0.0)
+    adam_epsilon: float = _flag("AdamW epsilon", 1e-8)
+    max_grad_norm: float = _flag("clip gradients to this global L2 norm", 1.0)
+    logging_steps: int = _flag("evaluate, log and keep the best checkpoint every N steps (and at the end)", 200)
+    seed: int = _flag("random seed (python, numpy, paddle, data order)", 42)
+    shuffle: bool = _flag("shuffle training data each epoch (the reference does not: its defect §11.4)", True)
+    data_aug: bool = _flag("append augmented data (train_aug.tsv or train_<TASK>_aug_with_logits.tsv)", False)
+    width_mult_list: list[float] = _flag("width multipliers, each in (0, 1]", default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
+    depth_mult_list: list[float] = _flag("depth multipliers, each in (0, 1]", default_factory=lambda: [1.0])
+    width_lambda1: float = _flag("width stage: weight of the logit distillation loss", 1.0)
+    width_lambda2: float = _flag("width stage: weight of the hidden-state distillation loss", 0.1)
+    depth_lambda1: float = _flag("depth stage: weight of the logit distillation loss", 1.0)
+    depth_lambda2: float = _flag("depth stage: weight of the hidden-state distillation loss", 1.0)
+    graft_during_training: bool = _flag("width stage: neural grafting", False)
+    training_phase: Optional[str] = _flag("reference alias of --stage: " + ", ".join(TRAINING_PHASES))
+    device: Optional[str] = _flag("paddle device, e.g. cpu or gpu:0 (default: paddle's choice)")
+
+    # ---- derived helpers -------------------------------------------------------------
+    @property
+    def total_steps_override(self) -> Optional[int]:
+        return self.max_steps if self.max_steps and self.max_steps > 0 else None
+
+
+FIELD_TYPES = get_type_hints(RunArgs)
+FIELDS = {f.name: f for f in dataclasses.fields(RunArgs)}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line and exits 2 (our bad-input contract)."""
+
+    def error(self, message: str):  # noqa: D401 -- argparse API
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _parse_float_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in str(text).replace(" ", "").split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per RunArgs field; defaults are None so we can tell which flags were given."""
+    for name, f in FIELDS.items():
+        kind = FIELD_TYPES[name]
+        names = [f"--{name}", *f.metadata["aliases"]]
+        if kind is bool:
+            parser.add_argument(*names, dest=name, action=argparse.BooleanOptionalAction, default=None,
+                                help=f.metadata["help"])
+        elif kind == list[float]:
+            parser.add_argument(*names, dest=name, type=_parse_float_list, default=None, metavar="W1,W2,...",
+                                help=f.metadata["help"])
+        else:
+            base = {int: int, float: float}.get(kind, str)
+            parser.add_argument(*names, dest=name, type=base, default=None, help=f.metadata["help"])
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    """Convert a YAML value to the field's type (YAML reads ``2e-5`` as a string)."""
+    kind = FIELD_TYPES[name]
+    try:
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if kind == list[float]:
+            return _parse_float_list(",".join(map(str, value)) if isinstance(value, list) else value)
+        if kind is int:
+            return int(value)
+        if kind is float:
+            return float(value)
+        return None if value is None else str(value)
+    except (ValueError, TypeError, argparse.ArgumentTypeError):
+        raise UserError(f"{source}: '{name}: {value}' is not a valid {getattr(kind, '__name__', kind)}") from None
+
+
+def load_yaml_defaults(path: str, stage: Optional[str]) -> dict[str, Any]:
+    """Top-level keys of ``path``, overlaid with its ``stages: {stage: {...}}`` section."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise UserError(f"{path}{where}: not valid YAML") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of flag names to values")
+    stages = data.pop("stages", {}) or {}
+    values = dict(data)
+    if stage and isinstance(stages, dict) and stages.get(stage):
+        values.update(stages[stage])
+    out = {}
+    for key, value in values.items():
+        if key not in FIELDS:
+            raise UserError(f"{path}: unknown key '{key}' (expected flag names such as learning_rate)")
+        out[key] = _coerce(key, value, path)
+    return out
+
+
+def resolve(flags: dict[str, Any]) -> RunArgs:
+    """Merge defaults, the task's YAML file and the given flags; validate the result."""
+    given = {k: v for k, v in flags.items() if v is not None and k in FIELDS}
+    if given.get("training_phase") and not given.get("stage"):
+        phase = given["training_phase"]
+        if phase not in TRAINING_PHASES:
+            raise UserError(f"--training_phase: unknown phase '{phase}'; expected one of: {', '.join(TRAINING_PHASES)}")
+        given["stage"] = TRAINING_PHASES[phase]
+    if not given.get("task"):
+        raise UserError("--task is required (e.g. --task rte)")
+    from .data import get_task  # the single list of tasks
+
+    task = get_task(given["task"])
+    config_path = given.get("config") or os.path.join(CONFIG_DIR, f"{task.name}.yaml")
+    merged = load_yaml_defaults(config_path, given.get("stage"))
+    merged.update(given)
+    merged["task"] = task.name
+    merged["config"] = config_path
+    args = RunArgs(**merged)
+    validate(args)
+    return args
+
+
+def validate(args: RunArgs) -> None:
+    """Reject values no stage can run with, naming the flag."""
+    if args.stage not in STAGES:
+        raise UserError(f"--stage: expected one of {', '.join(STAGES)}, got '{args.stage}'")
+    for name in ("width_mult_list", "depth_mult_list"):
+        values = getattr(args, name)
+        if not values:
+            raise UserError(f"--{name}: needs at least one value")
+        for value in values:
+            if not 0.0 < value <= 1.0:
+                raise UserError(f"--{name}: {value:g} is outside (0, 1]")
+    for name in ("max_seq_length", "per_gpu_train_batch_size", "per_gpu_eval_batch_size", "logging_steps"):
+        if getattr(args, name) <= 0:
+            raise UserError(f"--{name}: must be a positive integer, got {getattr(args, name)}")
+    if args.num_train_epochs <= 0 and not args.total_steps_override:
+        raise UserError(f"--num_train_epochs: must be positive, got {args.num_train_epochs:g}")
+    if args.learning_rate <= 0:
+        raise UserError(f"--learning_rate: must be positive, got {args.learning_rate:g}")
+
+
+def task_data_dir(args: RunArgs, dir_name: str) -> str:
+    """--data_dir, or $GLUE_DIR/<TASK> (GLUE's folder name) when it is not given."""
+    if args.data_dir:
+        return args.data_dir
+    glue = os.environ.get("GLUE_DIR")
+    if glue:
+        return os.path.join(glue, dir_name)
+    raise UserError("--data_dir is required (or set GLUE_DIR to the folder holding RTE/, MRPC/, ...)")
+
+
+def to_dict(args: RunArgs) -> dict[str, Any]:
+    """JSON-ready copy of the arguments (recorded in flexbert.json)."""
+    return dataclasses.asdict(args)

@@ -1,0 +1,85 @@
+"""Set-up shared by the stages: seeds, devices, data loading and the output directory.
+
+Order matters for the bad-input contract: everything that can fail on user input
+(task, files, model directory) is read before the output directory is touched, so a
+failed run never overwrites what an earlier run wrote.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import paddle
+
+import patches
+
+from ..config import RunArgs, task_data_dir
+from ..data import TaskSpec, encode, get_task, make_loader, read_augmented, read_split
+from ..errors import UserError
+from ..outputs import SubnetResult
+
+
+@dataclass
+class StageReport:
+    """What a stage tells the CLI (and the demo table) when it finishes."""
+
+    stage: str
+    task: str
+    output_dir: str
+    metric: str
+    results: list[SubnetResult]
+    best_step: Optional[int]
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TaskData:
+    task: TaskSpec
+    train_loader: Any
+    dev_loaders: dict[str, Any]
+    num_train_examples: int
+
+
+def setup(args: RunArgs) -> TaskSpec:
+    """Patches, device and seeds: the process state a stage starts from."""
+    patches.apply()
+    if args.device:
+        try:
+            paddle.set_device(args.device)
+        except (ValueError, RuntimeError) as exc:
+            raise UserError(f"--device {args.device}: {str(exc).splitlines()[0]}") from None
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    paddle.seed(args.seed)
+    return get_task(args.task)
+
+
+def require(args: RunArgs, *names: str) -> None:
+    for name in names:
+        if not getattr(args, name):
+            raise UserError(f"--{name} is required for --stage {args.stage}")
+
+
+def check_output_dir(args: RunArgs) -> None:
+    """--output_dir must be a directory we can create, and not the input model's own files."""
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        raise UserError(f"--output_dir {args.output_dir}: exists and is not a directory")
+
+
+def load_task_data(args: RunArgs, task: TaskSpec, tokenizer) -> TaskData:
+    """Read, tokenise and batch the train and dev splits (training data shuffled per epoch)."""
+    data_dir = task_data_dir(args, task.dir_name)
+    train = read_split(task, data_dir, "train")
+    if args.data_aug:
+        train = train + read_augmented(task, data_dir)
+    dev = {split: read_split(task, data_dir, split) for split in task.dev_splits}
+    train_loader = make_loader(encode(train, task, tokenizer, args.max_seq_length), tokenizer,
+                               args.per_gpu_train_batch_size, shuffle=args.shuffle, seed=args.seed)
+    dev_loaders = {split: make_loader(encode(examples, task, tokenizer, args.max_seq_length), tokenizer,
+                                      args.per_gpu_eval_batch_size)
+                   for split, examples in dev.items()}
+    return TaskData(task, train_loader, dev_loaders, len(train))

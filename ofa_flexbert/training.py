@@ -1,0 +1,180 @@
+"""The one training loop every stage shares.
+
+A stage is a :class:`Strategy`: which model it trains, which subnets it evaluates, what
+one training step computes (forward and backward of every subnet, so the gradients of
+all subnets are summed into one optimizer step as DynaBERT does), and how to save.
+The loop owns everything else, the same way for every stage: AdamW with linear
+warm-up/decay, global-norm clipping, the epoch/batch order, periodic evaluation of every
+subnet on dev, keeping the checkpoint with the best sum of the primary metric, VisualDL
+scalars and the progress bar.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Protocol
+
+import numpy as np
+import paddle
+from tqdm.auto import tqdm
+
+from .config import RunArgs
+from .data import TaskSpec
+from .metrics import compute_metrics
+from .outputs import SubnetResult, write_eval_results
+
+logger = logging.getLogger("ofa_flexbert")
+
+
+@dataclass(frozen=True)
+class Subnet:
+    """A point of the width x depth grid."""
+
+    width_mult: float = 1.0
+    depth_mult: float = 1.0
+
+    def label(self) -> str:
+        return f"w{self.width_mult:g}_d{self.depth_mult:g}"
+
+
+class Strategy(Protocol):
+    """What a stage plugs into :func:`train`."""
+
+    name: str
+    model: paddle.nn.Layer
+    subnets: list[Subnet]
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        """Forward and backward of every trained subnet on ``batch``; returns loss terms to log."""
+
+    def logits(self, subnet: Subnet, batch: dict) -> paddle.Tensor:
+        """Eval-mode logits of ``subnet`` on ``batch``."""
+
+    def save(self, output_dir: str) -> None:
+        """Write the trained model (and tokenizer) atomically into ``output_dir``."""
+
+
+@dataclass
+class TrainResult:
+    best_score: float
+    best_step: Optional[int]
+    best_results: list[SubnetResult]
+    last_results: list[SubnetResult]
+    steps: int
+    seconds: float
+    history: list[tuple[int, list[SubnetResult]]] = field(default_factory=list)
+
+
+def total_steps(args: RunArgs, batches_per_epoch: int) -> int:
+    """Optimizer steps of the run: --max_steps if set, else epochs x batches."""
+    return args.total_steps_override or max(1, math.ceil(batches_per_epoch * args.num_train_epochs))
+
+
+def build_optimizer(model: paddle.nn.Layer, args: RunArgs, steps: int):
+    """AdamW + linear warm-up/decay + global-norm clipping, no decay on biases and norms."""
+    from paddlenlp.transformers import LinearDecayWithWarmup
+
+    scheduler = LinearDecayWithWarmup(args.learning_rate, steps, args.warmup_steps)
+    decay = {p.name for n, p in model.named_parameters() if not any(k in n for k in ("bias", "norm"))}
+    optimizer = paddle.optimizer.AdamW(
+        learning_rate=scheduler,
+        parameters=model.parameters(),
+        weight_decay=args.weight_decay,
+        epsilon=args.adam_epsilon,
+        apply_decay_param_fun=lambda name: name in decay,
+        grad_clip=paddle.nn.ClipGradByGlobalNorm(args.max_grad_norm),
+    )
+    return optimizer, scheduler
+
+
+def evaluate(strategy: Strategy, task: TaskSpec, dev_loaders: dict[str, Iterable]) -> list[SubnetResult]:
+    """Dev metrics of every subnet.  Extra dev splits (MNLI mismatched) get a key prefix."""
+    strategy.model.eval()
+    results = []
+    with paddle.no_grad():
+        for subnet in strategy.subnets:
+            metrics: dict[str, float] = {}
+            for index, (split, loader) in enumerate(dev_loaders.items()):
+                logits, labels = [], []
+                for batch in loader:
+                    logits.append(strategy.logits(subnet, batch).numpy())
+                    labels.append(batch["labels"].numpy())
+                values = compute_metrics(task, np.concatenate(logits), np.concatenate(labels))
+                prefix = "" if index == 0 else f"{split}_"
+                metrics.update({prefix + k: v for k, v in values.items()})
+            results.append(SubnetResult(subnet.width_mult, subnet.depth_mult, metrics))
+    return results
+
+
+def score(results: list[SubnetResult], metric: str) -> float:
+    """Model selection score: the sum of the primary metric over subnets (the reference's rule)."""
+    return float(sum(r.metrics[metric] for r in results))
+
+
+def format_results(results: list[SubnetResult], metric: str) -> str:
+    return "  ".join(f"w{r.width_mult:g}/d{r.depth_mult:g} {metric}={r.metrics[metric]:.4f}" for r in results)
+
+
+def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_loaders: dict[str, Iterable],
+          output_dir: str, initial_best: float = -math.inf) -> TrainResult:
+    """Train ``strategy.model``; evaluate every ``args.logging_steps`` and at the end.
+
+    The model is saved (atomically) whenever the score beats the best so far, starting
+    from ``initial_best`` -- a stage that must not replace a better input model passes its
+    score here.  ``eval_results.json`` always describes the saved model.
+    """
+    from visualdl import LogWriter
+
+    steps = total_steps(args, len(train_loader))
+    optimizer, scheduler = build_optimizer(strategy.model, args, steps)
+    metric = task.primary_metric
+    best = TrainResult(initial_best, None, [], [], 0, 0.0)
+    start = time.time()
+    writer = LogWriter(logdir=os.path.join(output_dir, "vdl", strategy.name))
+    progress = tqdm(total=steps, desc=f"{strategy.name} {task.name}", unit="step", dynamic_ncols=True)
+
+    def evaluate_and_keep(step: int) -> None:
+        results = evaluate(strategy, task, dev_loaders)
+        best.last_results = results
+        best.history.append((step, results))
+        for r in results:
+            for key, value in r.metrics.items():
+                writer.add_scalar(f"eval/w{r.width_mult:g}_d{r.depth_mult:g}/{key}", value, step)
+        current = score(results, metric)
+        improved = current > best.best_score
+        progress.write(f"[{strategy.name}] step {step}/{steps}: {format_results(results, metric)}"
+                       f"{'  (best, saved)' if improved else ''}")
+        if improved:
+            best.best_score, best.best_step, best.best_results = current, step, results
+            strategy.save(output_dir)
+            write_eval_results(output_dir, task.name, strategy.name, metric, results, step)
+
+    step, epoch = 0, 0
+    try:
+        while step < steps:
+            train_loader.batch_sampler.set_epoch(epoch)
+            for batch in train_loader:
+                strategy.model.train()
+                losses = strategy.train_step(batch)
+                optimizer.step()
+                scheduler.step()
+                optimizer.clear_grad()
+                step += 1
+                for key, value in losses.items():
+                    writer.add_scalar(f"train/{key}", value, step)
+                writer.add_scalar("train/learning_rate", optimizer.get_lr(), step)
+                progress.update(1)
+                progress.set_postfix(epoch=epoch, loss=f"{losses.get('loss', float('nan')):.4f}")
+                if step % args.logging_steps == 0 or step == steps:
+                    evaluate_and_keep(step)
+                if step >= steps:
+                    break
+            epoch += 1
+    finally:
+        progress.close()
+        writer.close()
+    best.steps, best.seconds = step, time.time() - start
+    return best

@@ -1,0 +1,146 @@
+"""The list-mask ``BertModel.forward`` the OFA flow needs (installed by :func:`patches.apply`).
+
+The PaddleSlim tutorial monkey-patches ``BertModel.forward`` so that the attention mask
+can be the list ``[additive_mask, head_mask]``: the head mask multiplies each layer's
+attention probabilities, and its gradient is the head importance.  The tutorial's version
+(and ``paddleslim.nas.ofa.utils.nlp_utils``, which it needs) has three defects we avoid:
+
+* it relies on ``nlp_utils`` patching ``paddle.nn.MultiHeadAttention`` globally, which drops
+  the 1/sqrt(d_head) scaling (notes §5.1, B2) -- here attention is computed in this module
+  and no paddle class is touched;
+* its ``attention_mask=[None, None]`` default is a mutable list written into on every call;
+* it drops hidden states, so distillation had to rely on forward hooks.
+
+This forward also runs only chosen encoder layers (``layer_indices``), which elastic depth
+builds on, and derives each layer's head count from the width its q projection actually
+produced, so any head count works (OFA's ``num_heads * expand_ratio`` arithmetic does not
+need to divide evenly).  With a tensor or ``None`` mask it equals the stock forward.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import paddle
+import paddle.nn.functional as F
+from paddlenlp.transformers.model_outputs import BaseModelOutputWithPoolingAndCrossAttentions
+
+MASK_VALUE = -1e4  # what stock BertModel adds at padding positions
+
+
+def _weight_dtype(linear) -> paddle.dtype:
+    """dtype of a Linear's weight, whether or not OFA wrapped it in a Block (``.fn``)."""
+    return getattr(linear, "fn", linear).weight.dtype
+
+
+def additive_mask(model, input_ids: paddle.Tensor, mask: Optional[paddle.Tensor]) -> paddle.Tensor:
+    """The [B, 1, 1, T] additive attention mask, built exactly as stock BertModel builds it."""
+    if mask is None:
+        padding = (input_ids == model.pad_token_id).astype(_weight_dtype(model.pooler.dense))
+        return paddle.unsqueeze(padding * MASK_VALUE, axis=[1, 2])
+    if mask.ndim == 2:
+        keep = mask.unsqueeze(axis=[1, 2]).astype(paddle.get_default_dtype())
+        return (1.0 - keep) * MASK_VALUE
+    return mask
+
+
+def attention(mha, x: paddle.Tensor, mask, head_mask, need_weights: bool):
+    """Self-attention of ``paddle.nn.MultiHeadAttention`` ``mha`` with an optional head mask.
+
+    Same operations, in the same order, as the stock forward; the head count is the
+    q projection's output width over ``head_dim`` so a narrowed (OFA) layer just works.
+    ``head_mask`` is a vector over the layer's full head count; its prefix is used.
+    """
+    q, k, v = mha.q_proj(x), mha.k_proj(x), mha.v_proj(x)
+    heads = int(q.shape[-1]) // mha.head_dim
+
+    def split(t):
+        return paddle.transpose(paddle.reshape(t, [0, 0, heads, mha.head_dim]), perm=[0, 2, 1, 3])
+
+    q, k, v = split(q), split(k), split(v)
+    product = paddle.matmul(x=q * (mha.head_dim**-0.5), y=k, transpose_y=True)
+    if mask is not None:
+        product = product + mask
+    weights = F.softmax(product)
+    if mha.dropout:
+        weights = F.dropout(weights, mha.dropout, training=mha.training, mode="upscale_in_train")
+    if head_mask is not None:
+        weights = weights * paddle.reshape(head_mask[:heads], [1, heads, 1, 1])
+    out = paddle.matmul(weights, v)
+    out = paddle.transpose(out, perm=[0, 2, 1, 3])
+    out = paddle.reshape(out, [0, 0, heads * mha.head_dim])
+    return mha.out_proj(out), (weights if need_weights else None)
+
+
+def encoder_layer(layer, x: paddle.Tensor, mask, head_mask, need_weights: bool = False):
+    """One ``paddle.nn.TransformerEncoderLayer`` (post- or pre-norm) with a head mask."""
+    residual = x
+    if layer.normalize_before:
+        x = layer.norm1(x)
+    x, weights = attention(layer.self_attn, x, mask, head_mask, need_weights)
+    x = residual + layer.dropout1(x)
+    if not layer.normalize_before:
+        x = layer.norm1(x)
+    residual = x
+    if layer.normalize_before:
+        x = layer.norm2(x)
+    x = layer.linear2(layer.dropout(layer.activation(layer.linear1(x))))
+    x = residual + layer.dropout2(x)
+    if not layer.normalize_before:
+        x = layer.norm2(x)
+    return x, weights
+
+
+def bert_forward(
+    self,
+    input_ids: paddle.Tensor,
+    token_type_ids: Optional[paddle.Tensor] = None,
+    position_ids: Optional[paddle.Tensor] = None,
+    attention_mask=None,
+    past_key_values=None,
+    use_cache: Optional[bool] = None,
+    output_hidden_states: Optional[bool] = None,
+    output_attentions: Optional[bool] = None,
+    return_dict: Optional[bool] = None,
+    layer_indices: Optional[Sequence[int]] = None,
+    **kwargs,
+):
+    """``BertModel.forward`` taking ``attention_mask`` as a tensor, ``None`` or ``[mask, head_mask]``.
+
+    ``head_mask`` is ``[num_layers, num_heads]`` (row i for encoder layer i).
+    ``layer_indices`` lists the encoder layers to run, in order (default: all).
+    Returns ``(sequence_output, pooled_output[, hidden_states][, attentions])`` like the
+    stock forward; ``hidden_states[0]`` is the embedding output and entry j the output of
+    the j-th layer run.  Extra keyword arguments (e.g. ``depth`` from OFA) are ignored.
+    """
+    if past_key_values is not None or use_cache:
+        raise NotImplementedError("the patched BertModel.forward does not support caches")
+    if isinstance(attention_mask, (list, tuple)):
+        mask, head_mask = (list(attention_mask) + [None, None])[:2]  # a copy: callers share lists
+    else:
+        mask, head_mask = attention_mask, None
+    mask = additive_mask(self, input_ids, mask)
+    hidden = self.embeddings(input_ids=input_ids, position_ids=position_ids, token_type_ids=token_type_ids)
+    all_hidden = [hidden] if output_hidden_states else None
+    all_weights = [] if output_attentions else None
+    layers = self.encoder.layers
+    for i in range(len(layers)) if layer_indices is None else layer_indices:
+        hidden, weights = encoder_layer(
+            layers[i], hidden, mask, None if head_mask is None else head_mask[i], bool(output_attentions)
+        )
+        if output_hidden_states:
+            all_hidden.append(hidden)
+        if output_attentions:
+            all_weights.append(weights)
+    if self.encoder.norm is not None:
+        hidden = self.encoder.norm(hidden)
+    pooled = self.pooler(hidden)
+    if return_dict:
+        return BaseModelOutputWithPoolingAndCrossAttentions(
+            last_hidden_state=hidden, pooler_output=pooled, hidden_states=all_hidden, attentions=all_weights
+        )
+    outputs = (hidden, pooled)
+    if output_hidden_states:
+        outputs += (all_hidden,)
+    if output_attentions:
+        outputs += (all_weights,)
+    return outputs

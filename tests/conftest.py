@@ -1,0 +1,64 @@
+"""Shared test set-up: import order, patch hygiene and the tiny models every test uses."""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import patches  # noqa: E402  -- before paddle (zlib_first)
+
+import numpy as np  # noqa: E402
+import paddle  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _restore_patches():
+    """Every test starts and ends with the stock stack: patches are explicit, never leaked."""
+    patches.restore()
+    yield
+    patches.restore()
+
+
+@pytest.fixture
+def glue_dir():
+    """Real GLUE data (../shared/data/glue via GLUE_DIR); tests on it skip when unset."""
+    path = os.environ.get("GLUE_DIR")
+    if not path or not os.path.isdir(path):
+        pytest.skip("GLUE_DIR is not set to the GLUE data folder")
+    return path
+
+
+def tiny_bert_config(**overrides):
+    from paddlenlp.transformers import BertConfig
+
+    values = dict(
+        vocab_size=40, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64, type_vocab_size=2,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=2,
+    )
+    values.update(overrides)
+    return BertConfig(**values)
+
+
+@pytest.fixture
+def tiny_bert():
+    """A random 3-layer, 4-head BERT classifier in eval mode (seeded)."""
+    from paddlenlp.transformers import BertForSequenceClassification
+
+    paddle.seed(0)
+    model = BertForSequenceClassification(tiny_bert_config())
+    model.eval()
+    return model
+
+
+@pytest.fixture
+def tiny_batch():
+    """Three rows, the last two padded with id 0 -- batch 3 catches the SuperLayerNorm bug."""
+    rng = np.random.RandomState(0)
+    ids = rng.randint(5, 40, size=(3, 7)).astype("int64")
+    ids[1, 5:] = 0
+    ids[2, 3:] = 0
+    types = np.zeros_like(ids)
+    types[:, 4:] = 1
+    return paddle.to_tensor(ids), paddle.to_tensor(types)

@@ -1,0 +1,92 @@
+"""Run configuration: precedence, YAML typing, reference flag names, validation messages."""
+import pytest
+
+from ofa_flexbert.config import RunArgs, load_yaml_defaults, resolve
+from ofa_flexbert.errors import UserError
+from run_ofa_glue import stage_parser
+
+
+def parse(*argv):
+    return vars(stage_parser().parse_args(list(argv)))
+
+
+def write(tmp_path, text):
+    path = tmp_path / "task.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_precedence_defaults_then_yaml_then_stage_section_then_flags(tmp_path):
+    config = write(tmp_path, "learning_rate: 3.0e-5\nseed: 7\nstages:\n  width:\n    learning_rate: 1.0e-4\n"
+                             "    num_train_epochs: 5\n")
+    args = resolve(parse("--task", "rte", "--stage", "width", "--config", config, "--num_train_epochs", "2"))
+    assert args.learning_rate == 1e-4  # stage section beats top level
+    assert args.seed == 7  # top level beats the built-in default (42)
+    assert args.num_train_epochs == 2.0  # the flag beats the stage section
+    assert args.max_seq_length == RunArgs().max_seq_length  # built-in default
+    other = resolve(parse("--task", "rte", "--stage", "finetune", "--config", config))
+    assert other.learning_rate == 3e-5 and other.num_train_epochs == 3.0
+
+
+def test_yaml_numbers_without_a_dot_are_still_floats(tmp_path):
+    config = write(tmp_path, "learning_rate: 2e-5\nwidth_mult_list: [0.25, 1]\n")  # YAML 1.1 reads 2e-5 as a string
+    values = load_yaml_defaults(config, "finetune")
+    assert values["learning_rate"] == 2e-5 and values["width_mult_list"] == [0.25, 1.0]
+
+
+def test_shipped_configs_carry_the_reference_hyper_parameters():
+    width = resolve(parse("--task", "rte", "--stage", "width"))
+    assert (width.learning_rate, width.width_lambda1, width.width_lambda2) == (2e-5, 1.0, 0.1)
+    assert width.width_mult_list == [0.25, 0.5, 0.75, 1.0] and width.per_gpu_train_batch_size == 32
+    depth = resolve(parse("--task", "rte", "--stage", "depth"))
+    assert depth.depth_mult_list == [0.5, 0.75, 1.0] and (depth.depth_lambda1, depth.depth_lambda2) == (1.0, 1.0)
+    gate = resolve(parse("--task", "sst-2", "--stage", "gate"))
+    assert (gate.learning_rate, gate.seed) == (2e-4, 200)
+
+
+def test_reference_flag_names_are_accepted():
+    args = resolve(parse("--task_name", "RTE", "--training_phase", "dynabertw", "--per_gpu_train_batch_size", "8",
+                         "--width_mult_list", "0.25,0.5,1.0", "--depth_mult_list", "1.", "--graft_during_training",
+                         "--data_aug", "--logging_steps", "5", "--max_steps", "3"))
+    assert (args.task, args.stage, args.per_gpu_train_batch_size) == ("rte", "width", 8)
+    assert args.width_mult_list == [0.25, 0.5, 1.0] and args.depth_mult_list == [1.0]
+    assert args.graft_during_training and args.data_aug and args.max_steps == 3
+    assert resolve(parse("--task", "rte", "--training_phase", "final_finetuning")).stage == "final"
+
+
+def test_a_boolean_from_yaml_can_be_switched_off_by_flag(tmp_path):
+    config = write(tmp_path, "data_aug: true\n")
+    assert resolve(parse("--task", "rte", "--stage", "width", "--config", config)).data_aug is True
+    assert resolve(parse("--task", "rte", "--stage", "width", "--config", config, "--no-data_aug")).data_aug is False
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--task", "rte", "--stage", "width", "--width_mult_list", "0.5,1.5"), "--width_mult_list: 1.5 is outside (0, 1]"),
+    (("--task", "rte", "--stage", "depth", "--depth_mult_list", "0"), "--depth_mult_list: 0 is outside (0, 1]"),
+    (("--task", "foo", "--stage", "width"), "unknown task 'foo'; expected one of: cola, sst-2, mrpc, sts-b, qqp, "
+                                            "mnli, qnli, rte, wnli"),
+    (("--stage", "width"), "--task is required (e.g. --task rte)"),
+    (("--task", "rte", "--training_phase", "nope"), "--training_phase: unknown phase 'nope'; expected one of: "
+                                                     "dynabertw, dynabert, final_finetuning, finetuning, traingate"),
+])
+def test_bad_values_name_the_flag(argv, message):
+    with pytest.raises(UserError) as info:
+        resolve(parse(*argv))
+    assert str(info.value) == message
+
+
+def test_bad_yaml_names_the_file_and_key(tmp_path):
+    config = write(tmp_path, "learning_rat: 1.0e-4\n")
+    with pytest.raises(UserError) as info:
+        resolve(parse("--task", "rte", "--stage", "width", "--config", config))
+    assert str(info.value) == f"{config}: unknown key 'learning_rat' (expected flag names such as learning_rate)"
+    config = write(tmp_path, "learning_rate: fast\n")
+    with pytest.raises(UserError) as info:
+        resolve(parse("--task", "rte", "--stage", "width", "--config", config))
+    assert str(info.value) == f"{config}: 'learning_rate: fast' is not a valid float"
+
+
+def test_a_malformed_flag_is_a_one_line_error():
+    with pytest.raises(UserError) as info:
+        stage_parser().parse_args(["--learning_rate", "fast"])
+    assert str(info.value) == "run_ofa_glue.py: argument --learning_rate: invalid float value: 'fast'"

@@ -1,0 +1,167 @@
+"""Stage ``finetune`` and the CLI around it: learning, the output contract, bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from ofa_flexbert.demo import synthetic_example, write_synthetic_task, write_tiny_bert
+from run_ofa_glue import main
+
+FAST = ["--per_gpu_train_batch_size", "32", "--per_gpu_eval_batch_size", "200", "--max_seq_length", "40"]
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """The demo's synthetic task (small) and its random tiny BERT."""
+    root = tmp_path_factory.mktemp("toy")
+    data_dir, model_dir = str(root / "SST-2"), str(root / "pretrained")
+    write_synthetic_task(data_dir, seed=0, num_train=1200, num_dev=400)
+    write_tiny_bert(model_dir, seed=0)
+    return data_dir, model_dir
+
+
+def finetune_argv(data_dir, model_dir, out, *extra):
+    return ["--task", "sst-2", "--stage", "finetune", "--config", os.path.join(ROOT, "configs", "demo.yaml"),
+            "--data_dir", data_dir, "--model_dir", model_dir, "--output_dir", str(out), *FAST, *extra]
+
+
+def dev_accuracy(model_dir, data_dir):
+    """Independent check: reload the saved model and score dev with plain numpy."""
+    import paddle
+    from ofa_flexbert.data import encode, get_task, make_loader, read_split
+    from ofa_flexbert.models import load_model, load_tokenizer
+
+    task = get_task("sst-2")
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(model_dir, 2)
+    model.eval()
+    loader = make_loader(encode(read_split(task, data_dir, "dev"), task, tokenizer, 40), tokenizer, 200)
+    hits = total = 0
+    with paddle.no_grad():
+        for batch in loader:
+            pred = model(batch["input_ids"], token_type_ids=batch["token_type_ids"]).numpy().argmax(-1)
+            hits += int((pred == batch["labels"].numpy()).sum())
+            total += len(pred)
+    return hits / total
+
+
+def test_synthetic_task_is_balanced_and_follows_its_rule():
+    import random
+
+    rng = random.Random(3)
+    examples = [synthetic_example(rng) for _ in range(2000)]
+    positives = sum(label for _, label in examples) / len(examples)
+    assert 0.4 < positives < 0.6
+    negated = [(s, y) for s, y in examples if s.split()[-1] != "not" and "not good" in s and len(s.split()) < 4]
+    assert all(y == 0 for _, y in negated)
+
+
+def test_finetune_learns_and_writes_the_output_contract(toy, tmp_path):
+    data_dir, model_dir = toy
+    before = dev_accuracy(model_dir, data_dir)
+    out = tmp_path / "teacher"
+    assert main(finetune_argv(data_dir, model_dir, out, "--max_steps", "150", "--logging_steps", "50")) == 0
+    for name in ("config.json", "model_state.pdparams", "vocab.txt", "flexbert.json", "eval_results.json"):
+        assert (out / name).exists(), name
+    results = json.loads((out / "eval_results.json").read_text())
+    assert set(results) == {"task", "stage", "metric", "subnets", "best_step"}
+    assert (results["task"], results["stage"], results["metric"]) == ("sst-2", "finetune", "acc")
+    assert results["best_step"] in (50, 100, 150)
+    [subnet] = results["subnets"]
+    assert (subnet["width_mult"], subnet["depth_mult"]) == (1.0, 1.0)
+    after = dev_accuracy(str(out), data_dir)
+    assert after == pytest.approx(subnet["metrics"]["acc"], abs=1e-9)  # the saved model is the reported one
+    assert after > before + 0.15, (before, after)
+    info = json.loads((out / "flexbert.json").read_text())
+    assert info["stage"] == "finetune" and info["task"] == "sst-2"
+    assert info["arguments"]["max_steps"] == 150 and "paddlenlp" in info["versions"]
+    assert info["source_model"] == os.path.abspath(model_dir)
+    vdl = out / "vdl" / "finetune"
+    records = [f for f in os.listdir(vdl) if f.startswith("vdlrecords")]
+    assert records
+    from visualdl import LogReader
+
+    reader = LogReader(file_path=str(vdl / records[0]))
+    tags = set(reader.get_tags()["scalar"])
+    assert {"train/loss", "train/learning_rate", "eval/w1_d1/acc"} <= tags
+    assert [r.id for r in reader.get_data("scalar", "eval/w1_d1/acc")] == [50, 100, 150]
+
+
+def test_finetuned_model_is_a_valid_model_dir_for_the_next_stage(toy, tmp_path):
+    data_dir, model_dir = toy
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert main(finetune_argv(data_dir, model_dir, first, "--max_steps", "20", "--logging_steps", "20")) == 0
+    assert main(finetune_argv(data_dir, str(first), second, "--max_steps", "20", "--logging_steps", "20")) == 0
+    assert dev_accuracy(str(second), data_dir) >= 0.0
+
+
+# --- bad input: one line, exit 2, nothing previously written is lost --------------------------------
+
+def run_cli(*argv):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "run_ofa_glue.py"), *argv], capture_output=True,
+                          text=True, cwd=ROOT)
+
+
+def test_cli_bad_input_is_one_line_and_exit_2_without_traceback(toy, tmp_path):
+    data_dir, model_dir = toy
+    result = run_cli("--task", "nope", "--stage", "finetune")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == ("error: unknown task 'nope'; expected one of: cola, sst-2, "
+                                                      "mrpc, sts-b, qqp, mnli, qnli, rte, wnli")
+
+
+@pytest.mark.parametrize("stage", ["width", "depth", "final", "gate", "infer", "export"])
+def test_stages_not_implemented_yet_exit_cleanly(stage, capsys):
+    assert main(["--task", "rte", "--stage", stage, "--model_dir", "m", "--output_dir", "o"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --stage {stage}: not implemented yet (planned in ")
+    assert err.endswith("available: finetune")
+
+
+def write_rows(path, rows):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as fh:
+        fh.write("sentence\tlabel\n" + "".join(r + "\n" for r in rows))
+
+
+def test_bad_data_fails_before_anything_in_output_dir_is_touched(toy, tmp_path, capsys):
+    data_dir, model_dir = toy
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model_state.pdparams").write_bytes(b"an earlier good model")
+    (out / "eval_results.json").write_text('{"earlier": true}')
+    bad = str(tmp_path / "bad" / "SST-2")
+    write_rows(os.path.join(bad, "train.tsv"), ["good movie\t1", "only one column", "bad\t0"])
+    write_rows(os.path.join(bad, "dev.tsv"), ["fine\t1"])
+    assert main(finetune_argv(bad, model_dir, out)) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {bad}/train.tsv:3: expected at least 2 tab-separated "
+                                               f"columns, found 1")
+    write_rows(os.path.join(bad, "train.tsv"), ["good movie\t1", "bad\tmaybe"])
+    assert main(finetune_argv(bad, model_dir, out)) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {bad}/train.tsv:3: unknown label 'maybe' for task sst-2; "
+                                               f"expected one of: 0, 1")
+    assert main(finetune_argv(data_dir, str(tmp_path / "missing"), out)) == 2
+    assert capsys.readouterr().err.strip().startswith(f"error: --model_dir {tmp_path / 'missing'}")
+    assert main(finetune_argv(str(tmp_path / "nodata"), model_dir, out)) == 2
+    assert capsys.readouterr().err.strip().startswith(f"error: {tmp_path / 'nodata'}/train.tsv: no such file")
+    assert sorted(os.listdir(out)) == ["eval_results.json", "model_state.pdparams"]
+    assert (out / "model_state.pdparams").read_bytes() == b"an earlier good model"
+    assert (out / "eval_results.json").read_text() == '{"earlier": true}'
+
+
+def test_model_dir_without_vocabulary_is_refused(toy, tmp_path, capsys):
+    import shutil
+
+    data_dir, model_dir = toy
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    os.remove(broken / "vocab.txt")
+    assert main(finetune_argv(data_dir, str(broken), tmp_path / "out")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --model_dir {broken}") and "vocab.txt" in err
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,378 @@
+"""Model dirs: HF import checked against an independent numpy BERT, error messages, atomic saves.
+
+The HF checkpoints here are written by the test itself (numpy + safetensors, HF names,
+torch layout), so nothing is downloaded and the reference (tests/numpy_bert.py) shares
+no code with the converter or with Paddle.
+"""
+import zlib  # noqa: F401  -- before paddle (paddle 2.6.2); conftest does it too via patches
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import paddle
+import pytest
+from safetensors.numpy import save_file
+
+import numpy_bert
+from ofa_flexbert import models
+from ofa_flexbert.errors import UserError
+from ofa_flexbert.models import (
+    check_model_dir,
+    convert_hf_checkpoint,
+    load_model,
+    load_tokenizer,
+    save_model,
+)
+
+WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "ran", "fast", "slow", "big", "small", "red",
+         "blue", "green", "and", "or", "not", "very", "good", "bad", "Hello", "World", "is", "was"]
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS  # 30 tokens
+
+HF_CONFIG = {
+    "model_type": "bert",
+    "architectures": ["BertForSequenceClassification"],
+    "vocab_size": len(VOCAB),
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "max_position_embeddings": 64,
+    "type_vocab_size": 2,
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-12,
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+    "initializer_range": 0.02,
+    "pad_token_id": 0,
+    "position_embedding_type": "absolute",
+    "id2label": {"0": "A", "1": "B", "2": "C"},
+    "label2id": {"A": 0, "B": 1, "C": 2},
+    "transformers_version": "4.40.0",
+}
+
+# Row 0 is full; row 1 ends in two pads.  Segments 0/1 as for a sentence pair.
+INPUT_IDS = np.array([[2, 7, 8, 9, 3, 10, 11, 3],
+                      [2, 12, 13, 3, 14, 3, 0, 0]], dtype="int64")
+TOKEN_TYPES = np.array([[0, 0, 0, 0, 0, 1, 1, 1],
+                        [0, 0, 0, 0, 1, 1, 0, 0]], dtype="int64")
+
+
+def hf_weights(config, prefix="bert.", num_labels=3, seed=0):
+    """Random HF-named tensors in torch layout (Linear weight [out, in]).
+
+    Scales are large enough that a missing transpose, a swapped LayerNorm pair or a
+    wrong embedding table changes the outputs far beyond the tolerance.
+    """
+    rng = np.random.default_rng(seed)
+    h, inter = config["hidden_size"], config["intermediate_size"]
+
+    def mat(*shape, scale=0.2):
+        return (rng.standard_normal(shape) * scale).astype("float32")
+
+    w = {
+        "embeddings.word_embeddings.weight": mat(config["vocab_size"], h, scale=1.0),
+        "embeddings.position_embeddings.weight": mat(config["max_position_embeddings"], h, scale=0.5),
+        "embeddings.token_type_embeddings.weight": mat(config["type_vocab_size"], h, scale=0.5),
+        "embeddings.LayerNorm.weight": 1.0 + mat(h, scale=0.1),
+        "embeddings.LayerNorm.bias": mat(h, scale=0.1),
+        "pooler.dense.weight": mat(h, h),
+        "pooler.dense.bias": mat(h),
+    }
+    for i in range(config["num_hidden_layers"]):
+        p = f"encoder.layer.{i}."
+        for name in ("attention.self.query", "attention.self.key", "attention.self.value",
+                     "attention.output.dense"):
+            w[p + name + ".weight"] = mat(h, h)
+            w[p + name + ".bias"] = mat(h, scale=0.1)
+        w[p + "intermediate.dense.weight"] = mat(inter, h)
+        w[p + "intermediate.dense.bias"] = mat(inter, scale=0.1)
+        w[p + "output.dense.weight"] = mat(h, inter)
+        w[p + "output.dense.bias"] = mat(h, scale=0.1)
+        for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
+            w[p + ln + ".weight"] = 1.0 + mat(h, scale=0.1)
+            w[p + ln + ".bias"] = mat(h, scale=0.1)
+    w = {prefix + k: v for k, v in w.items()}
+    # A buffer real HF checkpoints carry; it is not a weight and must be ignored.
+    w[prefix + "embeddings.position_ids"] = np.arange(config["max_position_embeddings"], dtype="int64")[None]
+    if num_labels:
+        w["classifier.weight"] = mat(num_labels, h, scale=0.5)
+        w["classifier.bias"] = mat(num_labels, scale=0.5)
+    return w
+
+
+def write_hf_checkpoint(path, config=None, weights=None, tokenizer_config=None):
+    config = dict(HF_CONFIG if config is None else config)
+    if weights is None:
+        bare = "BertModel" in config.get("architectures", [])
+        weights = hf_weights(config, prefix="" if bare else "bert.", num_labels=0 if bare else 3)
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    save_file(weights, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(path, "vocab.txt"), "w") as f:
+        f.write("\n".join(VOCAB) + "\n")
+    if tokenizer_config is not None:
+        with open(os.path.join(path, "tokenizer_config.json"), "w") as f:
+            json.dump(tokenizer_config, f)
+    return str(path), weights
+
+
+def paddle_outputs(model):
+    model.eval()
+    ids, types = paddle.to_tensor(INPUT_IDS), paddle.to_tensor(TOKEN_TYPES)
+    with paddle.no_grad():
+        seq, pooled = model.bert(ids, token_type_ids=types)
+        logits = model(ids, token_type_ids=types)
+    return seq.numpy(), pooled.numpy(), logits.numpy()
+
+
+def tree_digest(path):
+    """{relative path: sha256} of every file under path."""
+    out = {}
+    for root, _, files in os.walk(path):
+        for name in files:
+            full = os.path.join(root, name)
+            with open(full, "rb") as f:
+                out[os.path.relpath(full, path)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+# --------------------------------------------------------------------------- conversion vs numpy
+
+
+def test_convert_sequence_classification_checkpoint_matches_numpy(tmp_path):
+    hf_dir, weights = write_hf_checkpoint(tmp_path / "hf", tokenizer_config={"do_lower_case": False,
+                                                                              "model_max_length": 512})
+    out = str(tmp_path / "paddle")
+    convert_hf_checkpoint(hf_dir, out, num_labels=3)
+
+    assert {"config.json", "model_state.pdparams", "vocab.txt", "tokenizer_config.json",
+            "special_tokens_map.json"} <= set(os.listdir(out))
+    check_model_dir(out)
+    model = load_model(out, num_labels=3)
+    # HF config values win over paddlenlp defaults (type_vocab_size 16, eps 1e-5 of nn.LayerNorm).
+    assert list(model.bert.embeddings.token_type_embeddings.weight.shape) == [2, 32]
+    assert model.bert.embeddings.layer_norm._epsilon == pytest.approx(1e-12)
+    assert model.bert.encoder.layers[1].norm2._epsilon == pytest.approx(1e-12)
+
+    seq, pooled, logits = paddle_outputs(model)
+    ref_seq, ref_pooled = numpy_bert.bert_forward(weights, HF_CONFIG, INPUT_IDS, TOKEN_TYPES, prefix="bert.")
+    ref_logits = numpy_bert.classifier_logits(weights, ref_pooled)
+    assert np.abs(ref_seq).max() > 0.5 and np.abs(ref_logits).max() > 0.1  # outputs are not trivially small
+    np.testing.assert_allclose(seq, ref_seq, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(pooled, ref_pooled, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(logits, ref_logits, atol=1e-5, rtol=0)
+
+    tok = load_tokenizer(out)
+    assert tok.do_lower_case is False  # kept from the HF tokenizer_config.json
+    assert tok.tokenize("Hello World") == ["Hello", "World"]
+    assert tok.pad_token_id == 0 and tok.model_max_length == 64  # capped at max_position_embeddings
+
+
+def test_convert_bare_bertmodel_checkpoint_matches_numpy(tmp_path):
+    config = dict(HF_CONFIG, architectures=["BertModel"])
+    del config["id2label"], config["label2id"]
+    hf_dir, weights = write_hf_checkpoint(tmp_path / "hf", config=config)
+    assert not any(k.startswith(("bert.", "classifier.")) for k in weights)  # sentence-transformers style
+    out = str(tmp_path / "paddle")
+    convert_hf_checkpoint(hf_dir, out)  # default num_labels: irrelevant without a classifier
+
+    tok = load_tokenizer(out)
+    assert tok.do_lower_case is True  # no tokenizer_config.json: BERT's default
+    # No classifier was saved, so any task size loads; the head is freshly initialised.
+    for num_labels in (2, 5):
+        model = load_model(out, num_labels=num_labels)
+        seq, pooled, logits = paddle_outputs(model)
+        assert logits.shape == (2, num_labels)
+        ref_seq, ref_pooled = numpy_bert.bert_forward(weights, config, INPUT_IDS, TOKEN_TYPES, prefix="")
+        np.testing.assert_allclose(seq, ref_seq, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(pooled, ref_pooled, atol=1e-5, rtol=0)
+
+
+def test_convert_sharded_checkpoint_with_legacy_layernorm_names(tmp_path):
+    """model.safetensors.index.json + shards, and old LayerNorm.gamma/beta names, give the same model."""
+    hf_dir, weights = write_hf_checkpoint(tmp_path / "hf")
+    os.remove(os.path.join(hf_dir, "model.safetensors"))
+    legacy = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+              for k, v in weights.items()}
+    names = sorted(legacy)
+    shards = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
+              "model-00002-of-00002.safetensors": names[len(names) // 2:]}
+    for shard, keys in shards.items():
+        save_file({k: legacy[k] for k in keys}, os.path.join(hf_dir, shard), metadata={"format": "pt"})
+    with open(os.path.join(hf_dir, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {}, "weight_map": {k: s for s, keys in shards.items() for k in keys}}, f)
+
+    out = str(tmp_path / "paddle")
+    convert_hf_checkpoint(hf_dir, out, num_labels=3)
+    seq, pooled, logits = paddle_outputs(load_model(out, num_labels=3))
+    ref_seq, ref_pooled = numpy_bert.bert_forward(weights, HF_CONFIG, INPUT_IDS, TOKEN_TYPES, prefix="bert.")
+    np.testing.assert_allclose(seq, ref_seq, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(logits, numpy_bert.classifier_logits(weights, ref_pooled), atol=1e-5, rtol=0)
+
+
+def test_convert_leaves_hf_dir_untouched(tmp_path):
+    hf_dir, _ = write_hf_checkpoint(tmp_path / "hf", tokenizer_config={"do_lower_case": True})
+    before = tree_digest(hf_dir)
+    convert_hf_checkpoint(hf_dir, str(tmp_path / "paddle"), num_labels=3)
+    assert tree_digest(hf_dir) == before
+    assert sorted(before) == ["config.json", "model.safetensors", "tokenizer_config.json", "vocab.txt"]
+    # ... and nothing was left beside the output either (the temporary save dir is gone).
+    assert sorted(os.listdir(tmp_path)) == ["hf", "paddle"]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_convert_errors(tmp_path):
+    missing = str(tmp_path / "nope")
+    with pytest.raises(UserError) as e:
+        convert_hf_checkpoint(missing, str(tmp_path / "out"))
+    assert str(e.value) == f"--hf_dir {missing}: directory not found"
+
+    hf_dir, _ = write_hf_checkpoint(tmp_path / "hf")
+    os.remove(os.path.join(hf_dir, "config.json"))
+    with pytest.raises(UserError) as e:
+        convert_hf_checkpoint(hf_dir, str(tmp_path / "out"))
+    assert str(e.value) == f"--hf_dir {hf_dir}: no config.json (expected a HuggingFace BERT checkpoint)"
+
+    hf_dir, _ = write_hf_checkpoint(tmp_path / "roberta", config=dict(HF_CONFIG, model_type="roberta"))
+    with pytest.raises(UserError) as e:
+        convert_hf_checkpoint(hf_dir, str(tmp_path / "out"))
+    assert str(e.value) == f"--hf_dir {hf_dir}: config.json has model_type 'roberta', expected 'bert'"
+
+    hf_dir, _ = write_hf_checkpoint(tmp_path / "noweights")
+    os.remove(os.path.join(hf_dir, "model.safetensors"))
+    with pytest.raises(UserError) as e:
+        convert_hf_checkpoint(hf_dir, str(tmp_path / "out"))
+    assert str(e.value) == f"--hf_dir {hf_dir}: no model weights (expected model.safetensors or pytorch_model.bin)"
+
+    hf_dir, _ = write_hf_checkpoint(tmp_path / "novocab")
+    os.remove(os.path.join(hf_dir, "vocab.txt"))
+    with pytest.raises(UserError) as e:
+        convert_hf_checkpoint(hf_dir, str(tmp_path / "out"))
+    assert str(e.value) == f"--hf_dir {hf_dir}: no vocab.txt (the tokenizer's WordPiece vocabulary)"
+
+    # A classifier fine-tuned for 3 labels is not silently replaced for a 2-label task.
+    hf_dir, _ = write_hf_checkpoint(tmp_path / "three")
+    with pytest.raises(UserError) as e:
+        convert_hf_checkpoint(hf_dir, str(tmp_path / "out"), num_labels=2)
+    assert str(e.value) == (f"--hf_dir {hf_dir}: its classifier has 3 labels but num_labels is 2 "
+                            "(a checkpoint fine-tuned for another task?)")
+
+    # Weights that do not fit config.json (here: a layer missing) are an error, not a random init.
+    cfg3 = dict(HF_CONFIG, num_hidden_layers=3)
+    hf_dir, _ = write_hf_checkpoint(tmp_path / "short", config=cfg3, weights=hf_weights(HF_CONFIG))
+    with pytest.raises(UserError, match=r"lacks 16 BERT tensor\(s\) that config.json needs"):
+        convert_hf_checkpoint(hf_dir, str(tmp_path / "out"), num_labels=3)
+
+    with pytest.raises(UserError, match="must not be --hf_dir or inside it"):
+        convert_hf_checkpoint(hf_dir, hf_dir)
+    assert not os.path.exists(tmp_path / "out")  # no failed conversion wrote anything
+
+
+def test_check_model_dir_errors(tmp_path):
+    missing = str(tmp_path / "nope")
+    with pytest.raises(UserError) as e:
+        check_model_dir(missing)
+    assert str(e.value) == f"--model_dir {missing}: directory not found"
+    with pytest.raises(UserError) as e:  # callers load the tokenizer first: same message
+        load_tokenizer(missing)
+    assert str(e.value) == f"--model_dir {missing}: directory not found"
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError) as e:
+        check_model_dir(str(empty), flag="--teacher_dir")
+    assert str(e.value) == (f"--teacher_dir {empty}: no config.json "
+                            "(expected a model directory written by save_pretrained)")
+
+    # An HF checkpoint passed where a Paddle dir is expected gets the convert command.
+    hf_dir, _ = write_hf_checkpoint(tmp_path / "hf")
+    hint = f"convert it first: python run_ofa_glue.py convert --hf_dir {hf_dir} --output_dir <new dir>"
+    with pytest.raises(UserError) as e:
+        check_model_dir(hf_dir)
+    assert str(e.value) == f"--model_dir {hf_dir}: model.safetensors is a HuggingFace checkpoint, {hint}"
+    os.replace(os.path.join(hf_dir, "model.safetensors"), os.path.join(hf_dir, "pytorch_model.bin"))
+    with pytest.raises(UserError) as e:
+        check_model_dir(hf_dir)
+    assert str(e.value) == f"--model_dir {hf_dir}: pytorch_model.bin is a HuggingFace checkpoint, {hint}"
+    os.remove(os.path.join(hf_dir, "pytorch_model.bin"))
+    with pytest.raises(UserError) as e:
+        check_model_dir(hf_dir)
+    assert str(e.value) == (f"--model_dir {hf_dir}: no model weights "
+                            "(expected model_state.pdparams or model.safetensors)")
+
+    out = str(tmp_path / "paddle")
+    convert_hf_checkpoint(write_hf_checkpoint(tmp_path / "hf2")[0], out, num_labels=3)
+    os.remove(os.path.join(out, "vocab.txt"))
+    with pytest.raises(UserError) as e:
+        check_model_dir(out)
+    assert str(e.value) == f"--model_dir {out}: no vocab.txt (expected the tokenizer files saved beside the model)"
+
+
+def test_load_model_rejects_other_task_classifier(tmp_path):
+    out = str(tmp_path / "paddle")
+    convert_hf_checkpoint(write_hf_checkpoint(tmp_path / "hf")[0], out, num_labels=3)
+    with pytest.raises(UserError) as e:
+        load_model(out, num_labels=2)
+    assert str(e.value) == (f"--model_dir {out}: its classifier has 3 labels but the task needs 2 "
+                            "(a model fine-tuned for another task?)")
+
+
+def test_load_model_rejects_weights_that_do_not_fit_config(tmp_path):
+    out = str(tmp_path / "paddle")
+    convert_hf_checkpoint(write_hf_checkpoint(tmp_path / "hf")[0], out, num_labels=3)
+    with open(os.path.join(out, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["num_hidden_layers"] = 3
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    with pytest.raises(UserError, match=r"model_state.pdparams lacks 16 tensor\(s\) that config.json needs"):
+        load_model(out, num_labels=3)
+
+
+# --------------------------------------------------------------------------- atomic save
+
+
+def test_save_model_failure_keeps_previous_model(tmp_path, tiny_bert):
+    from paddlenlp.transformers import BertTokenizer
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(VOCAB) + "\n")
+    tok = BertTokenizer(str(vocab))
+    out = str(tmp_path / "model")
+    save_model(tiny_bert, tok, out)
+    with open(os.path.join(out, "notes.txt"), "w") as f:
+        f.write("kept")
+    before = tree_digest(out)
+
+    def broken_save_pretrained(save_dir, *args, **kwargs):
+        with open(os.path.join(save_dir, "model_state.pdparams"), "wb") as f:
+            f.write(b"partial")  # half a file, then the process "dies"
+        raise KeyboardInterrupt("interrupted while saving")
+
+    with paddle.no_grad():
+        tiny_bert.classifier.bias.set_value(tiny_bert.classifier.bias + 1.0)
+    tiny_bert.save_pretrained = broken_save_pretrained
+    with pytest.raises(KeyboardInterrupt):
+        save_model(tiny_bert, tok, out)
+    assert tree_digest(out) == before  # the good model_state.pdparams is byte-identical
+    assert sorted(os.listdir(tmp_path)) == ["model", "vocab.txt"]  # temp dir cleaned up
+
+    # A successful save replaces the model, keeps unrelated files, drops a stale other-format weights file.
+    del tiny_bert.save_pretrained
+    with open(os.path.join(out, "model.safetensors"), "wb") as f:
+        f.write(b"stale")
+    save_model(tiny_bert, tok, out)
+    assert os.path.exists(os.path.join(out, "notes.txt"))
+    assert not os.path.exists(os.path.join(out, "model.safetensors"))
+    reloaded = load_model(out, num_labels=2)
+    np.testing.assert_array_equal(reloaded.classifier.bias.numpy(), tiny_bert.classifier.bias.numpy())
+    assert tree_digest(out)["model_state.pdparams"] != before["model_state.pdparams"]
+
+
+def test_weight_files_constant():
+    assert models.WEIGHT_FILES == ("model_state.pdparams", "model.safetensors")

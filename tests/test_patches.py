@@ -1,0 +1,205 @@
+"""Each patch in patches/ is needed (the stock stack fails) and correct (independent check)."""
+import copy
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+import patches
+from conftest import ROOT, tiny_bert_config
+
+VERSION = patches.paddle_version()
+
+
+def numpy_layer_norm(x, weight, bias, eps):
+    mean = x.mean(-1, keepdims=True)
+    var = x.var(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * weight + bias
+
+
+# --- zlib_first ------------------------------------------------------------------------
+
+GZIP_AFTER_PADDLE = "import paddle, gzip; print(len(gzip.decompress(gzip.compress(b'hello' * 1000))))"
+
+
+@pytest.mark.skipif(VERSION >= (3, 3), reason="libpaddle >= 3.3 no longer exports its own zlib")
+def test_zlib_first_import_keeps_gzip_working_after_paddle():
+    with_patch = subprocess.run(
+        [sys.executable, "-c", "import patches; " + GZIP_AFTER_PADDLE], cwd=ROOT, capture_output=True, text=True
+    )
+    assert with_patch.returncode == 0, with_patch.stderr[-500:]
+    assert with_patch.stdout.strip().endswith("5000")
+    if VERSION < (3, 0):  # the crash itself is documented for 2.6.x (Paddle issue #70538)
+        without = subprocess.run([sys.executable, "-c", GZIP_AFTER_PADDLE], cwd="/", capture_output=True)
+        assert without.returncode != 0
+
+
+# --- super_layernorm_forward ------------------------------------------------------------
+
+def _super_layernorm_outputs(batch):
+    from paddleslim.nas.ofa.layers import SuperLayerNorm
+
+    paddle.seed(1)
+    layer = SuperLayerNorm(8)
+    layer.weight.set_value(paddle.uniform([8], min=0.5, max=1.5))
+    layer.bias.set_value(paddle.uniform([8]))
+    x = np.random.RandomState(batch).randn(batch, 5, 6).astype("float32")  # narrower than 8: a subnet
+    expected = numpy_layer_norm(x, layer.weight.numpy()[:6], layer.bias.numpy()[:6], layer._epsilon)
+    return layer(paddle.to_tensor(x)), expected
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 4])
+def test_super_layernorm_forward_matches_numpy_for_every_batch_size(batch):
+    patches.apply(only=("super_layernorm_forward", "super_layernorm_init"))
+    out, expected = _super_layernorm_outputs(batch)
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-5)
+
+
+def test_stock_super_layernorm_forward_is_wrong_at_batch_3():
+    patches.apply(only=("super_layernorm_init",))  # constructing one needs it on paddle 3.3
+    out, expected = _super_layernorm_outputs(3)  # stock: unpacks the batch dimension
+    assert list(out.shape) != list(expected.shape)
+    with pytest.raises(ValueError):
+        _super_layernorm_outputs(2)
+
+
+# --- super_embedding_init / super_layernorm_init ------------------------------------------
+
+def _convert_tiny_bert():
+    from paddlenlp.transformers import BertForSequenceClassification
+    from paddleslim.nas.ofa.convert_super import Convert, supernet
+
+    model = BertForSequenceClassification(tiny_bert_config())
+    return Convert(supernet(expand_ratio=[0.5, 1.0])).convert(model)
+
+
+@pytest.mark.skipif(VERSION < (3, 2), reason="paddle < 3.2 accepts the positional arguments")
+def test_convert_fails_on_new_paddle_without_init_patches():
+    patches.apply(only=("super_layernorm_forward",))
+    with pytest.raises(TypeError):
+        _convert_tiny_bert()
+
+
+def test_convert_with_patches_builds_super_layers_like_the_original():
+    from paddleslim.nas.ofa.layers import SuperEmbedding, SuperLayerNorm
+
+    active = patches.apply()
+    assert ("super_embedding_init" in active) == (VERSION >= (3, 2))
+    assert ("super_layernorm_init" in active) == (VERSION >= (3, 3))
+    model = _convert_tiny_bert()
+    emb = model.bert.embeddings.word_embeddings.fn
+    assert isinstance(emb, SuperEmbedding)
+    assert emb.candidate_config == {"expand_ratio": [0.5, 1.0]}
+    assert (emb.expand_ratio, emb.base_output_dim, emb.cur_config) == ([0.5, 1.0], 32, None)
+    assert emb.weight.shape == [40, 32] and emb._padding_idx is None and emb._sparse is False
+    norm = model.bert.encoder.layers[0].norm1
+    assert isinstance(norm, SuperLayerNorm)
+    assert norm.weight.shape == [32] and norm.cur_config is None and norm._epsilon == 1e-12
+
+
+# --- bert_list_mask_forward --------------------------------------------------------------
+
+def test_stock_bert_forward_rejects_a_list_mask(tiny_bert, tiny_batch):
+    ids, types = tiny_batch
+    with pytest.raises(AttributeError, match="ndim"):
+        tiny_bert(ids, token_type_ids=types, attention_mask=[None, None])
+
+
+def test_patched_forward_equals_stock_forward(tiny_bert, tiny_batch):
+    ids, types = tiny_batch
+    stock = tiny_bert(ids, token_type_ids=types).numpy()
+    two_d = tiny_bert(ids, token_type_ids=types, attention_mask=(ids != 0).astype("int64")).numpy()
+    patches.apply(only=("bert_list_mask_forward",))
+    np.testing.assert_allclose(tiny_bert(ids, token_type_ids=types).numpy(), stock, atol=1e-6)
+    np.testing.assert_allclose(
+        tiny_bert(ids, token_type_ids=types, attention_mask=[None, None]).numpy(), stock, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        tiny_bert(ids, token_type_ids=types, attention_mask=(ids != 0).astype("int64")).numpy(), two_d, atol=1e-6
+    )
+
+
+def test_patched_forward_returns_every_hidden_state(tiny_bert, tiny_batch):
+    ids, types = tiny_batch
+    patches.apply(only=("bert_list_mask_forward",))
+    logits, hidden = tiny_bert(ids, token_type_ids=types, output_hidden_states=True)
+    assert len(hidden) == 1 + 3
+    embeddings = tiny_bert.bert.embeddings(input_ids=ids, token_type_ids=types)
+    np.testing.assert_allclose(hidden[0].numpy(), embeddings.numpy(), atol=1e-6)
+    sequence, _ = tiny_bert.bert(ids, token_type_ids=types)
+    np.testing.assert_allclose(hidden[-1].numpy(), sequence.numpy(), atol=1e-6)
+
+
+def test_patched_forward_skips_layers_like_a_shallower_model(tiny_bert, tiny_batch):
+    from paddlenlp.transformers import BertForSequenceClassification
+
+    ids, types = tiny_batch
+    shallow = BertForSequenceClassification(tiny_bert_config(num_hidden_layers=2))
+    state = tiny_bert.state_dict()
+    for new, old in enumerate([0, 2]):  # an independent 2-layer model holding layers 0 and 2
+        for key in list(state):
+            prefix = f"bert.encoder.layers.{old}."
+            if key.startswith(prefix):
+                state[f"bert.encoder.layers.{new}." + key[len(prefix):]] = state[key]
+    shallow.set_state_dict({k: v for k, v in state.items() if not k.startswith("bert.encoder.layers.2.")})
+    shallow.eval()
+    expected = shallow.bert(ids, token_type_ids=types)[0].numpy()
+    patches.apply(only=("bert_list_mask_forward",))
+    got = tiny_bert.bert(ids, token_type_ids=types, layer_indices=[0, 2])[0].numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_head_mask_zeroes_heads_and_gives_head_gradients(tiny_bert, tiny_batch):
+    ids, types = tiny_batch
+    patches.apply(only=("bert_list_mask_forward",))
+    ones = paddle.ones([3, 4])
+    full = tiny_bert(ids, token_type_ids=types, attention_mask=[None, ones]).numpy()
+    np.testing.assert_allclose(full, tiny_bert(ids, token_type_ids=types).numpy(), atol=1e-6)
+    # Masking head 1 of layer 0 equals zeroing its rows of the attention output projection.
+    mask = np.ones([3, 4], "float32")
+    mask[0, 1] = 0
+    masked = tiny_bert(ids, token_type_ids=types, attention_mask=[None, paddle.to_tensor(mask)]).numpy()
+    edited = copy.deepcopy(tiny_bert)
+    weight = edited.bert.encoder.layers[0].self_attn.out_proj.weight
+    w = weight.numpy()
+    w[8:16, :] = 0  # head_dim 8: head 1 is rows 8..15 of the [in, out] weight
+    weight.set_value(w)
+    np.testing.assert_allclose(masked, edited(ids, token_type_ids=types).numpy(), atol=1e-6)
+    # The head mask is differentiable: that gradient is head importance.
+    head_mask = paddle.ones([3, 4])
+    head_mask.stop_gradient = False
+    tiny_bert(ids, token_type_ids=types, attention_mask=[None, head_mask]).sum().backward()
+    assert head_mask.grad is not None and float(paddle.abs(head_mask.grad).sum()) > 0
+
+
+def test_patched_forward_does_not_write_into_the_callers_mask_list(tiny_bert, tiny_batch):
+    ids, types = tiny_batch
+    patches.apply(only=("bert_list_mask_forward",))
+    shared = [None, None]
+    tiny_bert(ids, token_type_ids=types, attention_mask=shared)
+    assert shared == [None, None]
+
+
+def test_patches_never_import_nlp_utils_nor_touch_paddle_attention():
+    stock_mha = paddle.nn.MultiHeadAttention.forward
+    stock_encoder = paddle.nn.TransformerEncoder.forward
+    patches.apply()
+    assert "paddleslim.nas.ofa.utils.nlp_utils" not in sys.modules
+    assert paddle.nn.MultiHeadAttention.forward is stock_mha
+    assert paddle.nn.TransformerEncoder.forward is stock_encoder
+
+
+def test_apply_is_idempotent_and_restore_brings_back_the_originals():
+    from paddlenlp.transformers import BertModel
+    from paddleslim.nas.ofa.layers import SuperLayerNorm
+
+    stock_bert, stock_sln = BertModel.forward, SuperLayerNorm.forward
+    first = patches.apply()
+    patched_bert = BertModel.forward
+    assert patches.apply() == first and BertModel.forward is patched_bert
+    assert patched_bert is not stock_bert and SuperLayerNorm.forward is not stock_sln
+    patches.restore()
+    assert patches.applied() == []
+    assert BertModel.forward is stock_bert and SuperLayerNorm.forward is stock_sln
