@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Optional
 
-from ofa_flexbert.config import OneLineParser, add_run_flags, resolve
+from ofa_flexbert.config import OneLineParser, add_run_flags
 from ofa_flexbert.errors import UserError
 
 
@@ -57,11 +57,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         if ns.demo:
             from ofa_flexbert.demo import run_demo
 
-            reports = run_demo(ns.output_dir or "demo_output")
+            overrides = {k: v for k, v in vars(ns).items() if v is not None and k not in ("demo", "output_dir")}
+            reports = run_demo(ns.output_dir or "demo_output", extra_flags=overrides)
         else:
-            from ofa_flexbert.stages import run_stage
+            from ofa_flexbert.stages import run
 
-            reports = run_stage(resolve(vars(ns)))
+            reports = run(vars(ns))
         print(results_table(reports))
         return 0
     except UserError as exc:

@@ -68,6 +68,7 @@ class RunArgs:
     graft_during_training: bool = _flag("width stage: neural grafting", False)
     training_phase: Optional[str] = _flag("reference alias of --stage: " + ", ".join(TRAINING_PHASES))
     device: Optional[str] = _flag("paddle device, e.g. cpu or gpu:0 (default: paddle's choice)")
+    num_threads: int = _flag("CPU math threads (0 = one per core; paddle's own default is 1)", 0)
 
     # ---- derived helpers -------------------------------------------------------------
     @property
@@ -187,6 +188,8 @@ def validate(args: RunArgs) -> None:
         for value in values:
             if not 0.0 < value <= 1.0:
                 raise UserError(f"--{name}: {value:g} is outside (0, 1]")
+    if args.num_threads < 0:
+        raise UserError(f"--num_threads: must be 0 (one per core) or positive, got {args.num_threads}")
     for name in ("max_seq_length", "per_gpu_train_batch_size", "per_gpu_eval_batch_size", "logging_steps"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name}: must be a positive integer, got {getattr(args, name)}")

@@ -13,8 +13,8 @@ import os
 import random
 from typing import Optional
 
-from .config import CONFIG_DIR, resolve
-from .stages import run_stage
+from .config import CONFIG_DIR
+from .stages import run
 from .stages.common import StageReport
 
 POSITIVE = ("good", "great", "fine", "nice", "superb", "lovely")
@@ -77,4 +77,4 @@ def run_demo(output_dir: str, seed: int = 0, extra_flags: Optional[dict] = None)
     flags = {"task": "sst-2", "stage": "all", "config": DEMO_CONFIG, "data_dir": data_dir,
              "model_dir": model_dir, "output_dir": output_dir, "seed": seed}
     flags.update(extra_flags or {})
-    return run_stage(resolve(flags))
+    return run(flags)

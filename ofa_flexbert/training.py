@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Protocol
@@ -134,7 +135,8 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
     best = TrainResult(initial_best, None, [], [], 0, 0.0)
     start = time.time()
     writer = LogWriter(logdir=os.path.join(output_dir, "vdl", strategy.name))
-    progress = tqdm(total=steps, desc=f"{strategy.name} {task.name}", unit="step", dynamic_ncols=True)
+    progress = tqdm(total=steps, desc=f"{strategy.name} {task.name}", unit="step", dynamic_ncols=True,
+                    mininterval=0.1 if sys.stderr.isatty() else 30.0)  # a log file gets a line per 30 s
 
     def evaluate_and_keep(step: int) -> None:
         results = evaluate(strategy, task, dev_loaders)
@@ -146,7 +148,7 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
         current = score(results, metric)
         improved = current > best.best_score
         progress.write(f"[{strategy.name}] step {step}/{steps}: {format_results(results, metric)}"
-                       f"{'  (best, saved)' if improved else ''}")
+                       f"{'  (best, saved)' if improved else ''}", file=sys.stderr)
         if improved:
             best.best_score, best.best_step, best.best_results = current, step, results
             strategy.save(output_dir)
@@ -167,7 +169,7 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
                     writer.add_scalar(f"train/{key}", value, step)
                 writer.add_scalar("train/learning_rate", optimizer.get_lr(), step)
                 progress.update(1)
-                progress.set_postfix(epoch=epoch, loss=f"{losses.get('loss', float('nan')):.4f}")
+                progress.set_postfix(epoch=epoch, loss=f"{losses.get('loss', float('nan')):.4f}", refresh=False)
                 if step % args.logging_steps == 0 or step == steps:
                     evaluate_and_keep(step)
                 if step >= steps:

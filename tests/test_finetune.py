@@ -165,3 +165,15 @@ def test_model_dir_without_vocabulary_is_refused(toy, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: --model_dir {broken}") and "vocab.txt" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_demo_runs_every_implemented_stage_with_its_own_config_section(tmp_path, capsys):
+    assert main(["--demo", "--output_dir", str(tmp_path), "--max_steps", "10"]) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split()[:2] == ["stage", "task"]
+    assert "finetune  sst-2" in table
+    info = json.loads((tmp_path / "finetune" / "flexbert.json").read_text())
+    # configs/demo.yaml's stages.finetune section applies under --stage all (not the 2e-5 default)
+    assert info["arguments"]["learning_rate"] == 1e-3 and info["arguments"]["stage"] == "finetune"
+    assert info["arguments"]["max_steps"] == 10
+    assert info["source_model"] == str(tmp_path / "pretrained")

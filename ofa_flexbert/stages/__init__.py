@@ -1,15 +1,15 @@
 """Stages: each turns --model_dir into a model in --output_dir (see outputs.py for the contract).
 
-``run_stage`` dispatches; a stage that does not exist yet is a clean error, not a crash.
+``run`` resolves flags and dispatches; a stage that does not exist yet is a clean error.
 """
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Any, Callable
 
-from ..config import RunArgs
+from ..config import RunArgs, resolve
 from ..errors import UserError
-from .common import StageReport
+from .common import StageReport, require
 
 ORDER = ("finetune", "width", "depth", "final", "gate")  # what --stage all chains
 PLANNED = {"width": "issue #3", "depth": "issue #4", "final": "issue #4", "gate": "a later issue",
@@ -25,28 +25,30 @@ def _finetune(args: RunArgs) -> StageReport:
 IMPLEMENTED: dict[str, Callable[[RunArgs], StageReport]] = {"finetune": _finetune}
 
 
-def run_stage(args: RunArgs) -> list[StageReport]:
-    """Run ``args.stage`` (or, for ``all``, every implemented stage in order, chained)."""
-    if args.stage == "all":
-        return run_all(args)
+def run(flags: dict[str, Any]) -> list[StageReport]:
+    """Resolve the flags and run the stage they name.
+
+    ``--stage all`` chains every implemented stage: <output_dir>/<stage>, each reading the
+    previous output.  Each stage resolves the flags afresh, so it gets its own
+    ``stages.<stage>`` section of the YAML config.
+    """
+    args = resolve(flags)
+    if args.stage != "all":
+        return [run_stage(args)]
+    require(args, "model_dir", "output_dir")
+    reports, model_dir = [], args.model_dir
+    for stage in ORDER:
+        if stage in IMPLEMENTED:
+            stage_args = resolve({**flags, "stage": stage, "model_dir": model_dir,
+                                  "output_dir": os.path.join(args.output_dir, stage)})
+            reports.append(run_stage(stage_args))
+            model_dir = stage_args.output_dir
+    return reports
+
+
+def run_stage(args: RunArgs) -> StageReport:
+    """Run the single stage ``args.stage``; one that does not exist yet is a clean error."""
     if args.stage not in IMPLEMENTED:
         raise UserError(f"--stage {args.stage}: not implemented yet (planned in {PLANNED[args.stage]}); "
                         f"available: {', '.join(IMPLEMENTED)}")
-    return [IMPLEMENTED[args.stage](args)]
-
-
-def run_all(args: RunArgs) -> list[StageReport]:
-    """Chain the implemented stages: <output_dir>/<stage>, each reading the previous output."""
-    import dataclasses
-
-    if not args.output_dir:
-        raise UserError("--output_dir is required")
-    reports, model_dir = [], args.model_dir
-    for stage in ORDER:
-        if stage not in IMPLEMENTED:
-            continue
-        stage_args = dataclasses.replace(args, stage=stage, model_dir=model_dir,
-                                         output_dir=os.path.join(args.output_dir, stage))
-        reports.append(IMPLEMENTED[stage](stage_args))
-        model_dir = stage_args.output_dir
-    return reports
+    return IMPLEMENTED[args.stage](args)

