@@ -66,7 +66,16 @@ class RunArgs:
     depth_lambda1: float = _flag("depth stage: weight of the logit distillation loss", 1.0)
     depth_lambda2: float = _flag("depth stage: weight of the hidden-state distillation loss", 1.0)
     graft_during_training: bool = _flag("width stage: neural grafting", False)
+    graft_alpha: float = _flag("grafting: share of the donor mixed into a receiver", 0.1)
+    graft_fraction: float = _flag("grafting: fraction of heads and of FFN neurons that receive", 0.5)
+    graft_period: int = _flag("grafting: steps between grafts (0 = a third of an epoch)", 0)
+    graft_stop: int = _flag("grafting: last step that may graft (-1 = until the last epoch starts)", -1)
+    distill: bool = _flag("width stage: distil from the teacher (implied by --data_aug); else CE on labels", False)
+    importance_data: str = _flag("data for head/neuron importance: holdout (a slice of train, kept out of "
+                                 "training) or dev (the reference; dev labels then shape the model)", "holdout")
+    importance_holdout: float = _flag("fraction of the training set held out for importance", 0.1)
     training_phase: Optional[str] = _flag("reference alias of --stage: " + ", ".join(TRAINING_PHASES))
+    resume: bool = _flag("continue an interrupted run from <output_dir>/checkpoint", False)
     device: Optional[str] = _flag("paddle device, e.g. cpu or gpu:0 (default: paddle's choice)")
     num_threads: int = _flag("CPU math threads (0 = one per core; paddle's own default is 1)", 0)
 
@@ -188,6 +197,15 @@ def validate(args: RunArgs) -> None:
         for value in values:
             if not 0.0 < value <= 1.0:
                 raise UserError(f"--{name}: {value:g} is outside (0, 1]")
+    if args.importance_data not in ("holdout", "dev"):
+        raise UserError(f"--importance_data: expected holdout or dev, got '{args.importance_data}'")
+    if not 0.0 < args.importance_holdout < 1.0:
+        raise UserError(f"--importance_holdout: must be in (0, 1), got {args.importance_holdout:g}")
+    if not 0.0 <= args.graft_alpha <= 1.0:
+        raise UserError(f"--graft_alpha: must be in [0, 1], got {args.graft_alpha:g}")
+    if not 0.0 < args.graft_fraction <= 0.5:
+        raise UserError(f"--graft_fraction: must be in (0, 0.5] (receivers and donors are disjoint halves), "
+                        f"got {args.graft_fraction:g}")
     if args.num_threads < 0:
         raise UserError(f"--num_threads: must be 0 (one per core) or positive, got {args.num_threads}")
     for name in ("max_seq_length", "per_gpu_train_batch_size", "per_gpu_eval_batch_size", "logging_steps"):

@@ -16,3 +16,15 @@ def task_loss(task: TaskSpec, logits: paddle.Tensor, labels: paddle.Tensor) -> p
     if task.is_regression:
         return F.mse_loss(logits.reshape([-1]), labels.astype(logits.dtype).reshape([-1]))
     return F.cross_entropy(logits, labels.reshape([-1]))
+
+
+def soft_cross_entropy(student: paddle.Tensor, teacher: paddle.Tensor) -> paddle.Tensor:
+    """mean over the batch of -Σ_c softmax(teacher)_c · log_softmax(student)_c (temperature 1)."""
+    return -(F.softmax(teacher.detach(), axis=-1) * F.log_softmax(student, axis=-1)).sum(axis=-1).mean()
+
+
+def logit_distillation(task: TaskSpec, student: paddle.Tensor, teacher: paddle.Tensor) -> paddle.Tensor:
+    """Soft cross-entropy on logits; MSE for regression, as the reference does."""
+    if task.is_regression:
+        return F.mse_loss(student, teacher.detach())
+    return soft_cross_entropy(student, teacher)

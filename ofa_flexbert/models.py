@@ -286,7 +286,7 @@ def _is_weights_name(name: str) -> bool:
     return name.endswith((".pdparams", ".safetensors")) or name.endswith(".index.json")
 
 
-def save_model(model: Any, tokenizer: Any, output_dir: str) -> None:
+def save_model(model: Any, tokenizer: Any, output_dir: str, state_dict: Optional[Dict[str, Any]] = None) -> None:
     """``save_pretrained`` model (and tokenizer) into ``output_dir`` atomically.
 
     Everything is first written into a temporary directory beside ``output_dir``
@@ -297,7 +297,8 @@ def save_model(model: Any, tokenizer: Any, output_dir: str) -> None:
     ``output_dir`` that the save does not produce are kept, except a weights file
     of the *other* format (e.g. an old ``model.safetensors`` beside a new
     ``model_state.pdparams``): paddlenlp would load that stale file first.
-    ``tokenizer`` may be None to save the model only.
+    ``tokenizer`` may be None to save the model only.  ``state_dict`` replaces the
+    model's own (a supernet saves its weights under the plain model's names).
     """
     out = os.path.abspath(output_dir)
     if os.path.exists(out) and not os.path.isdir(out):
@@ -306,7 +307,7 @@ def save_model(model: Any, tokenizer: Any, output_dir: str) -> None:
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.saving-", dir=parent)
     try:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=state_dict)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         names = sorted(os.listdir(tmp), key=lambda n: (_is_weights_name(n), n))

@@ -22,8 +22,10 @@ import numpy as np
 import paddle
 from tqdm.auto import tqdm
 
+from . import checkpoint
 from .config import RunArgs
 from .data import TaskSpec
+from .errors import UserError
 from .metrics import compute_metrics
 from .outputs import SubnetResult, write_eval_results
 
@@ -56,6 +58,8 @@ class Strategy(Protocol):
 
     def save(self, output_dir: str) -> None:
         """Write the trained model (and tokenizer) atomically into ``output_dir``."""
+
+    # Optional: ``after_step(step, log, writer)`` runs after every optimizer step (grafting).
 
 
 @dataclass
@@ -125,58 +129,85 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
 
     The model is saved (atomically) whenever the score beats the best so far, starting
     from ``initial_best`` -- a stage that must not replace a better input model passes its
-    score here.  ``eval_results.json`` always describes the saved model.
+    score here.  ``eval_results.json`` always describes the saved model.  At every
+    evaluation a resume checkpoint is written; with ``args.resume`` the run continues from
+    it (weights, optimizer and schedule, RNGs, data position, best so far) and ends where an
+    uninterrupted run ends.  A strategy may define ``after_step(step, log)`` (e.g. grafting).
     """
     from visualdl import LogWriter
 
     steps = total_steps(args, len(train_loader))
     optimizer, scheduler = build_optimizer(strategy.model, args, steps)
     metric = task.primary_metric
-    best = TrainResult(initial_best, None, [], [], 0, 0.0)
+    state = checkpoint.LoopState(total_steps=steps, best_score=initial_best)
+    pending_rng = None
+    if args.resume:
+        state, pending_rng = checkpoint.load(output_dir, strategy.model, optimizer)
+        if state.total_steps != steps:
+            raise UserError(f"--resume: the checkpoint in {checkpoint.path(output_dir)} belongs to a run of "
+                            f"{state.total_steps} steps; these arguments give {steps}")
+    history: list[tuple[int, list[SubnetResult]]] = []
+    best_results = [SubnetResult(**r) for r in state.best_results]
+    last_results: list[SubnetResult] = []
     start = time.time()
     writer = LogWriter(logdir=os.path.join(output_dir, "vdl", strategy.name))
-    progress = tqdm(total=steps, desc=f"{strategy.name} {task.name}", unit="step", dynamic_ncols=True,
-                    mininterval=0.1 if sys.stderr.isatty() else 30.0)  # a log file gets a line per 30 s
+    progress = tqdm(total=steps, initial=state.step, desc=f"{strategy.name} {task.name}", unit="step",
+                    dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 30.0)
 
-    def evaluate_and_keep(step: int) -> None:
+    def log(message: str) -> None:
+        progress.write(f"[{strategy.name}] {message}", file=sys.stderr)
+
+    def evaluate_and_keep() -> None:
+        nonlocal best_results, last_results
         results = evaluate(strategy, task, dev_loaders)
-        best.last_results = results
-        best.history.append((step, results))
+        last_results = results
+        history.append((state.step, results))
         for r in results:
             for key, value in r.metrics.items():
-                writer.add_scalar(f"eval/w{r.width_mult:g}_d{r.depth_mult:g}/{key}", value, step)
+                writer.add_scalar(f"eval/w{r.width_mult:g}_d{r.depth_mult:g}/{key}", value, state.step)
         current = score(results, metric)
-        improved = current > best.best_score
-        progress.write(f"[{strategy.name}] step {step}/{steps}: {format_results(results, metric)}"
-                       f"{'  (best, saved)' if improved else ''}", file=sys.stderr)
+        improved = current > state.best_score
+        log(f"step {state.step}/{steps}: {format_results(results, metric)}{'  (best, saved)' if improved else ''}")
         if improved:
-            best.best_score, best.best_step, best.best_results = current, step, results
+            state.best_score, state.best_step, best_results = current, state.step, results
+            state.best_results = [r.to_json() for r in results]
             strategy.save(output_dir)
-            write_eval_results(output_dir, task.name, strategy.name, metric, results, step)
+            write_eval_results(output_dir, task.name, strategy.name, metric, results, state.step)
+        checkpoint.save(output_dir, strategy.model, optimizer, state)
+        checkpoint.reseed(args.seed, state.step)
 
-    step, epoch = 0, 0
+    after_step = getattr(strategy, "after_step", None)
     try:
-        while step < steps:
-            train_loader.batch_sampler.set_epoch(epoch)
-            for batch in train_loader:
+        while state.step < steps:
+            train_loader.batch_sampler.set_epoch(state.epoch)
+            batches = iter(train_loader)
+            if pending_rng is not None:
+                checkpoint.restore_rng(pending_rng, args.seed, state.step)
+                pending_rng = None
+            for position, batch in enumerate(batches):
+                if position < state.batch:  # resuming inside an epoch: these batches are done
+                    continue
                 strategy.model.train()
                 losses = strategy.train_step(batch)
                 optimizer.step()
                 scheduler.step()
                 optimizer.clear_grad()
-                step += 1
+                state.step, state.batch = state.step + 1, position + 1
                 for key, value in losses.items():
-                    writer.add_scalar(f"train/{key}", value, step)
-                writer.add_scalar("train/learning_rate", optimizer.get_lr(), step)
+                    writer.add_scalar(f"train/{key}", value, state.step)
+                writer.add_scalar("train/learning_rate", optimizer.get_lr(), state.step)
                 progress.update(1)
-                progress.set_postfix(epoch=epoch, loss=f"{losses.get('loss', float('nan')):.4f}", refresh=False)
-                if step % args.logging_steps == 0 or step == steps:
-                    evaluate_and_keep(step)
-                if step >= steps:
+                progress.set_postfix(epoch=state.epoch, loss=f"{losses.get('loss', float('nan')):.4f}", refresh=False)
+                if after_step is not None:
+                    after_step(state.step, log, writer)
+                if state.step % args.logging_steps == 0 or state.step == steps:
+                    evaluate_and_keep()
+                if state.step >= steps:
                     break
-            epoch += 1
+            else:
+                state.epoch, state.batch = state.epoch + 1, 0
     finally:
         progress.close()
         writer.close()
-    best.steps, best.seconds = step, time.time() - start
-    return best
+    return TrainResult(state.best_score, state.best_step, best_results, last_results, state.step,
+                       time.time() - start, history)

@@ -19,6 +19,10 @@ The patches:
     ``SuperEmbedding.__init__`` / ``SuperLayerNorm.__init__`` pass arguments positionally
     that paddle 3.2+ (``Embedding``) and 3.3+ (``LayerNorm``) made keyword-only, so
     ``Convert`` raises ``TypeError``.
+``encoder_layer_list_mask_forward`` (all versions)
+    ``TransformerEncoderLayer.forward`` also accepts ``[mask, head_mask]`` (the stock forward
+    runs for a tensor mask).  Layers are then called through ``__call__``, so forward hooks
+    -- PaddleSlim's ``DistillConfig`` captures hidden states with them -- fire.
 ``bert_list_mask_forward`` (all versions)
     The tutorial's monkey-patched ``BertModel.forward``: accepts ``[mask, head_mask]``,
     can return every hidden state and run only chosen layers.  It never imports
@@ -41,8 +45,9 @@ class Patch:
     name: str
     target: Callable[[], Any]  # returns the object (class) that owns the attribute
     attribute: str
-    replacement: Callable[[], Any]  # returns the new attribute value
+    replacement: Callable[[Any], Any]  # original attribute value -> new attribute value
     needed: Callable[[tuple[int, int]], bool]  # paddle (major, minor) -> apply?
+    requires: tuple[str, ...] = ()  # patches this one cannot work without
 
 
 def paddle_version() -> tuple[int, int]:
@@ -66,11 +71,26 @@ def _bert_model():
     return BertModel
 
 
-def _replacement(module: str, name: str) -> Callable[[], Any]:
-    def load():
+def _encoder_layer():
+    """paddle's TransformerEncoderLayer, after paddlenlp installed its own forward on it.
+
+    paddlenlp replaces ``TransformerEncoderLayer.forward`` when it is imported; importing it
+    first makes that forward the "original" we extend (and keeps it from overwriting ours).
+    """
+    import paddle
+    import paddlenlp.transformers  # noqa: F401
+
+    return paddle.nn.TransformerEncoderLayer
+
+
+def _replacement(module: str, name: str, wraps_original: bool = False) -> Callable[[Any], Any]:
+    """Load ``patches.<module>.<name>``; with ``wraps_original`` it is a factory taking the original."""
+
+    def load(original):
         import importlib
 
-        return getattr(importlib.import_module(f"patches.{module}"), name)
+        value = getattr(importlib.import_module(f"patches.{module}"), name)
+        return value(original) if wraps_original else value
 
     return load
 
@@ -98,11 +118,19 @@ PATCHES: tuple[Patch, ...] = (
         lambda v: v >= (3, 3),
     ),
     Patch(
+        "encoder_layer_list_mask_forward",
+        _encoder_layer,
+        "forward",
+        _replacement("bert_forward", "list_mask_encoder_layer_forward", wraps_original=True),
+        lambda v: True,
+    ),
+    Patch(
         "bert_list_mask_forward",
         _bert_model,
         "forward",
         _replacement("bert_forward", "bert_forward"),
         lambda v: True,
+        requires=("encoder_layer_list_mask_forward",),
     ),
 )
 
@@ -117,14 +145,17 @@ def apply(only: tuple[str, ...] | None = None) -> list[str]:
     Returns the names of the patches active afterwards.
     """
     version = paddle_version()
+    if only is not None:
+        only = tuple(only) + tuple(r for p in PATCHES if p.name in only for r in p.requires)
     for patch in PATCHES:
         if patch.name in _ORIGINALS or not patch.needed(version):
             continue
         if only is not None and patch.name not in only:
             continue
         owner = patch.target()
-        _ORIGINALS[patch.name] = (owner, patch.attribute, owner.__dict__[patch.attribute])
-        setattr(owner, patch.attribute, patch.replacement())
+        original = owner.__dict__[patch.attribute]
+        _ORIGINALS[patch.name] = (owner, patch.attribute, original)
+        setattr(owner, patch.attribute, patch.replacement(original))
     return applied()
 
 

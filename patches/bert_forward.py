@@ -90,6 +90,19 @@ def encoder_layer(layer, x: paddle.Tensor, mask, head_mask, need_weights: bool =
     return x, weights
 
 
+def list_mask_encoder_layer_forward(stock_forward):
+    """A ``TransformerEncoderLayer.forward`` that takes ``[mask, head_mask]`` or the stock arguments."""
+
+    def forward(self, src, src_mask=None, cache=None, output_attentions=False):
+        if isinstance(src_mask, (list, tuple)) and cache is None and not output_attentions:
+            mask, head_mask = (list(src_mask) + [None, None])[:2]
+            return encoder_layer(self, src, mask, head_mask)[0]
+        return stock_forward(self, src, src_mask=src_mask, cache=cache, output_attentions=output_attentions)
+
+    forward.__doc__ = list_mask_encoder_layer_forward.__doc__
+    return forward
+
+
 def bert_forward(
     self,
     input_ids: paddle.Tensor,
@@ -124,13 +137,14 @@ def bert_forward(
     all_weights = [] if output_attentions else None
     layers = self.encoder.layers
     for i in range(len(layers)) if layer_indices is None else layer_indices:
-        hidden, weights = encoder_layer(
-            layers[i], hidden, mask, None if head_mask is None else head_mask[i], bool(output_attentions)
-        )
+        layer_head_mask = None if head_mask is None else head_mask[i]
+        if output_attentions:  # a direct call: forward hooks on the layer do not fire
+            hidden, weights = encoder_layer(layers[i], hidden, mask, layer_head_mask, True)
+            all_weights.append(weights)
+        else:  # through __call__, so forward hooks (DistillConfig) see the layer's output
+            hidden = layers[i](hidden, [mask, layer_head_mask])
         if output_hidden_states:
             all_hidden.append(hidden)
-        if output_attentions:
-            all_weights.append(weights)
     if self.encoder.norm is not None:
         hidden = self.encoder.norm(hidden)
     pooled = self.pooler(hidden)

@@ -66,7 +66,7 @@ def bert_forward(
     eps = float(config.get("layer_norm_eps", 1e-12))
     hidden = int(config["hidden_size"])
     heads = int(config["num_attention_heads"])
-    head_dim = hidden // heads
+    head_dim = int(config.get("head_dim", hidden // heads))  # set when heads were sliced off (a subnet)
     act = _activation(config.get("hidden_act", "gelu"))
     pad_id = int(config.get("pad_token_id", 0))
 
@@ -99,7 +99,7 @@ def bert_forward(
         scores = scores - scores.max(axis=-1, keepdims=True)
         probs = np.exp(scores)
         probs = probs / probs.sum(axis=-1, keepdims=True)
-        ctx = (probs @ v).transpose(0, 2, 1, 3).reshape(batch, seq_len, hidden)
+        ctx = (probs @ v).transpose(0, 2, 1, 3).reshape(batch, seq_len, heads * head_dim)
         attn_out = linear(ctx, w, p + "attention.output.dense")
         x = layer_norm(
             x + attn_out, w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"], eps

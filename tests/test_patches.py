@@ -174,6 +174,31 @@ def test_head_mask_zeroes_heads_and_gives_head_gradients(tiny_bert, tiny_batch):
     assert head_mask.grad is not None and float(paddle.abs(head_mask.grad).sum()) > 0
 
 
+def test_stock_encoder_layer_rejects_a_list_mask_and_the_patched_one_equals_stock(tiny_bert, tiny_batch):
+    ids, types = tiny_batch
+    layer = tiny_bert.bert.encoder.layers[0]
+    x = tiny_bert.bert.embeddings(input_ids=ids, token_type_ids=types)
+    mask = paddle.unsqueeze((ids == 0).astype("float32") * -1e4, axis=[1, 2])
+    stock = layer(x, mask).numpy()
+    with pytest.raises(Exception):
+        layer(x, [mask, None])
+    patches.apply(only=("encoder_layer_list_mask_forward",))
+    np.testing.assert_allclose(layer(x, [mask, None]).numpy(), stock, atol=1e-6)
+    np.testing.assert_allclose(layer(x, mask).numpy(), stock, atol=1e-6)  # tensor masks: the stock path
+
+
+def test_forward_hooks_on_encoder_layers_fire(tiny_bert, tiny_batch):
+    """PaddleSlim's DistillConfig captures hidden states with forward hooks on each layer."""
+    ids, types = tiny_batch
+    patches.apply(only=("bert_list_mask_forward",))
+    captured = {}
+    handle = tiny_bert.bert.encoder.layers[1].register_forward_post_hook(
+        lambda layer, inputs, output: captured.setdefault("out", output))
+    _, hidden = tiny_bert(ids, token_type_ids=types, output_hidden_states=True)
+    handle.remove()
+    np.testing.assert_allclose(captured["out"].numpy(), hidden[2].numpy(), atol=0)
+
+
 def test_patched_forward_does_not_write_into_the_callers_mask_list(tiny_bert, tiny_batch):
     ids, types = tiny_batch
     patches.apply(only=("bert_list_mask_forward",))
@@ -188,7 +213,7 @@ def test_patches_never_import_nlp_utils_nor_touch_paddle_attention():
     patches.apply()
     assert "paddleslim.nas.ofa.utils.nlp_utils" not in sys.modules
     assert paddle.nn.MultiHeadAttention.forward is stock_mha
-    assert paddle.nn.TransformerEncoder.forward is stock_encoder
+    assert paddle.nn.TransformerEncoder.forward is stock_encoder  # only the layer forward is extended
 
 
 def test_apply_is_idempotent_and_restore_brings_back_the_originals():

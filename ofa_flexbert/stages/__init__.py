@@ -12,7 +12,7 @@ from ..errors import UserError
 from .common import StageReport, require
 
 ORDER = ("finetune", "width", "depth", "final", "gate")  # what --stage all chains
-PLANNED = {"width": "issue #3", "depth": "issue #4", "final": "issue #4", "gate": "a later issue",
+PLANNED = {"depth": "issue #4", "final": "issue #4", "gate": "a later issue",
            "infer": "a later issue", "export": "a later issue"}
 
 
@@ -22,7 +22,13 @@ def _finetune(args: RunArgs) -> StageReport:
     return run(args)
 
 
-IMPLEMENTED: dict[str, Callable[[RunArgs], StageReport]] = {"finetune": _finetune}
+def _width(args: RunArgs) -> StageReport:
+    from .width import run
+
+    return run(args)
+
+
+IMPLEMENTED: dict[str, Callable[[RunArgs], StageReport]] = {"finetune": _finetune, "width": _width}
 
 
 def run(flags: dict[str, Any]) -> list[StageReport]:

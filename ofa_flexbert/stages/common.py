@@ -42,6 +42,7 @@ class TaskData:
     train_loader: Any
     dev_loaders: dict[str, Any]
     num_train_examples: int
+    holdout_loader: Any = None  # a slice of train kept out of training (importance data)
 
 
 def setup(args: RunArgs) -> TaskSpec:
@@ -72,10 +73,25 @@ def check_output_dir(args: RunArgs) -> None:
         raise UserError(f"--output_dir {args.output_dir}: exists and is not a directory")
 
 
-def load_task_data(args: RunArgs, task: TaskSpec, tokenizer) -> TaskData:
-    """Read, tokenise and batch the train and dev splits (training data shuffled per epoch)."""
+def split_holdout(examples: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(train, holdout): a seeded random ``fraction`` of the examples (at least one) is held out."""
+    order = np.random.RandomState(seed).permutation(len(examples))
+    count = min(len(examples) - 1, max(1, int(round(fraction * len(examples)))))
+    held = set(order[:count].tolist())
+    return ([e for i, e in enumerate(examples) if i not in held], [examples[i] for i in sorted(held)])
+
+
+def load_task_data(args: RunArgs, task: TaskSpec, tokenizer, holdout_fraction: float = 0.0) -> TaskData:
+    """Read, tokenise and batch the train and dev splits (training data shuffled per epoch).
+
+    ``holdout_fraction`` > 0 keeps a seeded slice of the original training examples out of
+    training (before augmentation is added) and returns it as ``holdout_loader``.
+    """
     data_dir = task_data_dir(args, task.dir_name)
     train = read_split(task, data_dir, "train")
+    holdout = []
+    if holdout_fraction > 0:
+        train, holdout = split_holdout(train, holdout_fraction, args.seed)
     if args.data_aug:
         train = train + read_augmented(task, data_dir)
     dev = {split: read_split(task, data_dir, split) for split in task.dev_splits}
@@ -84,4 +100,8 @@ def load_task_data(args: RunArgs, task: TaskSpec, tokenizer) -> TaskData:
     dev_loaders = {split: make_loader(encode(examples, task, tokenizer, args.max_seq_length), tokenizer,
                                       args.per_gpu_eval_batch_size)
                    for split, examples in dev.items()}
-    return TaskData(task, train_loader, dev_loaders, len(train))
+    holdout_loader = None
+    if holdout:
+        holdout_loader = make_loader(encode(holdout, task, tokenizer, args.max_seq_length), tokenizer,
+                                     args.per_gpu_eval_batch_size)
+    return TaskData(task, train_loader, dev_loaders, len(train), holdout_loader)

@@ -1,0 +1,125 @@
+"""The resume checkpoint: everything needed to continue a run exactly where it stopped.
+
+``<output_dir>/checkpoint/`` holds the trained model's weights (under the names the stage
+trains them, e.g. a supernet's), the optimizer with its learning-rate schedule, the random
+number generators (python, numpy, paddle), the data position (epoch and batch) and the
+best-so-far bookkeeping.  The training loop writes it at every evaluation.
+
+Paddle's generator is not saved but re-seeded from (run seed, step) right after every
+checkpoint, in the interrupted and the resumed run alike (:func:`reseed`): paddle 2.6.2's
+``GeneratorState`` loses the generator's state when pickled (``paddle.save`` too), so a
+saved state restores a different dropout stream there.  Writing is
+atomic as a whole: a complete new directory replaces the old one by renames, and a crash
+between the renames leaves ``checkpoint.old`` for :func:`load` to use.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import paddle
+
+from .errors import UserError
+
+NAME = "checkpoint"
+
+
+@dataclass
+class LoopState:
+    """Where the loop is: ``step`` optimizer steps done, ``batch`` batches into ``epoch``."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+    total_steps: int = 0
+    best_score: Optional[float] = None
+    best_step: Optional[int] = None
+    best_results: list[dict[str, Any]] = field(default_factory=list)
+
+
+def path(output_dir: str) -> str:
+    return os.path.join(output_dir, NAME)
+
+
+def exists(output_dir: str) -> bool:
+    return any(os.path.isfile(os.path.join(p, "state.json")) for p in (path(output_dir), path(output_dir) + ".old"))
+
+
+def _rename_optimizer_state(state: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """Re-key optimizer state (``<param name>_moment1_0`` ...) from one parameter naming to another.
+
+    Paddle keys optimizer state by auto-generated parameter names (``linear_12.w_0``), which
+    differ between two instances of the same model; the checkpoint uses the structured
+    names (``bert.encoder.layers.0.linear1.fn.weight``) so any fresh instance can load it.
+    """
+    renamed = {}
+    ordered = sorted(names, key=len, reverse=True)
+    for key, value in state.items():
+        prefix = next((old for old in ordered if key == old or key.startswith(old + "_")), None)
+        renamed[key if prefix is None else names[prefix] + key[len(prefix):]] = value
+    return renamed
+
+
+def save(output_dir: str, model: paddle.nn.Layer, optimizer, state: LoopState) -> None:
+    """Write the checkpoint; the previous one stays valid until the new one is complete."""
+    os.makedirs(output_dir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{NAME}.", dir=output_dir)
+    try:
+        paddle.save(model.state_dict(), os.path.join(tmp, "model.pdparams"))
+        to_structured = {p.name: n for n, p in model.named_parameters()}
+        paddle.save(_rename_optimizer_state(optimizer.state_dict(), to_structured),
+                    os.path.join(tmp, "optimizer.pdopt"))
+        with open(os.path.join(tmp, "rng.pkl"), "wb") as fh:
+            pickle.dump({"python": random.getstate(), "numpy": np.random.get_state()}, fh)
+        with open(os.path.join(tmp, "state.json"), "w") as fh:  # last: its presence marks completeness
+            json.dump(asdict(state), fh)
+        current, old = path(output_dir), path(output_dir) + ".old"
+        if os.path.isdir(current):
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(current, old)
+        os.replace(tmp, current)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def reseed(seed: int, step: int) -> None:
+    """Seed paddle's generator from the run seed and the step (see the module docstring)."""
+    paddle.seed((seed * 1_000_003 + step) % (2**31 - 1))
+
+
+def restore_rng(rng: dict[str, Any], seed: int, step: int) -> None:
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    reseed(seed, step)
+
+
+def load(output_dir: str, model: paddle.nn.Layer, optimizer) -> tuple[LoopState, dict[str, Any]]:
+    """Restore model and optimizer; return the loop position and the RNG states to restore.
+
+    The caller restores the RNGs (:func:`restore_rng`) right after creating the data iterator
+    of the checkpoint's epoch: creating it draws from paddle's generator on some versions, and
+    in the interrupted run that draw happened before the checkpoint was written.
+    UserError if there is nothing to resume.
+    """
+    for candidate in (path(output_dir), path(output_dir) + ".old"):
+        if os.path.isfile(os.path.join(candidate, "state.json")):
+            break
+    else:
+        raise UserError(f"--resume: no checkpoint in {path(output_dir)} (nothing to resume)")
+    with open(os.path.join(candidate, "state.json")) as fh:
+        state = LoopState(**json.load(fh))
+    model.set_state_dict(paddle.load(os.path.join(candidate, "model.pdparams")))
+    to_generated = {n: p.name for n, p in model.named_parameters()}
+    optimizer.set_state_dict(_rename_optimizer_state(paddle.load(os.path.join(candidate, "optimizer.pdopt")),
+                                                     to_generated))
+    with open(os.path.join(candidate, "rng.pkl"), "rb") as fh:
+        rng = pickle.load(fh)
+    return state, rng

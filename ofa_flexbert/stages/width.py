@@ -1,0 +1,117 @@
+"""Stage ``width``: DynaBERT's width-adaptive training with Flexible-BERT's neural grafting.
+
+1. The student is a copy of the teacher converted into an OFA supernet; the teacher stays
+   frozen at full size, in eval mode.
+2. Heads and FFN neurons are rewired by importance so every narrower subnet is a prefix.
+3. Each batch trains every width, widest first, with gradients summed into one AdamW step:
+   with distillation (--distill or --data_aug) ``width_lambda1 · soft-CE(logits, teacher) +
+   width_lambda2 · Σ MSE(hidden states incl. embeddings, teacher)`` -- the hidden part through
+   PaddleSlim's DistillConfig mapping layers; without it, the task loss on labels.
+4. With --graft_during_training, grafting (grafting.py) on the schedule of GraftSchedule.
+
+The output is a plain BERT directory (heads/neurons in importance order): a valid --model_dir
+for the depth stage and for inference at any width.
+"""
+from __future__ import annotations
+
+import paddle
+
+from .. import checkpoint
+from ..config import RunArgs, to_dict
+from ..data import TaskSpec
+from ..grafting import GraftSchedule, default_schedule, graft
+from ..losses import logit_distillation, task_loss
+from ..models import load_model, load_tokenizer, save_model
+from ..outputs import write_run_info
+from ..supernet import FlexOFA, compute_importance, convert_to_supernet, mapping_layers, plain_state_dict, rewire
+from ..training import Subnet, train
+from .common import StageReport, check_output_dir, load_task_data, require, setup
+
+
+class WidthStrategy:
+    """Every width per batch (widest first), gradients summed; optional grafting after steps."""
+
+    name = "width"
+
+    def __init__(self, ofa: FlexOFA, tokenizer, task: TaskSpec, args: RunArgs, importance_loader,
+                 schedule: GraftSchedule | None):
+        self.ofa, self.tokenizer, self.task, self.args = ofa, tokenizer, task, args
+        self.model = ofa.model
+        self.subnets = [Subnet(w, 1.0) for w in sorted(set(args.width_mult_list), reverse=True)]
+        self.configs = {s.width_mult: ofa.subnet_config(s.width_mult) for s in self.subnets}
+        self.distill = ofa.teacher is not None
+        self.importance_loader, self.schedule = importance_loader, schedule
+        self.grafts = 0
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        ids, types = batch["input_ids"], batch["token_type_ids"]
+        teacher_logits = self.ofa.teacher_forward(ids, token_type_ids=types) if self.distill else None
+        logs, total = {}, 0.0
+        for subnet in self.subnets:
+            self.ofa.use(self.configs[subnet.width_mult])
+            logits = self.ofa(ids, token_type_ids=types)
+            tag = f"w{subnet.width_mult:g}"
+            if self.distill:
+                logit_loss = logit_distillation(self.task, logits, teacher_logits)
+                hidden_loss = self.ofa.calc_distill_loss()
+                loss = self.args.width_lambda1 * logit_loss + self.args.width_lambda2 * hidden_loss
+                logs[f"{tag}/logit_loss"], logs[f"{tag}/hidden_loss"] = float(logit_loss), float(hidden_loss)
+            else:
+                loss = task_loss(self.task, logits, batch["labels"])
+            loss.backward()
+            logs[f"{tag}/loss"] = float(loss)
+            total += float(loss)
+        logs["loss"] = total
+        return logs
+
+    def logits(self, subnet: Subnet, batch: dict) -> paddle.Tensor:
+        self.ofa.use(self.configs[subnet.width_mult])
+        return self.model(batch["input_ids"], token_type_ids=batch["token_type_ids"])
+
+    def after_step(self, step: int, log, writer) -> None:
+        if self.schedule is None or not self.schedule.due(step):
+            return
+        heads, neurons = compute_importance(self.ofa, self.importance_loader, self.task)
+        counts = graft(self.model, heads, neurons, self.args.graft_alpha, self.args.graft_fraction)
+        self.grafts += 1
+        log(f"step {step}: graft #{self.grafts}: {counts['heads']} heads and {counts['neurons']} FFN neurons "
+            f"received alpha={self.args.graft_alpha:g} of their donors")
+        writer.add_scalar("graft/event", self.grafts, step)
+        writer.add_text("graft", f"graft #{self.grafts} at step {step}: {counts}", step)
+
+    def save(self, output_dir: str) -> None:
+        save_model(self.model, self.tokenizer, output_dir, state_dict=plain_state_dict(self.model))
+
+
+def run(args: RunArgs) -> StageReport:
+    require(args, "model_dir", "output_dir")
+    task = setup(args)
+    check_output_dir(args)
+    tokenizer = load_tokenizer(args.model_dir)
+    student = load_model(args.model_dir, task.num_labels)
+    holdout = args.importance_holdout if args.importance_data == "holdout" else 0.0
+    data = load_task_data(args, task, tokenizer, holdout_fraction=holdout)
+    importance_loader = data.holdout_loader or next(iter(data.dev_loaders.values()))
+    distill = args.distill or args.data_aug
+    teacher = load_model(args.model_dir, task.num_labels) if distill else None
+    if teacher is not None:
+        teacher.eval()
+    convert_to_supernet(student, args.width_mult_list)
+    ofa = FlexOFA(student, teacher, mapping_layers(student))
+    rewired = False
+    if not (args.resume and checkpoint.exists(args.output_dir)):  # a resumed student is already rewired
+        heads, neurons = compute_importance(ofa, importance_loader, task)
+        rewire(student, heads, neurons)
+        rewired = True
+    schedule = None
+    if args.graft_during_training:
+        schedule = default_schedule(len(data.train_loader), args.num_train_epochs, args.graft_period, args.graft_stop)
+    strategy = WidthStrategy(ofa, tokenizer, task, args, importance_loader, schedule)
+    result = train(strategy, task, args, data.train_loader, data.dev_loaders, args.output_dir)
+    write_run_info(args.output_dir, "width", task.name, to_dict(args), args.model_dir,
+                   {"best_step": result.best_step, "train_examples": data.num_train_examples,
+                    "importance_data": args.importance_data, "rewired_at_start": rewired,
+                    "grafts": strategy.grafts, "graft_schedule": schedule and vars(schedule),
+                    "steps": result.steps, "seconds": round(result.seconds, 1)})
+    return StageReport("width", task.name, args.output_dir, task.primary_metric, result.best_results,
+                       result.best_step, result.seconds, {"grafts": strategy.grafts})

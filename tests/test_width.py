@@ -1,0 +1,308 @@
+"""Width stage: the width rule, rewiring, subnets, grafting, distillation, training, resume."""
+import copy
+import json
+import os
+
+import numpy as np
+import paddle
+import pytest
+
+import patches
+from conftest import ROOT, tiny_bert_config
+from numpy_bert import bert_forward, classifier_logits
+from ofa_flexbert.data import get_task
+from ofa_flexbert.grafting import GraftSchedule, default_schedule, graft, pairs
+from ofa_flexbert.losses import logit_distillation
+from ofa_flexbert.supernet import (FlexOFA, compute_importance, convert_to_supernet, mapping_layers,
+                                   plain_state_dict, rewire, width_for)
+from run_ofa_glue import main
+
+
+@pytest.fixture(autouse=True)
+def _patched():
+    patches.apply()
+
+
+def test_width_rule_matches_the_reference_table():
+    # flexible-bert-method.md §0.2 (BERT-base: 12 heads of 64, FFN 3072)
+    table = {0.25: (3, 768), 0.5: (6, 1536), 0.55: (7, 1792), 0.6: (7, 1792), 0.65: (8, 2048), 0.75: (9, 2304),
+             1.0: (12, 3072)}
+    for w, (heads, ffn) in table.items():
+        width = width_for(w, 12, 64, 3072)
+        assert (width.heads, width.ffn, width.attention_dim) == (heads, ffn, heads * 64), w
+    assert (width_for(0.5, 12, 32, 1536).heads, width_for(0.5, 12, 32, 1536).ffn) == (6, 768)  # MiniLM
+    assert (width_for(0.05, 4, 8, 64).heads, width_for(0.05, 4, 8, 64).ffn) == (1, 16)  # never zero
+
+
+class Toy:
+    """A random tiny teacher, its OFA student (converted copy) and a batch."""
+
+    def __init__(self, distill=True, dropout=0.0):
+        paddle.seed(0)
+        config = tiny_bert_config(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+        from paddlenlp.transformers import BertForSequenceClassification
+
+        self.teacher = BertForSequenceClassification(config)
+        self.teacher.eval()
+        self.student = convert_to_supernet(copy.deepcopy(self.teacher), [0.25, 0.5, 1.0])
+        self.ofa = FlexOFA(self.student, self.teacher if distill else None, mapping_layers(self.student))
+        rng = np.random.RandomState(0)
+        ids = rng.randint(5, 40, size=(4, 9)).astype("int64")
+        ids[1, 6:] = 0
+        types = np.zeros_like(ids)
+        types[:, 5:] = 1
+        self.ids, self.types = paddle.to_tensor(ids), paddle.to_tensor(types)
+        self.batch = {"input_ids": self.ids, "token_type_ids": self.types,
+                      "labels": paddle.to_tensor(rng.randint(0, 2, size=4).astype("int64"))}
+
+    def logits(self, width):
+        self.ofa.use(self.ofa.subnet_config(width))
+        self.student.eval()
+        return self.student(self.ids, token_type_ids=self.types).numpy()
+
+
+def test_subnet_configs_do_not_alias():
+    toy = Toy()
+    half, quarter = toy.ofa.subnet_config(0.5), toy.ofa.subnet_config(0.25)
+    name = "bert.encoder.layers.0.self_attn.q_proj"
+    assert half[name] == {"channel": 16} and quarter[name] == {"channel": 8}  # 2 and 1 heads of 8 dims
+    half[name]["channel"] = 99
+    assert toy.ofa.subnet_config(0.5)[name] == {"channel": 16} and quarter[name] == {"channel": 8}
+    assert half["bert.encoder.layers.0.linear1"] == {"channel": 32}
+
+
+def test_rewiring_preserves_the_full_width_function_and_sorts_importance():
+    toy = Toy()
+    task = get_task("sst-2")
+    before = toy.logits(1.0)
+    heads, neurons = compute_importance(toy.ofa, [toy.batch], task)
+    assert all(p.grad is None or float(paddle.abs(p.grad).sum()) == 0 for p in toy.student.parameters())
+    rewire(toy.student, heads, neurons)
+    np.testing.assert_allclose(toy.logits(1.0), before, atol=1e-5)
+    after_heads, after_neurons = compute_importance(toy.ofa, [toy.batch], task)
+    order = np.argsort(-heads, axis=1, kind="stable")
+    np.testing.assert_allclose(after_heads, np.take_along_axis(heads, order, axis=1), rtol=1e-4, atol=1e-7)
+    assert np.all(np.diff(after_neurons, axis=1) <= 1e-6 * after_neurons.max())  # descending
+
+
+HF_NAMES = {"self_attn.q_proj": "attention.self.query", "self_attn.k_proj": "attention.self.key",
+            "self_attn.v_proj": "attention.self.value", "self_attn.out_proj": "attention.output.dense",
+            "norm1": "attention.output.LayerNorm", "linear1": "intermediate.dense", "linear2": "output.dense",
+            "norm2": "output.LayerNorm"}
+
+
+def sliced_hf_weights(state, heads, head_dim, ffn):
+    """The supernet's weights as a *dense* HF-layout model of ``heads`` heads and ``ffn`` neurons."""
+    out = {}
+    for name, value in state.items():
+        value = value.numpy().astype("float64")
+        parts = name.split(".")
+        if parts[1] == "encoder":
+            layer, sub, kind = parts[3], ".".join(parts[4:-1]), parts[-1]
+            hf = f"bert.encoder.layer.{layer}.{HF_NAMES[sub]}.{kind}"
+            if sub.startswith("norm"):
+                out[hf] = value
+                continue
+            value = value.T if kind == "weight" else value  # paddle [in, out] -> torch [out, in]
+            keep = heads * head_dim
+            if sub in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
+                value = value[:keep]
+            elif sub == "self_attn.out_proj" and kind == "weight":
+                value = value[:, :keep]
+            elif sub == "linear1":
+                value = value[:ffn]
+            elif sub == "linear2" and kind == "weight":
+                value = value[:, :ffn]
+            out[hf] = value
+        elif "layer_norm" in name:
+            out[name.replace("layer_norm", "LayerNorm")] = value
+        elif name.startswith(("bert.pooler", "classifier")) and name.endswith("weight"):
+            out[name] = value.T
+        else:
+            out[name] = value
+    return out
+
+
+@pytest.mark.parametrize("width", [0.5, 0.25, 0.75])  # 0.75 was never a candidate: 3 of 4 heads
+def test_width_subnet_equals_an_independently_sliced_dense_model(width):
+    toy = Toy()
+    heads, neurons = compute_importance(toy.ofa, [toy.batch], get_task("sst-2"))
+    rewire(toy.student, heads, neurons)
+    got = toy.logits(width)
+    config = toy.teacher.bert.config
+    size = width_for(width, 4, 8, 64)
+    weights = sliced_hf_weights(plain_state_dict(toy.student), size.heads, 8, size.ffn)
+    hf_config = {"hidden_size": 32, "num_attention_heads": size.heads, "head_dim": 8, "num_hidden_layers": 3,
+                 "layer_norm_eps": config.layer_norm_eps, "hidden_act": "gelu", "pad_token_id": 0}
+    _, pooled = bert_forward(weights, hf_config, toy.ids.numpy(), toy.types.numpy())
+    np.testing.assert_allclose(got, classifier_logits(weights, pooled), atol=1e-5)
+
+
+def test_one_graft_changes_exactly_the_receivers_by_the_formula():
+    toy = Toy()
+    before = {k: v.numpy().copy() for k, v in plain_state_dict(toy.student).items()}
+    rng = np.random.RandomState(1)
+    head_imp, neuron_imp = rng.rand(3, 4), rng.rand(3, 64)
+    counts = graft(toy.student, head_imp, neuron_imp, alpha=0.1, fraction=0.5)
+    assert counts == {"heads": 3 * 2, "neurons": 3 * 32}
+    after = {k: v.numpy() for k, v in plain_state_dict(toy.student).items()}
+    expected = {k: v.copy() for k, v in before.items()}
+    for layer in range(3):
+        p = f"bert.encoder.layers.{layer}."
+        low = np.argsort(head_imp[layer])[:2]
+        high = np.argsort(head_imp[layer])[::-1][:2]
+        for r, d in zip(low, high):
+            cols_r, cols_d = slice(8 * r, 8 * r + 8), slice(8 * d, 8 * d + 8)
+            for proj in ("q_proj", "k_proj", "v_proj"):
+                w, b = expected[p + f"self_attn.{proj}.weight"], expected[p + f"self_attn.{proj}.bias"]
+                w[:, cols_r] = 0.9 * before[p + f"self_attn.{proj}.weight"][:, cols_r] + \
+                    0.1 * before[p + f"self_attn.{proj}.weight"][:, cols_d]
+                b[cols_r] = 0.9 * before[p + f"self_attn.{proj}.bias"][cols_r] + \
+                    0.1 * before[p + f"self_attn.{proj}.bias"][cols_d]
+            w = expected[p + "self_attn.out_proj.weight"]
+            w[cols_r, :] = 0.9 * before[p + "self_attn.out_proj.weight"][cols_r, :] + \
+                0.1 * before[p + "self_attn.out_proj.weight"][cols_d, :]
+        low, high = np.argsort(neuron_imp[layer])[:32], np.argsort(neuron_imp[layer])[::-1][:32]
+        w1, b1, w2 = (before[p + "linear1.weight"], before[p + "linear1.bias"], before[p + "linear2.weight"])
+        expected[p + "linear1.weight"][:, low] = 0.9 * w1[:, low] + 0.1 * w1[:, high]
+        expected[p + "linear1.bias"][low] = 0.9 * b1[low] + 0.1 * b1[high]
+        expected[p + "linear2.weight"][low, :] = 0.9 * w2[low, :] + 0.1 * w2[high, :]
+    for name in before:
+        np.testing.assert_allclose(after[name], expected[name], rtol=0, atol=1e-7, err_msg=name)
+        untouched = np.isclose(expected[name], before[name], rtol=0, atol=0)
+        assert np.array_equal(after[name][untouched], before[name][untouched]), name  # bit-identical elsewhere
+
+
+def test_graft_pairs_and_schedule():
+    receivers, donors = pairs(np.array([5.0, 1.0, 3.0, 0.5, 4.0, 2.0]), 0.5)
+    assert receivers.tolist() == [3, 1, 5] and donors.tolist() == [0, 4, 2]
+    schedule = default_schedule(steps_per_epoch=30, epochs=3)
+    assert schedule == GraftSchedule(period=10, stop=60)
+    assert [s for s in range(1, 91) if schedule.due(s)] == [10, 20, 30, 40, 50, 60]
+
+
+def test_distillation_loss_is_zero_when_student_equals_teacher_at_full_width():
+    toy = Toy()
+    task = get_task("sst-2")
+    teacher_logits = toy.ofa.teacher_forward(toy.ids, token_type_ids=toy.types)
+    toy.ofa.use(toy.ofa.subnet_config(1.0))
+    logits = toy.ofa(toy.ids, token_type_ids=toy.types)
+    assert float(toy.ofa.calc_distill_loss()) == 0.0
+    # soft cross-entropy is at its minimum (the teacher's entropy): zero gradient on the logits
+    logits.stop_gradient = False
+    loss = logit_distillation(task, logits, teacher_logits)
+    (grad,) = paddle.grad(loss, logits)
+    assert float(paddle.abs(grad).max()) < 1e-7
+    toy.ofa.use(toy.ofa.subnet_config(0.25))
+    toy.ofa(toy.ids, token_type_ids=toy.types)
+    assert float(toy.ofa.calc_distill_loss()) > 0.0
+
+
+def test_teacher_stays_in_eval_mode_and_frozen():
+    toy = Toy(dropout=0.3)
+    toy.ofa.train()
+    assert not toy.teacher.training and toy.student.training
+    assert all(p.stop_gradient for p in toy.teacher.parameters())
+
+
+# --- end to end on the demo's toy task --------------------------------------------------------------
+
+FAST = ["--per_gpu_train_batch_size", "32", "--per_gpu_eval_batch_size", "200", "--max_seq_length", "40",
+        "--config", os.path.join(ROOT, "configs", "demo.yaml")]
+
+
+@pytest.fixture(scope="module")
+def toy_teacher(tmp_path_factory):
+    """The demo task (small) and a tiny teacher fine-tuned on it."""
+    from ofa_flexbert.demo import write_synthetic_task, write_tiny_bert
+
+    root = tmp_path_factory.mktemp("width")
+    data_dir, pretrained, teacher = str(root / "SST-2"), str(root / "pretrained"), str(root / "teacher")
+    write_synthetic_task(data_dir, seed=0, num_train=1200, num_dev=400)
+    write_tiny_bert(pretrained, seed=0)
+    assert main(["--task", "sst-2", "--stage", "finetune", "--data_dir", data_dir, "--model_dir", pretrained,
+                 "--output_dir", teacher, "--max_steps", "300", "--logging_steps", "300", *FAST]) == 0
+    return data_dir, teacher
+
+
+def width_argv(data_dir, model_dir, out, *extra):
+    return ["--task", "sst-2", "--stage", "width", "--data_dir", data_dir, "--model_dir", model_dir,
+            "--output_dir", str(out), *FAST, *extra]
+
+
+def quarter(out):
+    results = json.loads((out / "eval_results.json").read_text())
+    return {s["width_mult"]: s["metrics"]["acc"] for s in results["subnets"]}
+
+
+def test_a_short_width_run_improves_the_quarter_width_subnet(toy_teacher, tmp_path):
+    """Without --data_aug/--distill the reference trains every width on labels (CE)."""
+    data_dir, teacher = toy_teacher
+    untrained, trained = tmp_path / "untrained", tmp_path / "trained"
+    assert main(width_argv(data_dir, teacher, untrained, "--max_steps", "1", "--learning_rate", "1e-12")) == 0
+    assert main(width_argv(data_dir, teacher, trained, "--no-distill", "--max_steps", "120", "--logging_steps", "60",
+                           "--learning_rate", "1e-3")) == 0
+    before, after = quarter(untrained), quarter(trained)
+    assert sorted(after) == [0.25, 0.5, 0.75, 1.0]
+    assert after[0.25] > before[0.25] + 0.05, (before, after)
+    info = json.loads((trained / "flexbert.json").read_text())
+    assert info["grafts"] > 0 and info["importance_data"] == "holdout"
+    # the output is a plain BERT directory: loads as a model for the next stage
+    from ofa_flexbert.models import load_model
+
+    assert load_model(str(trained), 2).bert.config.num_attention_heads == 4
+
+
+def test_distillation_training_lowers_the_quarter_width_distillation_losses(toy_teacher, tmp_path):
+    from visualdl import LogReader
+
+    data_dir, teacher = toy_teacher
+    out = tmp_path / "distill"
+    assert main(width_argv(data_dir, teacher, out, "--distill", "--max_steps", "40", "--logging_steps", "40",
+                           "--learning_rate", "1e-3")) == 0
+    vdl = out / "vdl" / "width"
+    reader = LogReader(file_path=str(vdl / os.listdir(vdl)[0]))
+    # soft-CE is bounded below by the teacher's entropy, the hidden MSE by 0
+    for tag, factor in (("train/w0.25/logit_loss", 1.0), ("train/w0.25/hidden_loss", 0.8)):
+        values = [r.value for r in reader.get_data("scalar", tag)]
+        assert len(values) == 40
+        assert np.mean(values[-10:]) < factor * np.mean(values[:10]), (tag, values)
+    assert "train/w1/hidden_loss" in reader.get_tags()["scalar"]
+
+
+def test_resumed_width_run_equals_an_uninterrupted_one(toy_teacher, tmp_path, monkeypatch):
+    from ofa_flexbert.stages.width import WidthStrategy
+
+    data_dir, teacher = toy_teacher
+    extra = ("--max_steps", "9", "--logging_steps", "3", "--graft_period", "2", "--learning_rate", "5e-4")
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    assert main(width_argv(data_dir, teacher, whole, *extra)) == 0
+
+    calls = {"n": 0}
+    original = WidthStrategy.train_step
+
+    def crash_at_step_8(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt("simulated interruption")
+        return original(self, batch)
+
+    monkeypatch.setattr(WidthStrategy, "train_step", crash_at_step_8)
+    with pytest.raises(KeyboardInterrupt):
+        main(width_argv(data_dir, teacher, broken, *extra))
+    monkeypatch.setattr(WidthStrategy, "train_step", original)
+    assert json.loads((broken / "checkpoint" / "state.json").read_text())["step"] == 6
+    assert main(width_argv(data_dir, teacher, broken, *extra, "--resume")) == 0
+    a = paddle.load(str(whole / "checkpoint" / "model.pdparams"))
+    b = paddle.load(str(broken / "checkpoint" / "model.pdparams"))
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(b[name].numpy(), a[name].numpy(), rtol=0, atol=1e-6, err_msg=name)
+    assert quarter(whole) == quarter(broken)
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(toy_teacher, tmp_path, capsys):
+    data_dir, teacher = toy_teacher
+    assert main(width_argv(data_dir, teacher, tmp_path / "none", "--resume")) == 2
+    assert capsys.readouterr().err.strip() == f"error: --resume: no checkpoint in {tmp_path / 'none' / 'checkpoint'} " \
+                                              f"(nothing to resume)"
