@@ -16,10 +16,10 @@ import paddle
 
 import patches
 
-from ..config import RunArgs, task_data_dir
+from ..config import RunArgs, task_data_dir, to_dict
 from ..data import TaskSpec, encode, get_task, make_loader, read_augmented, read_split
 from ..errors import UserError
-from ..outputs import SubnetResult
+from ..outputs import SubnetResult, write_run_info
 
 
 @dataclass
@@ -105,3 +105,25 @@ def load_task_data(args: RunArgs, task: TaskSpec, tokenizer, holdout_fraction: f
         holdout_loader = make_loader(encode(holdout, task, tokenizer, args.max_seq_length), tokenizer,
                                      args.per_gpu_eval_batch_size)
     return TaskData(task, train_loader, dev_loaders, len(train), holdout_loader)
+
+
+def start(args: RunArgs):
+    """What every stage does first, before touching --output_dir: validate, seed, load the tokenizer.
+
+    Returns ``(task, tokenizer)``.
+    """
+    from ..models import load_tokenizer
+
+    require(args, "model_dir", "output_dir")
+    task = setup(args)
+    check_output_dir(args)
+    return task, load_tokenizer(args.model_dir)
+
+
+def finish(args: RunArgs, task: TaskSpec, data: TaskData, result, extra: Optional[dict[str, Any]] = None) -> StageReport:
+    """What every stage does last: record flexbert.json and report to the CLI."""
+    info = {"best_step": result.best_step, "train_examples": data.num_train_examples, "steps": result.steps,
+            "seconds": round(result.seconds, 1), **(extra or {})}
+    write_run_info(args.output_dir, args.stage, task.name, to_dict(args), args.model_dir, info)
+    return StageReport(args.stage, task.name, args.output_dir, task.primary_metric, result.best_results,
+                       result.best_step, result.seconds, extra or {})

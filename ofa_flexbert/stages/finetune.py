@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import paddle
 
-from ..config import RunArgs, to_dict
+from ..config import RunArgs
 from ..data import TaskSpec
 from ..losses import task_loss
-from ..models import load_model, load_tokenizer, save_model
-from ..outputs import write_run_info
+from ..models import load_model, save_model
 from ..training import Subnet, train
-from .common import StageReport, check_output_dir, load_task_data, require, setup
+from .common import StageReport, finish, load_task_data, start
 
 
 class FinetuneStrategy:
@@ -41,16 +40,9 @@ class FinetuneStrategy:
 
 
 def run(args: RunArgs) -> StageReport:
-    require(args, "model_dir", "output_dir")
-    task = setup(args)
-    check_output_dir(args)
-    tokenizer = load_tokenizer(args.model_dir)
+    task, tokenizer = start(args)
     model = load_model(args.model_dir, task.num_labels)
     data = load_task_data(args, task, tokenizer)
-    strategy = FinetuneStrategy(model, tokenizer, task)
-    result = train(strategy, task, args, data.train_loader, data.dev_loaders, args.output_dir)
-    write_run_info(args.output_dir, "finetune", task.name, to_dict(args), args.model_dir,
-                   {"best_step": result.best_step, "train_examples": data.num_train_examples,
-                    "steps": result.steps, "seconds": round(result.seconds, 1)})
-    return StageReport("finetune", task.name, args.output_dir, task.primary_metric, result.best_results,
-                       result.best_step, result.seconds)
+    result = train(FinetuneStrategy(model, tokenizer, task), task, args, data.train_loader, data.dev_loaders,
+                   args.output_dir)
+    return finish(args, task, data, result)

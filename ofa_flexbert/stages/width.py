@@ -17,15 +17,14 @@ from __future__ import annotations
 import paddle
 
 from .. import checkpoint
-from ..config import RunArgs, to_dict
+from ..config import RunArgs
 from ..data import TaskSpec
 from ..grafting import GraftSchedule, default_schedule, graft
 from ..losses import logit_distillation, task_loss
-from ..models import load_model, load_tokenizer, save_model
-from ..outputs import write_run_info
+from ..models import load_model, save_model
 from ..supernet import FlexOFA, compute_importance, convert_to_supernet, mapping_layers, plain_state_dict, rewire
 from ..training import Subnet, train
-from .common import StageReport, check_output_dir, load_task_data, require, setup
+from .common import StageReport, finish, load_task_data, start
 
 
 class WidthStrategy:
@@ -84,10 +83,7 @@ class WidthStrategy:
 
 
 def run(args: RunArgs) -> StageReport:
-    require(args, "model_dir", "output_dir")
-    task = setup(args)
-    check_output_dir(args)
-    tokenizer = load_tokenizer(args.model_dir)
+    task, tokenizer = start(args)
     student = load_model(args.model_dir, task.num_labels)
     holdout = args.importance_holdout if args.importance_data == "holdout" else 0.0
     data = load_task_data(args, task, tokenizer, holdout_fraction=holdout)
@@ -108,10 +104,6 @@ def run(args: RunArgs) -> StageReport:
         schedule = default_schedule(len(data.train_loader), args.num_train_epochs, args.graft_period, args.graft_stop)
     strategy = WidthStrategy(ofa, tokenizer, task, args, importance_loader, schedule)
     result = train(strategy, task, args, data.train_loader, data.dev_loaders, args.output_dir)
-    write_run_info(args.output_dir, "width", task.name, to_dict(args), args.model_dir,
-                   {"best_step": result.best_step, "train_examples": data.num_train_examples,
-                    "importance_data": args.importance_data, "rewired_at_start": rewired,
-                    "grafts": strategy.grafts, "graft_schedule": schedule and vars(schedule),
-                    "steps": result.steps, "seconds": round(result.seconds, 1)})
-    return StageReport("width", task.name, args.output_dir, task.primary_metric, result.best_results,
-                       result.best_step, result.seconds, {"grafts": strategy.grafts})
+    return finish(args, task, data, result,
+                  {"importance_data": args.importance_data, "rewired_at_start": rewired, "grafts": strategy.grafts,
+                   "graft_schedule": schedule and vars(schedule)})
