@@ -306,3 +306,14 @@ def test_resume_without_a_checkpoint_is_a_clear_error(toy_teacher, tmp_path, cap
     assert main(width_argv(data_dir, teacher, tmp_path / "none", "--resume")) == 2
     assert capsys.readouterr().err.strip() == f"error: --resume: no checkpoint in {tmp_path / 'none' / 'checkpoint'} " \
                                               f"(nothing to resume)"
+
+
+def test_importance_holdout_is_seeded_disjoint_and_never_empty():
+    from ofa_flexbert.stages.common import split_holdout
+
+    examples = list(range(50))
+    train, held = split_holdout(examples, 0.1, seed=7)
+    assert len(held) == 5 and sorted(train + held) == examples and not set(train) & set(held)
+    assert split_holdout(examples, 0.1, seed=7) == (train, held)
+    assert split_holdout(examples, 0.1, seed=8)[1] != held
+    assert len(split_holdout([1, 2], 0.01, seed=0)[1]) == 1  # at least one, never all
