@@ -13,7 +13,6 @@ import patches  # noqa: F401  -- first: zlib before paddle (see patches/__init__
 
 import argparse
 import logging
-import os
 import sys
 from typing import Optional
 

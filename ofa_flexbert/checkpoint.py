@@ -42,6 +42,7 @@ class LoopState:
     best_score: Optional[float] = None
     best_step: Optional[int] = None
     best_results: list[dict[str, Any]] = field(default_factory=list)
+    fingerprint: dict[str, Any] = field(default_factory=dict)  # what must not change across a resume
 
 
 def path(output_dir: str) -> str:
@@ -101,25 +102,44 @@ def restore_rng(rng: dict[str, Any], seed: int, step: int) -> None:
     reseed(seed, step)
 
 
-def load(output_dir: str, model: paddle.nn.Layer, optimizer) -> tuple[LoopState, dict[str, Any]]:
+def clear(output_dir: str) -> None:
+    """Remove an earlier run's checkpoint (a fresh run must never resume into it)."""
+    for stale in (path(output_dir), path(output_dir) + ".old"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def load(output_dir: str, model: paddle.nn.Layer, optimizer,
+         fingerprint: dict[str, Any]) -> tuple[LoopState, dict[str, Any]]:
     """Restore model and optimizer; return the loop position and the RNG states to restore.
 
     The caller restores the RNGs (:func:`restore_rng`) right after creating the data iterator
     of the checkpoint's epoch: creating it draws from paddle's generator on some versions, and
     in the interrupted run that draw happened before the checkpoint was written.
-    UserError if there is nothing to resume.
+    UserError if there is nothing to resume, if it was made by a run with other settings
+    (``fingerprint``: stage, data order, widths, schedule...), or if it cannot be read.
     """
     for candidate in (path(output_dir), path(output_dir) + ".old"):
         if os.path.isfile(os.path.join(candidate, "state.json")):
             break
     else:
         raise UserError(f"--resume: no checkpoint in {path(output_dir)} (nothing to resume)")
-    with open(os.path.join(candidate, "state.json")) as fh:
-        state = LoopState(**json.load(fh))
-    model.set_state_dict(paddle.load(os.path.join(candidate, "model.pdparams")))
+    try:
+        with open(os.path.join(candidate, "state.json")) as fh:
+            state = LoopState(**json.load(fh))
+        weights = paddle.load(os.path.join(candidate, "model.pdparams"))
+        optimizer_state = paddle.load(os.path.join(candidate, "optimizer.pdopt"))
+        with open(os.path.join(candidate, "rng.pkl"), "rb") as fh:
+            rng = pickle.load(fh)
+    except Exception as exc:  # truncated or foreign files: json, pickle and paddle raise many types
+        raise UserError(f"--resume: cannot read the checkpoint in {candidate} ({type(exc).__name__})") from None
+    changed = sorted(k for k in set(fingerprint) | set(state.fingerprint)
+                     if fingerprint.get(k) != state.fingerprint.get(k))
+    if changed:
+        raise UserError(f"--resume: the checkpoint in {candidate} was made with other settings "
+                        f"({', '.join(f'{k}: {state.fingerprint.get(k)} -> {fingerprint.get(k)}' for k in changed)})")
+    if set(weights) != set(model.state_dict()):
+        raise UserError(f"--resume: the checkpoint in {candidate} holds another model's weights")
+    model.set_state_dict(weights)
     to_generated = {n: p.name for n, p in model.named_parameters()}
-    optimizer.set_state_dict(_rename_optimizer_state(paddle.load(os.path.join(candidate, "optimizer.pdopt")),
-                                                     to_generated))
-    with open(os.path.join(candidate, "rng.pkl"), "rb") as fh:
-        rng = pickle.load(fh)
+    optimizer.set_state_dict(_rename_optimizer_state(optimizer_state, to_generated))
     return state, rng

@@ -152,9 +152,13 @@ def load_yaml_defaults(path: str, stage: Optional[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of flag names to values")
     stages = data.pop("stages", {}) or {}
+    if not isinstance(stages, dict):
+        raise UserError(f"{path}: 'stages' must map stage names to settings")
     values = dict(data)
-    if stage and isinstance(stages, dict) and stages.get(stage):
-        values.update(stages[stage])
+    section = stages.get(stage) if stage else None
+    if section is not None and not isinstance(section, dict):
+        raise UserError(f"{path}: 'stages.{stage}' must map flag names to values")
+    values.update(section or {})
     out = {}
     for key, value in values.items():
         if key not in FIELDS:

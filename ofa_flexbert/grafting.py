@@ -15,7 +15,6 @@ pre-graft value.  Sizes come from the model, never from BERT-base constants.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,17 +33,28 @@ class GraftSchedule:
     def due(self, step: int) -> bool:
         return self.period > 0 and step > 0 and step % self.period == 0 and step <= self.stop
 
+    def count(self, step: int) -> int:
+        """Grafts done by the end of ``step`` (also right after a resume)."""
+        return min(step, self.stop) // self.period if self.period > 0 else 0
 
-def default_schedule(steps_per_epoch: int, epochs: float, period: int = 0, stop: int = -1) -> GraftSchedule:
-    """The reference's schedule unless overridden: a third of an epoch, until the last epoch starts."""
-    period = period if period > 0 else max(1, steps_per_epoch // 3)
-    stop = stop if stop >= 0 else int(steps_per_epoch * (math.ceil(epochs) - 1))
+
+def default_schedule(num_examples: int, batch_size: int, total_steps: int, period: int = 0,
+                     stop: int = -1) -> GraftSchedule:
+    """The reference's schedule unless overridden (flexible-bert-method.md §2.1).
+
+    period = int(N / batch / 3) (a third of an epoch, at least 1); stop = the step where the
+    last epoch's worth of steps begins, int(total_steps - N / batch) -- for E epochs within a step
+    of the reference's int(N / batch * (E - 1)), and it also holds for runs sized by --max_steps.
+    """
+    per_epoch = num_examples / batch_size
+    period = period if period > 0 else max(1, int(per_epoch / 3))
+    stop = stop if stop >= 0 else max(0, int(total_steps - per_epoch))
     return GraftSchedule(period, stop)
 
 
 def pairs(importance: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """(receivers, donors): the ``fraction`` least important, least first, and the most important, most first."""
-    count = int(round(fraction * len(importance)))
+    count = int(fraction * len(importance))  # floor: with fraction <= 0.5 the two sets are disjoint
     order = np.argsort(importance, kind="stable")
     return order[:count], order[::-1][:count]
 

@@ -209,14 +209,16 @@ def load_tokenizer(model_dir: str, *, flag: str = "--model_dir") -> "BertTokeniz
     return BertTokenizer.from_pretrained(model_dir)
 
 
-def load_model(model_dir: str, num_labels: int, *, flag: str = "--model_dir") -> "BertForSequenceClassification":
+def load_model(model_dir: str, num_labels: int, *, flag: str = "--model_dir",
+               require_classifier: bool = False) -> "BertForSequenceClassification":
     """Load a Paddle model dir as a ``BertForSequenceClassification`` with ``num_labels`` outputs.
 
     The weights are read once here so that problems paddlenlp only *logs* become
     errors: a saved classifier of another size (paddle would skip it and leave a
     random one: typically a teacher fine-tuned for another task) and encoder
     tensors that are missing or shaped unlike config.json.  A checkpoint without
-    a classifier (a bare BertModel) gets a freshly initialised one, as expected.
+    a classifier (a bare BertModel) gets a freshly initialised one, as expected --
+    unless ``require_classifier`` (a teacher must have been fine-tuned).
     """
     check_model_dir(model_dir, flag=flag)
     where = f"{flag} {model_dir}"
@@ -232,6 +234,9 @@ def load_model(model_dir: str, num_labels: int, *, flag: str = "--model_dir") ->
     shapes = {k: tuple(int(s) for s in v.shape) for k, v in state.items()}
 
     cls_shape = shapes.get("classifier.weight")  # Paddle layout: [hidden, num_labels]
+    if cls_shape is None and require_classifier:
+        raise UserError(f"{where}: has no task classifier; this stage starts from a fine-tuned teacher "
+                        "(run --stage finetune first)")
     if cls_shape is not None and cls_shape[-1] != num_labels:
         raise UserError(
             f"{where}: its classifier has {cls_shape[-1]} labels but the task needs {num_labels} "

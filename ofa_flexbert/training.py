@@ -25,7 +25,6 @@ from tqdm.auto import tqdm
 from . import checkpoint
 from .config import RunArgs
 from .data import TaskSpec
-from .errors import UserError
 from .metrics import compute_metrics
 from .outputs import SubnetResult, write_eval_results
 
@@ -123,6 +122,16 @@ def format_results(results: list[SubnetResult], metric: str) -> str:
     return "  ".join(f"w{r.width_mult:g}/d{r.depth_mult:g} {metric}={r.metrics[metric]:.4f}" for r in results)
 
 
+def resume_fingerprint(strategy: Strategy, args: RunArgs, steps: int) -> dict:
+    """Settings that must be equal for a resumed run to end where the uninterrupted one ends."""
+    keys = ("task", "seed", "shuffle", "data_aug", "distill", "per_gpu_train_batch_size", "max_seq_length",
+            "learning_rate", "warmup_steps", "weight_decay", "logging_steps", "width_mult_list", "depth_mult_list",
+            "graft_during_training", "graft_alpha", "graft_fraction", "graft_period", "graft_stop",
+            "importance_data", "importance_holdout", "width_lambda1", "width_lambda2", "depth_lambda1",
+            "depth_lambda2")
+    return {"stage": strategy.name, "total_steps": steps, **{k: getattr(args, k) for k in keys}}
+
+
 def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_loaders: dict[str, Iterable],
           output_dir: str, initial_best: float = -math.inf) -> TrainResult:
     """Train ``strategy.model``; evaluate every ``args.logging_steps`` and at the end.
@@ -139,13 +148,13 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
     steps = total_steps(args, len(train_loader))
     optimizer, scheduler = build_optimizer(strategy.model, args, steps)
     metric = task.primary_metric
-    state = checkpoint.LoopState(total_steps=steps, best_score=initial_best)
+    fingerprint = resume_fingerprint(strategy, args, steps)
+    state = checkpoint.LoopState(total_steps=steps, best_score=initial_best, fingerprint=fingerprint)
     pending_rng = None
     if args.resume:
-        state, pending_rng = checkpoint.load(output_dir, strategy.model, optimizer)
-        if state.total_steps != steps:
-            raise UserError(f"--resume: the checkpoint in {checkpoint.path(output_dir)} belongs to a run of "
-                            f"{state.total_steps} steps; these arguments give {steps}")
+        state, pending_rng = checkpoint.load(output_dir, strategy.model, optimizer, fingerprint)
+    else:
+        checkpoint.clear(output_dir)
     history: list[tuple[int, list[SubnetResult]]] = []
     best_results = [SubnetResult(**r) for r in state.best_results]
     last_results: list[SubnetResult] = []
@@ -158,6 +167,7 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
         progress.write(f"[{strategy.name}] {message}", file=sys.stderr)
 
     def evaluate_and_keep() -> None:
+        """Evaluate every subnet; save the model and eval_results.json if the score improved."""
         nonlocal best_results, last_results
         results = evaluate(strategy, task, dev_loaders)
         last_results = results
@@ -173,8 +183,6 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
             state.best_results = [r.to_json() for r in results]
             strategy.save(output_dir)
             write_eval_results(output_dir, task.name, strategy.name, metric, results, state.step)
-        checkpoint.save(output_dir, strategy.model, optimizer, state)
-        checkpoint.reseed(args.seed, state.step)
 
     after_step = getattr(strategy, "after_step", None)
     try:
@@ -198,10 +206,14 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
                 writer.add_scalar("train/learning_rate", optimizer.get_lr(), state.step)
                 progress.update(1)
                 progress.set_postfix(epoch=state.epoch, loss=f"{losses.get('loss', float('nan')):.4f}", refresh=False)
+                evaluation_step = state.step % args.logging_steps == 0 or state.step == steps
+                if evaluation_step:  # evaluate and save before grafting, as the reference does
+                    evaluate_and_keep()
                 if after_step is not None:
                     after_step(state.step, log, writer)
-                if state.step % args.logging_steps == 0 or state.step == steps:
-                    evaluate_and_keep()
+                if evaluation_step:  # the checkpoint includes what after_step changed
+                    checkpoint.save(output_dir, strategy.model, optimizer, state)
+                    checkpoint.reseed(args.seed, state.step)
                 if state.step >= steps:
                     break
             else:

@@ -86,6 +86,13 @@ def test_bad_yaml_names_the_file_and_key(tmp_path):
     assert str(info.value) == f"{config}: 'learning_rate: fast' is not a valid float"
 
 
+def test_a_stage_section_that_is_not_a_mapping_is_refused(tmp_path):
+    config = write(tmp_path, "stages:\n  width: [1, 2]\n")
+    with pytest.raises(UserError) as info:
+        resolve(parse("--task", "rte", "--stage", "width", "--config", config))
+    assert str(info.value) == f"{config}: 'stages.width' must map flag names to values"
+
+
 def test_a_malformed_flag_is_a_one_line_error():
     with pytest.raises(UserError) as info:
         stage_parser().parse_args(["--learning_rate", "fast"])

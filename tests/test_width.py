@@ -176,9 +176,14 @@ def test_one_graft_changes_exactly_the_receivers_by_the_formula():
 def test_graft_pairs_and_schedule():
     receivers, donors = pairs(np.array([5.0, 1.0, 3.0, 0.5, 4.0, 2.0]), 0.5)
     assert receivers.tolist() == [3, 1, 5] and donors.tolist() == [0, 4, 2]
-    schedule = default_schedule(steps_per_epoch=30, epochs=3)
+    schedule = default_schedule(num_examples=960, batch_size=32, total_steps=90)  # 30 steps/epoch, 3 epochs
     assert schedule == GraftSchedule(period=10, stop=60)
     assert [s for s in range(1, 91) if schedule.due(s)] == [10, 20, 30, 40, 50, 60]
+    assert [schedule.count(s) for s in (9, 10, 59, 60, 90)] == [0, 1, 5, 6, 6]
+    rte = default_schedule(num_examples=2490, batch_size=32, total_steps=234)  # the reference's RTE, §2.1
+    assert (rte.period, rte.stop) == (25, 156)
+    receivers, donors = pairs(np.arange(7.0), 0.5)  # odd sizes: still disjoint
+    assert len(receivers) == 3 and not set(receivers) & set(donors)
 
 
 def test_distillation_loss_is_zero_when_student_equals_teacher_at_full_width():
@@ -317,3 +322,34 @@ def test_importance_holdout_is_seeded_disjoint_and_never_empty():
     assert split_holdout(examples, 0.1, seed=7) == (train, held)
     assert split_holdout(examples, 0.1, seed=8)[1] != held
     assert len(split_holdout([1, 2], 0.01, seed=0)[1]) == 1  # at least one, never all
+
+
+def test_width_stage_refuses_bad_starting_points(toy_teacher, tmp_path, capsys):
+    import shutil
+
+    data_dir, teacher = toy_teacher
+    pretrained = str(tmp_path / "encoder")  # a bare encoder (as `convert` makes of a BertModel): no classifier
+    shutil.copytree(teacher, pretrained, ignore=shutil.ignore_patterns("checkpoint*", "vdl"))
+    weights = paddle.load(os.path.join(pretrained, "model_state.pdparams"))
+    paddle.save({k: v for k, v in weights.items() if not k.startswith("classifier.")},
+                os.path.join(pretrained, "model_state.pdparams"))
+    assert main(width_argv(data_dir, pretrained, tmp_path / "w")) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --model_dir {pretrained}: has no task classifier; this "
+                                               f"stage starts from a fine-tuned teacher (run --stage finetune first)")
+    assert main(width_argv(data_dir, teacher, teacher)) == 2
+    assert "is the --model_dir" in capsys.readouterr().err
+    assert main(width_argv(data_dir, teacher, tmp_path / "w", "--max_seq_length", "100")) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --max_seq_length 100: the model in {teacher} has only 64 "
+                                               f"positions")
+    assert not (tmp_path / "w").exists()
+
+
+def test_resume_with_other_settings_is_refused(toy_teacher, tmp_path, capsys):
+    data_dir, teacher = toy_teacher
+    out = tmp_path / "run"
+    assert main(width_argv(data_dir, teacher, out, "--max_steps", "2", "--logging_steps", "2")) == 0
+    assert main(width_argv(data_dir, teacher, out, "--max_steps", "2", "--logging_steps", "2", "--seed", "5",
+                           "--resume")) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: --resume: the checkpoint in {out / 'checkpoint'} was made with other settings")
+    assert "seed: 0 -> 5" in err

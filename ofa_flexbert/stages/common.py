@@ -16,6 +16,7 @@ import paddle
 
 import patches
 
+from .. import checkpoint
 from ..config import RunArgs, task_data_dir, to_dict
 from ..data import TaskSpec, encode, get_task, make_loader, read_augmented, read_split
 from ..errors import UserError
@@ -68,9 +69,28 @@ def require(args: RunArgs, *names: str) -> None:
 
 
 def check_output_dir(args: RunArgs) -> None:
-    """--output_dir must be a directory we can create, and not the input model's own files."""
+    """--output_dir must be a directory we can create, and not the input model's own directory."""
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         raise UserError(f"--output_dir {args.output_dir}: exists and is not a directory")
+    if os.path.realpath(args.output_dir) == os.path.realpath(args.model_dir):
+        raise UserError(f"--output_dir {args.output_dir}: is the --model_dir; write the stage's output elsewhere "
+                        "(it would overwrite its own input)")
+    if args.resume and not checkpoint.exists(args.output_dir):
+        raise UserError(f"--resume: no checkpoint in {checkpoint.path(args.output_dir)} (nothing to resume)")
+
+
+def check_sequence_length(args: RunArgs) -> None:
+    """--max_seq_length must fit the model's position table (else a mid-training index error)."""
+    import json
+
+    try:
+        with open(os.path.join(args.model_dir, "config.json"), encoding="utf-8") as fh:
+            positions = json.load(fh).get("max_position_embeddings")
+    except (OSError, ValueError):
+        return  # load_model reports unreadable model directories
+    if isinstance(positions, int) and args.max_seq_length > positions:
+        raise UserError(f"--max_seq_length {args.max_seq_length}: the model in {args.model_dir} has only "
+                        f"{positions} positions")
 
 
 def split_holdout(examples: list, fraction: float, seed: int) -> tuple[list, list]:
@@ -117,7 +137,9 @@ def start(args: RunArgs):
     require(args, "model_dir", "output_dir")
     task = setup(args)
     check_output_dir(args)
-    return task, load_tokenizer(args.model_dir)
+    tokenizer = load_tokenizer(args.model_dir)
+    check_sequence_length(args)
+    return task, tokenizer
 
 
 def finish(args: RunArgs, task: TaskSpec, data: TaskData, result, extra: Optional[dict[str, Any]] = None) -> StageReport:

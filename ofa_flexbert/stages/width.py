@@ -23,7 +23,7 @@ from ..grafting import GraftSchedule, default_schedule, graft
 from ..losses import logit_distillation, task_loss
 from ..models import load_model, save_model
 from ..supernet import FlexOFA, compute_importance, convert_to_supernet, mapping_layers, plain_state_dict, rewire
-from ..training import Subnet, train
+from ..training import Subnet, total_steps, train
 from .common import StageReport, finish, load_task_data, start
 
 
@@ -40,7 +40,6 @@ class WidthStrategy:
         self.configs = {s.width_mult: ofa.subnet_config(s.width_mult) for s in self.subnets}
         self.distill = ofa.teacher is not None
         self.importance_loader, self.schedule = importance_loader, schedule
-        self.grafts = 0
 
     def train_step(self, batch: dict) -> dict[str, float]:
         ids, types = batch["input_ids"], batch["token_type_ids"]
@@ -72,11 +71,11 @@ class WidthStrategy:
             return
         heads, neurons = compute_importance(self.ofa, self.importance_loader, self.task)
         counts = graft(self.model, heads, neurons, self.args.graft_alpha, self.args.graft_fraction)
-        self.grafts += 1
-        log(f"step {step}: graft #{self.grafts}: {counts['heads']} heads and {counts['neurons']} FFN neurons "
+        number = self.schedule.count(step)
+        log(f"step {step}: graft #{number}: {counts['heads']} heads and {counts['neurons']} FFN neurons "
             f"received alpha={self.args.graft_alpha:g} of their donors")
-        writer.add_scalar("graft/event", self.grafts, step)
-        writer.add_text("graft", f"graft #{self.grafts} at step {step}: {counts}", step)
+        writer.add_scalar("graft/event", number, step)
+        writer.add_text("graft", f"graft #{number} at step {step}: {counts}", step)
 
     def save(self, output_dir: str) -> None:
         save_model(self.model, self.tokenizer, output_dir, state_dict=plain_state_dict(self.model))
@@ -84,12 +83,12 @@ class WidthStrategy:
 
 def run(args: RunArgs) -> StageReport:
     task, tokenizer = start(args)
-    student = load_model(args.model_dir, task.num_labels)
+    student = load_model(args.model_dir, task.num_labels, require_classifier=True)
     holdout = args.importance_holdout if args.importance_data == "holdout" else 0.0
     data = load_task_data(args, task, tokenizer, holdout_fraction=holdout)
     importance_loader = data.holdout_loader or next(iter(data.dev_loaders.values()))
     distill = args.distill or args.data_aug
-    teacher = load_model(args.model_dir, task.num_labels) if distill else None
+    teacher = load_model(args.model_dir, task.num_labels, require_classifier=True) if distill else None
     if teacher is not None:
         teacher.eval()
     convert_to_supernet(student, args.width_mult_list)
@@ -101,9 +100,11 @@ def run(args: RunArgs) -> StageReport:
         rewired = True
     schedule = None
     if args.graft_during_training:
-        schedule = default_schedule(len(data.train_loader), args.num_train_epochs, args.graft_period, args.graft_stop)
+        schedule = default_schedule(data.num_train_examples, args.per_gpu_train_batch_size,
+                                    total_steps(args, len(data.train_loader)), args.graft_period, args.graft_stop)
     strategy = WidthStrategy(ofa, tokenizer, task, args, importance_loader, schedule)
     result = train(strategy, task, args, data.train_loader, data.dev_loaders, args.output_dir)
     return finish(args, task, data, result,
-                  {"importance_data": args.importance_data, "rewired_at_start": rewired, "grafts": strategy.grafts,
+                  {"importance_data": args.importance_data, "rewired_at_start": rewired,
+                   "grafts": schedule.count(result.steps) if schedule else 0,
                    "graft_schedule": schedule and vars(schedule)})
