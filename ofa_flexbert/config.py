@@ -217,8 +217,13 @@ def validate(args: RunArgs) -> None:
             raise UserError(f"--{name}: must be a positive integer, got {getattr(args, name)}")
     if args.num_train_epochs <= 0 and not args.total_steps_override:
         raise UserError(f"--num_train_epochs: must be positive, got {args.num_train_epochs:g}")
-    if args.learning_rate <= 0:
-        raise UserError(f"--learning_rate: must be positive, got {args.learning_rate:g}")
+    for name in ("learning_rate", "max_grad_norm", "adam_epsilon"):
+        value = getattr(args, name)
+        if not value > 0 or value == float("inf"):  # also catches nan
+            raise UserError(f"--{name}: must be a positive number, got {value:g}")
+    if args.warmup_steps < 0 or args.weight_decay < 0 or args.weight_decay != args.weight_decay:
+        raise UserError(f"--warmup_steps/--weight_decay: must not be negative, got {args.warmup_steps}, "
+                        f"{args.weight_decay:g}")
 
 
 def task_data_dir(args: RunArgs, dir_name: str) -> str:

@@ -66,6 +66,10 @@ def test_a_boolean_from_yaml_can_be_switched_off_by_flag(tmp_path):
     (("--task", "foo", "--stage", "width"), "unknown task 'foo'; expected one of: cola, sst-2, mrpc, sts-b, qqp, "
                                             "mnli, qnli, rte, wnli"),
     (("--stage", "width"), "--task is required (e.g. --task rte)"),
+    (("--task", "rte", "--stage", "finetune", "--learning_rate", "nan"), "--learning_rate: must be a positive number, "
+                                                                        "got nan"),
+    (("--task", "rte", "--stage", "finetune", "--max_grad_norm", "0"), "--max_grad_norm: must be a positive number, "
+                                                                       "got 0"),
     (("--task", "rte", "--training_phase", "nope"), "--training_phase: unknown phase 'nope'; expected one of: "
                                                      "dynabertw, dynabert, final_finetuning, finetuning, traingate"),
 ])
@@ -91,6 +95,17 @@ def test_a_stage_section_that_is_not_a_mapping_is_refused(tmp_path):
     with pytest.raises(UserError) as info:
         resolve(parse("--task", "rte", "--stage", "width", "--config", config))
     assert str(info.value) == f"{config}: 'stages.width' must map flag names to values"
+
+
+def test_stage_all_checks_every_stage_section_before_running_any(tmp_path):
+    from ofa_flexbert.stages import run
+
+    config = write(tmp_path, "stages:\n  width:\n    learning_rat: 1.0\n")
+    with pytest.raises(UserError) as info:
+        run(parse("--task", "rte", "--stage", "all", "--config", config, "--model_dir", str(tmp_path / "m"),
+                  "--output_dir", str(tmp_path / "out")))
+    assert "unknown key 'learning_rat'" in str(info.value)
+    assert not (tmp_path / "out").exists()  # finetune never started
 
 
 def test_a_malformed_flag_is_a_one_line_error():

@@ -42,14 +42,12 @@ def run(flags: dict[str, Any]) -> list[StageReport]:
     if args.stage != "all":
         return [run_stage(args)]
     require(args, "model_dir", "output_dir")
-    reports, model_dir = [], args.model_dir
-    for stage in ORDER:
-        if stage in IMPLEMENTED:
-            stage_args = resolve({**flags, "stage": stage, "model_dir": model_dir,
-                                  "output_dir": os.path.join(args.output_dir, stage)})
-            reports.append(run_stage(stage_args))
-            model_dir = stage_args.output_dir
-    return reports
+    chain, model_dir = [], args.model_dir
+    for stage in (s for s in ORDER if s in IMPLEMENTED):  # resolve all first: a bad section fails up front
+        output_dir = os.path.join(args.output_dir, stage)
+        chain.append(resolve({**flags, "stage": stage, "model_dir": model_dir, "output_dir": output_dir}))
+        model_dir = output_dir
+    return [run_stage(stage_args) for stage_args in chain]
 
 
 def run_stage(args: RunArgs) -> StageReport:
