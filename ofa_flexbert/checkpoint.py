@@ -2,7 +2,7 @@
 
 ``<output_dir>/checkpoint/`` holds the trained model's weights (under the names the stage
 trains them, e.g. a supernet's), the optimizer with its learning-rate schedule, the random
-number generators (python, numpy, paddle), the data position (epoch and batch) and the
+number generators (python and numpy; paddle's is re-seeded, below), the data position (epoch and batch) and the
 best-so-far bookkeeping.  The training loop writes it at every evaluation.
 
 Paddle's generator is not saved but re-seeded from (run seed, step) right after every

@@ -15,7 +15,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Optional, Protocol
 
 import numpy as np
@@ -37,9 +37,6 @@ class Subnet:
 
     width_mult: float = 1.0
     depth_mult: float = 1.0
-
-    def label(self) -> str:
-        return f"w{self.width_mult:g}_d{self.depth_mult:g}"
 
 
 class Strategy(Protocol):
@@ -66,10 +63,8 @@ class TrainResult:
     best_score: float
     best_step: Optional[int]
     best_results: list[SubnetResult]
-    last_results: list[SubnetResult]
     steps: int
     seconds: float
-    history: list[tuple[int, list[SubnetResult]]] = field(default_factory=list)
 
 
 def total_steps(args: RunArgs, batches_per_epoch: int) -> int:
@@ -141,7 +136,7 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
     score here.  ``eval_results.json`` always describes the saved model.  At every
     evaluation a resume checkpoint is written; with ``args.resume`` the run continues from
     it (weights, optimizer and schedule, RNGs, data position, best so far) and ends where an
-    uninterrupted run ends.  A strategy may define ``after_step(step, log)`` (e.g. grafting).
+    uninterrupted run ends.  A strategy may define ``after_step(step, log, writer)`` (e.g. grafting).
     """
     from visualdl import LogWriter
 
@@ -155,9 +150,7 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
         state, pending_rng = checkpoint.load(output_dir, strategy.model, optimizer, fingerprint)
     else:
         checkpoint.clear(output_dir)
-    history: list[tuple[int, list[SubnetResult]]] = []
     best_results = [SubnetResult(**r) for r in state.best_results]
-    last_results: list[SubnetResult] = []
     start = time.time()
     writer = LogWriter(logdir=os.path.join(output_dir, "vdl", strategy.name))
     progress = tqdm(total=steps, initial=state.step, desc=f"{strategy.name} {task.name}", unit="step",
@@ -168,10 +161,8 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
 
     def evaluate_and_keep() -> None:
         """Evaluate every subnet; save the model and eval_results.json if the score improved."""
-        nonlocal best_results, last_results
+        nonlocal best_results
         results = evaluate(strategy, task, dev_loaders)
-        last_results = results
-        history.append((state.step, results))
         for r in results:
             for key, value in r.metrics.items():
                 writer.add_scalar(f"eval/w{r.width_mult:g}_d{r.depth_mult:g}/{key}", value, state.step)
@@ -221,5 +212,4 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
     finally:
         progress.close()
         writer.close()
-    return TrainResult(state.best_score, state.best_step, best_results, last_results, state.step,
-                       time.time() - start, history)
+    return TrainResult(state.best_score, state.best_step, best_results, state.step, time.time() - start)
