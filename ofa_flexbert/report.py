@@ -1,22 +1,61 @@
-"""Console tables of stage results (what people compare: metric per subnet, time)."""
+"""Console tables of stage results (what people compare: metric per subnet, cost, time)."""
 from __future__ import annotations
+
+from typing import Sequence
 
 from .stages.common import StageReport
 
 
-def results_table(reports: list[StageReport]) -> str:
-    """One row per (stage, subnet): task, primary metric and the other metrics, best step, time."""
-    header = ("stage", "task", "width", "depth", "metric", "value", "other metrics", "best step", "time (s)")
-    rows = []
-    for report in reports:
-        for result in report.results:
-            others = ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items() if k != report.metric)
-            rows.append((report.stage, report.task, f"{result.width_mult:g}", f"{result.depth_mult:g}", report.metric,
-                         f"{result.metrics[report.metric]:.4f}", others or "-", str(report.best_step),
-                         f"{report.seconds:.1f}"))
+def _table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
     widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
 
     def line(cells):
         return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
 
     return "\n".join([line(header), line("-" * w for w in widths), *map(line, rows)])
+
+
+def _full_macs(report: StageReport) -> float | None:
+    """MACs of the full model (width 1, depth 1) if it was evaluated, else of the largest subnet."""
+    costs = [r.macs for r in report.results if r.macs]
+    return max(costs) if costs else None
+
+
+def results_table(reports: list[StageReport]) -> str:
+    """One row per (stage, subnet): task, primary metric, share of the full model's MACs, other metrics."""
+    header = ("stage", "task", "width", "depth", "metric", "value", "MACs", "other metrics", "best step", "time (s)")
+    rows = []
+    for report in reports:
+        full = _full_macs(report)
+        for result in report.results:
+            others = ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items() if k != report.metric)
+            share = f"{result.macs / full:.0%}" if full and result.macs else "-"
+            if result.single_class:
+                others = "ONE CLASS for every example; " + others
+            rows.append((report.stage, report.task, f"{result.width_mult:g}", f"{result.depth_mult:g}", report.metric,
+                         f"{result.metrics[report.metric]:.4f}", share, others or "-", str(report.best_step),
+                         f"{report.seconds:.1f}"))
+    return _table(header, rows)
+
+
+def grid_table(report: StageReport) -> str:
+    """The width x depth grid of one stage: rows are depths, columns widths; each cell is
+    ``metric (share of the full model's MACs)``, flagged ``one class!`` when the subnet
+    predicted a single class for every dev example (a failure, not a trade-off point)."""
+    widths = sorted({r.width_mult for r in report.results}, reverse=True)
+    depths = sorted({r.depth_mult for r in report.results}, reverse=True)
+    cells = {(r.width_mult, r.depth_mult): r for r in report.results}
+    full = _full_macs(report)
+    rows = []
+    for d in depths:
+        row = [f"depth {d:g}"]
+        for w in widths:
+            r = cells.get((w, d))
+            if r is None:
+                row.append("-")
+                continue
+            share = f" ({r.macs / full:.0%})" if full and r.macs else ""
+            row.append(f"{r.metrics[report.metric]:.4f}{share}{' one class!' if r.single_class else ''}")
+        rows.append(row)
+    title = f"{report.stage} {report.task}: dev {report.metric} (MACs vs the full model) per width x depth"
+    return title + "\n" + _table([""] + [f"width {w:g}" for w in widths], rows)

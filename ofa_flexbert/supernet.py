@@ -6,20 +6,25 @@ routes every converted Linear through the current subnet config.  We give OFA ab
 multiplier into heads and FFN neurons -- because OFA's own ``int(ratio * size)`` truncation
 cannot express the reference's ``round(A*w)`` heads (w = 0.55 or 0.65 with 12 heads).
 
+Depth is OFA's ``depth`` config entry (``RunConfig(elastic_depth=...)``); :func:`depth_layers`
+turns it into the encoder layers to run, which the patched classifier forward accepts.
+
 Rewiring sorts heads and FFN neurons by importance so each narrower subnet is a prefix of the
 wider ones; the permutation itself is PaddleNLP's ``reorder_neuron_head``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
 import numpy as np
 import paddle
-from paddleslim.nas.ofa import OFA, DistillConfig
+from paddleslim.nas.ofa import OFA, DistillConfig, RunConfig
 from paddleslim.nas.ofa import utils as ofa_utils
 from paddleslim.nas.ofa.convert_super import Convert, supernet
 
+from .config import DEPTH_RULES, exact_multiplier
 from .data import TaskSpec
 from .losses import task_loss
 
@@ -46,7 +51,7 @@ def width_for(width_mult: float, num_heads: int, head_dim: int, ffn_size: int) -
     This is the reference's rule (flexible-bert-method.md §0.2): w = 0.55 and 0.6 keep 7 of 12
     heads, 0.65 keeps 8.  Any head count from 1 to A is reachable.
     """
-    heads = max(1, int(round(num_heads * width_mult)))
+    heads = max(1, round(num_heads * exact_multiplier(width_mult)))
     return Width(heads, head_dim, max(1, int(heads / num_heads * ffn_size)))
 
 
@@ -55,6 +60,31 @@ def model_width(model, width_mult: float) -> Width:
     config = model.bert.config
     heads = config.num_attention_heads
     return width_for(width_mult, heads, config.hidden_size // heads, config.intermediate_size)
+
+
+def depth_for(num_layers: int, depth_mult: float) -> int:
+    """Layers a depth multiplier keeps: round(L·d), half to even (at least 1).
+
+    The reference's rule (flexible-bert-method.md §0.3): 12 layers at 0.5/0.75/1.0 keep 6/9/12;
+    all-MiniLM-L6-v2's 6 layers keep 3/4/6 (4.5 rounds to even, as Python's round and
+    :func:`width_for` do).  Computed on the exact decimal, so 12 x 0.55 = 6.6 keeps 7.
+    """
+    return max(1, round(num_layers * exact_multiplier(depth_mult)))
+
+
+def depth_layers(num_layers: int, depth_mult: float, rule: str = "prefix") -> list[int]:
+    """The encoder layers (0-based, in order) a depth-d subnet runs.
+
+    ``prefix`` (Flexible-BERT): the first :func:`depth_for` layers, so a shallower subnet is
+    "run the first layers and stop" -- what early exit needs.  ``every_other`` (DynaBERT):
+    layer floor((i+1)/d) - 1 for i < depth_for(L, d), e.g. 1,3,5,7,9,11 for L=12, d=0.5.
+    """
+    count = depth_for(num_layers, depth_mult)
+    if rule == "prefix":
+        return list(range(count))
+    if rule == "every_other":
+        return [min(num_layers - 1, math.floor((i + 1) / exact_multiplier(depth_mult)) - 1) for i in range(count)]
+    raise ValueError(f"unknown depth rule {rule!r}; expected one of {DEPTH_RULES}")
 
 
 def linear(layer) -> paddle.nn.Layer:
@@ -91,13 +121,20 @@ class FlexOFA(OFA):
     after ``.train()`` (stock OFA switches it to train mode, dropout on).
     """
 
-    def __init__(self, model, teacher=None, mapping_layers: Optional[list[str]] = None):
+    def __init__(self, model, teacher=None, mapping_layers: Optional[list[str]] = None,
+                 depth_mult_list: Optional[Iterable[float]] = None, depth_rule: str = "prefix"):
         distill = None
         if teacher is not None:
             distill = DistillConfig(teacher_model=teacher, mapping_layers=list(mapping_layers or []))
             for param in teacher.parameters():
                 param.stop_gradient = True
-        super().__init__(model, distill_config=distill, elastic_order=["width"])
+        run_config, order = None, ["width"]
+        if depth_mult_list:  # OFA's elastic depth: a 'depth' entry in the search space and the configs
+            run_config, order = RunConfig(elastic_depth=sorted({float(d) for d in depth_mult_list})), ["width", "depth"]
+        if depth_rule not in DEPTH_RULES:
+            raise ValueError(f"unknown depth rule {depth_rule!r}; expected one of {DEPTH_RULES}")
+        super().__init__(model, run_config=run_config, distill_config=distill, elastic_order=order)
+        self.depth_rule = depth_rule
         self._teacher_acts: dict[str, Any] = {}
 
     @property
@@ -125,8 +162,8 @@ class FlexOFA(OFA):
         if self.net_config is None:
             raise RuntimeError("FlexOFA: call use(config) before a forward")
         self.current_config = self.net_config
-        if "depth" in self.current_config:
-            kwargs["depth"] = self.current_config["depth"]
+        if "depth" in self.current_config:  # stock OFA passes depth=d; the patched classifier takes layers
+            kwargs["layer_indices"] = self.layers_for(self.current_config["depth"])
         if not self._add_teacher:
             return self.model(*inputs, **kwargs)
         self._reset_hook_before_forward()
@@ -143,21 +180,30 @@ class FlexOFA(OFA):
             self.teacher.eval()
         return self
 
-    def subnet_config(self, width_mult: float) -> dict[str, dict[str, Any]]:
+    def layers_for(self, depth_mult: float) -> list[int]:
+        """The encoder layers the student runs at ``depth_mult`` (this supernet's depth rule)."""
+        return depth_layers(self.model.bert.config.num_hidden_layers, depth_mult, self.depth_rule)
+
+    def subnet_config(self, width_mult: float, depth_mult: Optional[float] = None) -> dict[str, Any]:
         """A fresh config dict for every OFA layer at ``width_mult`` (no aliasing between calls).
 
         q/k/v and FFN-in narrow to :func:`width_for`; what follows them (attention-out, FFN-out)
-        narrows its input automatically; every other layer stays full.
+        narrows its input automatically; every other layer stays full.  ``depth_mult`` adds
+        OFA's ``depth`` entry (the forward then runs :meth:`layers_for` it).
         """
         width = model_width(self.model, width_mult)
-        config = {}
+        config: dict[str, Any] = {}
         for name in self._ofa_layers:
+            if name == "depth":  # OFA's search-space entry, not a layer
+                continue
             if name.endswith(ATTENTION_INPUTS):
                 config[name] = {"channel": width.attention_dim}
             elif name.endswith("." + FFN_INPUT):
                 config[name] = {"channel": width.ffn}
             else:
                 config[name] = {"expand_ratio": 1.0}
+        if depth_mult is not None:
+            config["depth"] = float(depth_mult)
         return config
 
 

@@ -16,13 +16,14 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Iterable, Optional, Protocol
+from typing import Callable, Iterable, Optional, Protocol
 
 import numpy as np
 import paddle
 from tqdm.auto import tqdm
 
 from . import checkpoint
+from .accounting import lengths_of, mean_macs
 from .config import RunArgs
 from .data import TaskSpec
 from .metrics import compute_metrics
@@ -67,6 +68,25 @@ class TrainResult:
     seconds: float
 
 
+def backward_each(subnets: Iterable[Subnet], loss_of: Callable[[Subnet], tuple[str, paddle.Tensor, dict]]
+                  ) -> dict[str, float]:
+    """Forward and backward of every subnet in turn, so their gradients add up for one optimizer step.
+
+    ``loss_of(subnet)`` returns ``(tag, loss, terms)``; the result logs ``<tag>/loss``, each
+    ``<tag>/<term>`` and the sum over subnets as ``loss``.  Backward runs per subnet (not on
+    the sum) so only one subnet's graph is alive at a time.
+    """
+    logs, total = {}, 0.0
+    for subnet in subnets:
+        tag, loss, terms = loss_of(subnet)
+        loss.backward()
+        logs.update({f"{tag}/{name}": float(value) for name, value in terms.items()})
+        logs[f"{tag}/loss"] = float(loss)
+        total += float(loss)
+    logs["loss"] = total
+    return logs
+
+
 def total_steps(args: RunArgs, batches_per_epoch: int) -> int:
     """Optimizer steps of the run: --max_steps if set, else epochs x batches."""
     return args.total_steps_override or max(1, math.ceil(batches_per_epoch * args.num_train_epochs))
@@ -90,21 +110,28 @@ def build_optimizer(model: paddle.nn.Layer, args: RunArgs, steps: int):
 
 
 def evaluate(strategy: Strategy, task: TaskSpec, dev_loaders: dict[str, Iterable]) -> list[SubnetResult]:
-    """Dev metrics of every subnet.  Extra dev splits (MNLI mismatched) get a key prefix."""
+    """Dev metrics and analytic MACs of every subnet.  Extra dev splits (MNLI mismatched) get a key prefix."""
     strategy.model.eval()
+    config, lengths = strategy.model.bert.config, lengths_of(dev_loaders.values())
     results = []
     with paddle.no_grad():
         for subnet in strategy.subnets:
             metrics: dict[str, float] = {}
+            classes: set[int] = set()
             for index, (split, loader) in enumerate(dev_loaders.items()):
                 logits, labels = [], []
                 for batch in loader:
                     logits.append(strategy.logits(subnet, batch).numpy())
                     labels.append(batch["labels"].numpy())
-                values = compute_metrics(task, np.concatenate(logits), np.concatenate(labels))
+                logits = np.concatenate(logits)
+                values = compute_metrics(task, logits, np.concatenate(labels))
                 prefix = "" if index == 0 else f"{split}_"
                 metrics.update({prefix + k: v for k, v in values.items()})
-            results.append(SubnetResult(subnet.width_mult, subnet.depth_mult, metrics))
+                if not task.is_regression:
+                    classes.update(np.unique(logits.argmax(axis=-1)).tolist())
+            macs = mean_macs(config, subnet.width_mult, subnet.depth_mult, lengths)
+            single = None if task.is_regression else len(classes) == 1
+            results.append(SubnetResult(subnet.width_mult, subnet.depth_mult, metrics, macs, single))
     return results
 
 
@@ -114,13 +141,15 @@ def score(results: list[SubnetResult], metric: str) -> float:
 
 
 def format_results(results: list[SubnetResult], metric: str) -> str:
-    return "  ".join(f"w{r.width_mult:g}/d{r.depth_mult:g} {metric}={r.metrics[metric]:.4f}" for r in results)
+    """``w<w>/d<d> metric=value`` per subnet; a subnet predicting one class gets ``(one class)``."""
+    return "  ".join(f"w{r.width_mult:g}/d{r.depth_mult:g} {metric}={r.metrics[metric]:.4f}"
+                     f"{' (one class)' if r.single_class else ''}" for r in results)
 
 
 def resume_fingerprint(strategy: Strategy, args: RunArgs, steps: int) -> dict:
     """Settings that must be equal for a resumed run to end where the uninterrupted one ends."""
     keys = ("task", "seed", "shuffle", "data_aug", "distill", "per_gpu_train_batch_size", "max_seq_length",
-            "learning_rate", "warmup_steps", "weight_decay", "logging_steps", "width_mult_list", "depth_mult_list",
+            "learning_rate", "warmup_steps", "weight_decay", "logging_steps", "width_mult_list", "depth_mult_list", "depth_rule",
             "graft_during_training", "graft_alpha", "graft_fraction", "graft_period", "graft_stop",
             "importance_data", "importance_holdout", "width_lambda1", "width_lambda2", "depth_lambda1",
             "depth_lambda2")

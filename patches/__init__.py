@@ -27,6 +27,10 @@ The patches:
     The tutorial's monkey-patched ``BertModel.forward``: accepts ``[mask, head_mask]``,
     can return every hidden state and run only chosen layers.  It never imports
     ``paddleslim.nas.ofa.utils.nlp_utils`` (a global patch that drops the attention scaling).
+``bert_classifier_layer_indices`` (all versions)
+    ``BertForSequenceClassification.forward`` also takes ``layer_indices`` and passes it to the
+    encoder: the stock classifier cannot run a subset of layers, so OFA's elastic depth has
+    nothing to drive (notes §3.8, §12.4).  Without ``layer_indices`` the stock forward runs.
 """
 from __future__ import annotations
 
@@ -69,6 +73,12 @@ def _bert_model():
     from paddlenlp.transformers import BertModel
 
     return BertModel
+
+
+def _bert_classifier():
+    from paddlenlp.transformers import BertForSequenceClassification
+
+    return BertForSequenceClassification
 
 
 def _encoder_layer():
@@ -132,10 +142,28 @@ PATCHES: tuple[Patch, ...] = (
         lambda v: True,
         requires=("encoder_layer_list_mask_forward",),
     ),
+    Patch(
+        "bert_classifier_layer_indices",
+        _bert_classifier,
+        "forward",
+        _replacement("bert_forward", "classifier_forward", wraps_original=True),
+        lambda v: True,
+        requires=("bert_list_mask_forward",),
+    ),
 )
 
 # name -> (owner, attribute, original value).  The only global state of the project.
 _ORIGINALS: dict[str, tuple[Any, str, Any]] = {}
+
+
+def _with_requirements(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``names`` plus every patch they require, transitively."""
+    wanted = set(names)
+    while True:
+        more = {r for p in PATCHES if p.name in wanted for r in p.requires} - wanted
+        if not more:
+            return tuple(wanted)
+        wanted |= more
 
 
 def apply(only: tuple[str, ...] | None = None) -> list[str]:
@@ -146,7 +174,7 @@ def apply(only: tuple[str, ...] | None = None) -> list[str]:
     """
     version = paddle_version()
     if only is not None:
-        only = tuple(only) + tuple(r for p in PATCHES if p.name in only for r in p.requires)
+        only = _with_requirements(tuple(only))
     for patch in PATCHES:
         if patch.name in _ORIGINALS or not patch.needed(version):
             continue

@@ -158,3 +158,35 @@ def bert_forward(
     if output_attentions:
         outputs += (all_weights,)
     return outputs
+
+
+def classifier_forward(stock_forward):
+    """A ``BertForSequenceClassification.forward`` that can run only chosen encoder layers.
+
+    Elastic depth needs this: the stock classifier has no way to pass ``layer_indices`` (or
+    OFA's ``depth``) on to the encoder, which is why PaddleNLP's depth example patches it too.
+    Without ``layer_indices`` the stock forward runs unchanged.  With it, the outputs are the
+    stock tuple ``(logits[, hidden_states][, attentions])``; the loss from ``labels`` and
+    ``return_dict`` are not supported on that path (compute the loss from the logits).
+    """
+
+    def forward(self, input_ids, token_type_ids=None, position_ids=None, attention_mask=None, labels=None,
+                output_hidden_states=None, output_attentions=None, return_dict=None,
+                layer_indices: Optional[Sequence[int]] = None):
+        if layer_indices is None:
+            return stock_forward(self, input_ids, token_type_ids=token_type_ids, position_ids=position_ids,
+                                 attention_mask=attention_mask, labels=labels,
+                                 output_hidden_states=output_hidden_states, output_attentions=output_attentions,
+                                 return_dict=return_dict)
+        if labels is not None or return_dict:
+            raise NotImplementedError("layer_indices: labels and return_dict are not supported; "
+                                      "compute the loss from the returned logits")
+        outputs = self.bert(input_ids, token_type_ids=token_type_ids, position_ids=position_ids,
+                            attention_mask=attention_mask, output_hidden_states=output_hidden_states,
+                            output_attentions=output_attentions, layer_indices=layer_indices)
+        logits = self.classifier(self.dropout(outputs[1]))
+        output = (logits,) + tuple(outputs[2:])
+        return output[0] if len(output) == 1 else output
+
+    forward.__doc__ = classifier_forward.__doc__
+    return forward

@@ -62,3 +62,37 @@ def tiny_batch():
     types = np.zeros_like(ids)
     types[:, 4:] = 1
     return paddle.to_tensor(ids), paddle.to_tensor(types)
+
+
+# --- the demo's toy task and tiny teacher, shared by the stage tests ------------------------
+
+FAST = ["--per_gpu_train_batch_size", "32", "--per_gpu_eval_batch_size", "200", "--max_seq_length", "40",
+        "--config", os.path.join(ROOT, "configs", "demo.yaml")]
+
+
+@pytest.fixture(scope="session")
+def toy_teacher(tmp_path_factory):
+    """The demo task (small) and a tiny teacher fine-tuned on it: ``(data_dir, teacher_dir)``."""
+    from ofa_flexbert.demo import write_synthetic_task, write_tiny_bert
+    from run_ofa_glue import main
+
+    root = tmp_path_factory.mktemp("toy")
+    data_dir, pretrained, teacher = str(root / "SST-2"), str(root / "pretrained"), str(root / "teacher")
+    write_synthetic_task(data_dir, seed=0, num_train=2000, num_dev=400)
+    write_tiny_bert(pretrained, seed=0)
+    assert main(["--task", "sst-2", "--stage", "finetune", "--data_dir", data_dir, "--model_dir", pretrained,
+                 "--output_dir", teacher, "--max_steps", "600", "--logging_steps", "600", *FAST]) == 0
+    return data_dir, teacher
+
+
+@pytest.fixture(scope="session")
+def toy_width_model(toy_teacher, tmp_path_factory):
+    """The toy teacher after a short width stage (with distillation): ``(data_dir, width_dir)``."""
+    from run_ofa_glue import main
+
+    data_dir, teacher = toy_teacher
+    out = str(tmp_path_factory.mktemp("toy_width") / "width")
+    assert main(["--task", "sst-2", "--stage", "width", "--data_dir", data_dir, "--model_dir", teacher,
+                 "--output_dir", out, "--distill", "--max_steps", "80", "--logging_steps", "80",
+                 "--learning_rate", "1e-3", *FAST]) == 0
+    return data_dir, out

@@ -151,6 +151,21 @@ def test_patched_forward_skips_layers_like_a_shallower_model(tiny_bert, tiny_bat
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
+def test_stock_classifier_cannot_skip_layers_and_the_patched_one_equals_the_bert_path(tiny_bert, tiny_batch):
+    ids, types = tiny_batch
+    with pytest.raises(TypeError):
+        tiny_bert(ids, token_type_ids=types, layer_indices=[0, 2])
+    patches.apply(only=("bert_classifier_layer_indices",))
+    pooled = tiny_bert.bert(ids, token_type_ids=types, layer_indices=[0, 2])[1]
+    expected = tiny_bert.classifier(pooled).numpy()  # eval mode: dropout is the identity
+    logits, hidden = tiny_bert(ids, token_type_ids=types, layer_indices=[0, 2], output_hidden_states=True)
+    np.testing.assert_allclose(logits.numpy(), expected, atol=1e-6)
+    assert len(hidden) == 3
+    full = tiny_bert(ids, token_type_ids=types).numpy()  # no layer_indices: the stock forward
+    np.testing.assert_allclose(tiny_bert(ids, token_type_ids=types, layer_indices=[0, 1, 2]).numpy(), full, atol=1e-6)
+    assert not np.allclose(logits.numpy(), full, atol=1e-4)
+
+
 def test_head_mask_zeroes_heads_and_gives_head_gradients(tiny_bert, tiny_batch):
     ids, types = tiny_batch
     patches.apply(only=("bert_list_mask_forward",))

@@ -12,7 +12,7 @@ from ..errors import UserError
 from .common import StageReport, require
 
 ORDER = ("finetune", "width", "depth", "final", "gate")  # what --stage all chains
-PLANNED = {"depth": "issue #4", "final": "issue #4", "gate": "a later issue",
+PLANNED = {"gate": "a later issue",
            "infer": "a later issue", "export": "a later issue"}
 
 
@@ -28,7 +28,20 @@ def _width(args: RunArgs) -> StageReport:
     return run(args)
 
 
-IMPLEMENTED: dict[str, Callable[[RunArgs], StageReport]] = {"finetune": _finetune, "width": _width}
+def _depth(args: RunArgs) -> StageReport:
+    from .depth import run_depth
+
+    return run_depth(args)
+
+
+def _final(args: RunArgs) -> StageReport:
+    from .depth import run_final
+
+    return run_final(args)
+
+
+IMPLEMENTED: dict[str, Callable[[RunArgs], StageReport]] = {"finetune": _finetune, "width": _width, "depth": _depth,
+                                                            "final": _final}
 
 
 def run(flags: dict[str, Any]) -> list[StageReport]:

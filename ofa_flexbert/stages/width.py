@@ -23,7 +23,7 @@ from ..grafting import GraftSchedule, default_schedule, graft
 from ..losses import logit_distillation, task_loss
 from ..models import load_model, save_model
 from ..supernet import FlexOFA, compute_importance, convert_to_supernet, mapping_layers, plain_state_dict, rewire
-from ..training import Subnet, total_steps, train
+from ..training import Subnet, backward_each, total_steps, train
 from .common import StageReport, finish, load_task_data, start
 
 
@@ -44,23 +44,19 @@ class WidthStrategy:
     def train_step(self, batch: dict) -> dict[str, float]:
         ids, types = batch["input_ids"], batch["token_type_ids"]
         teacher_logits = self.ofa.teacher_forward(ids, token_type_ids=types) if self.distill else None
-        logs, total = {}, 0.0
-        for subnet in self.subnets:
+
+        def loss_of(subnet: Subnet):
             self.ofa.use(self.configs[subnet.width_mult])
             logits = self.ofa(ids, token_type_ids=types)
             tag = f"w{subnet.width_mult:g}"
-            if self.distill:
-                logit_loss = logit_distillation(self.task, logits, teacher_logits)
-                hidden_loss = self.ofa.calc_distill_loss()
-                loss = self.args.width_lambda1 * logit_loss + self.args.width_lambda2 * hidden_loss
-                logs[f"{tag}/logit_loss"], logs[f"{tag}/hidden_loss"] = float(logit_loss), float(hidden_loss)
-            else:
-                loss = task_loss(self.task, logits, batch["labels"])
-            loss.backward()
-            logs[f"{tag}/loss"] = float(loss)
-            total += float(loss)
-        logs["loss"] = total
-        return logs
+            if not self.distill:
+                return tag, task_loss(self.task, logits, batch["labels"]), {}
+            logit_loss = logit_distillation(self.task, logits, teacher_logits)
+            hidden_loss = self.ofa.calc_distill_loss()
+            loss = self.args.width_lambda1 * logit_loss + self.args.width_lambda2 * hidden_loss
+            return tag, loss, {"logit_loss": logit_loss, "hidden_loss": hidden_loss}
+
+        return backward_each(self.subnets, loss_of)
 
     def logits(self, subnet: Subnet, batch: dict) -> paddle.Tensor:
         self.ofa.use(self.configs[subnet.width_mult])

@@ -1,0 +1,51 @@
+"""What the benchmark scripts share: running the CLI as a user would, atomic result files, plots."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(cmd: list[str], log_path: str, append: bool = False) -> float:
+    """Run ``cmd`` from the project root with its output in ``log_path``; exit on failure. Returns seconds."""
+    start = time.time()
+    with open(log_path, "a" if append else "w") as log:
+        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    if code != 0:
+        sys.exit(f"failed ({code}): {' '.join(cmd)}; see {log_path}")
+    return time.time() - start
+
+
+def atomic_write(path: str, text: str) -> None:
+    """Replace ``path`` by ``text`` in one step (temporary file, then rename)."""
+    handle, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)))
+    with os.fdopen(handle, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def axes(xlabel: str, ylabel: str, title: str):
+    """A fresh (figure, axes) pair from a non-interactive matplotlib backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return fig, ax
+
+
+def save(fig, ax, path: str) -> None:
+    """Legend, layout, then an atomic PNG write."""
+    ax.legend()
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)

@@ -1,0 +1,61 @@
+"""Analytic cost of a subnet: multiply-accumulates (MACs) per example.
+
+Why analytic: the reference measured FLOPs with a profiler on a second, misaligned forward
+pass (flexible-bert-method.md §8, §11.3), so its numbers did not belong to the evaluated
+predictions.  Here the count is a closed form of the subnet's shape and each example's real
+token count T (no padding: padding depends on how examples happen to be batched):
+
+* per encoder layer with k heads of size d_h and f FFN neurons (hidden size H):
+  q, k, v and attention-out projections ``4·T·H·k·d_h``; attention scores QKᵀ and the
+  weighted sum AV ``2·k·T²·d_h`` (the reference left these out, ~3% of BERT-base at T=128);
+  the FFN ``2·T·H·f``;
+* the pooler ``H·H`` and the classifier ``H·C``, on the [CLS] vector only.
+
+Embedding look-ups, LayerNorm, GELU, softmax and biases are not multiply-accumulates and are
+not counted.  Widths and depths go through :func:`supernet.width_for` and
+:func:`supernet.depth_for`, the single owners of those rules.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from .supernet import depth_for, width_for
+
+
+def layer_macs(hidden: int, heads: int, head_dim: int, ffn: int, length: int) -> dict[str, int]:
+    """One encoder layer on one example of ``length`` tokens: {"linear", "attention"} MACs."""
+    attention_dim = heads * head_dim
+    linear = 4 * length * hidden * attention_dim + 2 * length * hidden * ffn
+    return {"linear": linear, "attention": 2 * heads * length * length * head_dim}
+
+
+def subnet_macs(config, width_mult: float, depth_mult: float, length: int) -> int:
+    """MACs of the (width_mult, depth_mult) subnet of a BERT classifier on one ``length``-token example.
+
+    ``config`` is the model's BertConfig (hidden_size, num_attention_heads, num_hidden_layers,
+    intermediate_size, num_labels).
+    """
+    hidden, heads = config.hidden_size, config.num_attention_heads
+    width = width_for(width_mult, heads, hidden // heads, config.intermediate_size)
+    layers = depth_for(config.num_hidden_layers, depth_mult)
+    per_layer = layer_macs(hidden, width.heads, width.head_dim, width.ffn, length)
+    return layers * (per_layer["linear"] + per_layer["attention"]) + hidden * hidden + hidden * config.num_labels
+
+
+def mean_macs(config, width_mult: float, depth_mult: float, lengths: Sequence[int]) -> float:
+    """Average :func:`subnet_macs` over examples of the given token counts."""
+    if not lengths:
+        raise ValueError("mean_macs needs at least one sequence length")
+    return sum(subnet_macs(config, width_mult, depth_mult, t) for t in lengths) / len(lengths)
+
+
+def sequence_lengths(loader) -> list[int]:
+    """Token count of every example of a loader built by ``data.make_loader`` (before padding)."""
+    return [len(row["input_ids"]) for row in loader.dataset]
+
+
+def lengths_of(loaders: Iterable) -> list[int]:
+    """Token counts of the first loader (for MNLI: matched), the set costs are reported on."""
+    for loader in loaders:
+        return sequence_lengths(loader)
+    return []
