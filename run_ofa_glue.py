@@ -62,10 +62,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             from ofa_flexbert.stages import run
 
             reports = run(vars(ns))
-        print(results_table(reports))
-        for report in reports:
-            if len({r.depth_mult for r in report.results}) > 1:
-                print("\n" + grid_table(report))
+        from ofa_flexbert import distributed
+
+        if distributed.is_main():  # under paddle.distributed.launch, one table, not one per process
+            print(results_table(reports))
+            for report in reports:
+                if len({r.depth_mult for r in report.results}) > 1:
+                    print("\n" + grid_table(report))
         return 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

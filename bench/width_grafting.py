@@ -24,6 +24,9 @@ import sys
 
 from benchlib import atomic_write, axes, run, save
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ofa_flexbert.stages.common import split_holdout  # noqa: E402  -- the stage's own holdout rule
+
 
 def summary(results: list[dict], metric: str) -> list[str]:
     """Markdown: every run, then per width the mean without/with grafting and the paired difference."""
@@ -76,6 +79,8 @@ def main() -> None:
     parser.add_argument("--graft_stop", type=int, default=-1, help="passed to the stage (-1: reference schedule)")
     parser.add_argument("--evals_per_epoch", type=int, default=2)
     parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--importance_holdout", type=float, default=0.1,
+                        help="passed to the stage: the share of train kept out for importance")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more flags for every run")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -90,10 +95,13 @@ def main() -> None:
                    "--model_dir", args.teacher, "--output_dir", out, "--seed", str(seed),
                    "--num_train_epochs", str(args.epochs), "--per_gpu_train_batch_size", str(args.batch_size),
                    "--graft_stop", str(args.graft_stop), "--logging_steps", "{logging_steps}",
+                   "--importance_holdout", str(args.importance_holdout),
                    "--graft_during_training" if graft else "--no-graft_during_training", *args.extra]
-            # The teacher's run recorded the training-set size; 90% of it trains (10% importance holdout).
+            # The teacher's run recorded the training-set size; the stage holds a slice of it out for
+            # importance, sized by the stage's own rule.
             probe = json.load(open(os.path.join(args.teacher, "flexbert.json")))
-            per_epoch = max(1, int(probe["train_examples"] * 0.9 / args.batch_size))
+            train, _ = split_holdout(range(probe["train_examples"]), args.importance_holdout, seed)
+            per_epoch = max(1, int(len(train) / args.batch_size))
             cmd[cmd.index("{logging_steps}")] = str(max(1, per_epoch // args.evals_per_epoch))
             if os.path.exists(os.path.join(out, "checkpoint")):
                 cmd.append("--resume")

@@ -26,6 +26,7 @@ from typing import Any, Optional
 import numpy as np
 import paddle
 
+from . import distributed
 from .errors import UserError
 
 NAME = "checkpoint"
@@ -100,8 +101,11 @@ def _flush_to_disk(directory: str) -> None:
 
 
 def reseed(seed: int, step: int) -> None:
-    """Seed paddle's generator from the run seed and the step (see the module docstring)."""
-    paddle.seed((seed * 1_000_003 + step) % (2**31 - 1))
+    """Seed paddle's generator from the run seed, the step and the rank (see the module docstring).
+
+    The rank term gives every data-parallel process its own dropout masks (rank 0 = single process).
+    """
+    paddle.seed((seed * 1_000_003 + step + 7_919 * distributed.rank()) % (2**31 - 1))
 
 
 def restore_rng(rng: dict[str, Any], seed: int, step: int) -> None:

@@ -391,13 +391,22 @@ class EpochBatchSampler(paddle.io.BatchSampler):
     ``np.random.RandomState(seed + e).permutation(n)`` (or ``range(n)`` without shuffling);
     call :meth:`set_epoch` before iterating each epoch.
 
+    Data parallel (``world_size`` > 1): every rank walks the same order in *global* batches of
+    ``batch_size x world_size`` examples and yields its own contiguous slice (rank r gets the
+    r-th), so a step on N ranks sees exactly the examples of one single-process step with an
+    N-times larger batch, and ``len()`` counts global steps.  A short last global batch is
+    split as evenly as possible; if it has fewer examples than ranks, it is topped up from the
+    start of the epoch's order so that no rank gets an empty batch.  (Paddle's
+    ``DistributedBatchSampler`` interleaves ranks and seeds its shuffle with the epoch alone,
+    ignoring the run's seed.)
+
     ``paddle.io.BatchSampler.__init__`` is deliberately not called: it insists on a dataset or
     sampler and builds a global-RNG sampler we don't want.  The attributes Paddle's DataLoader
     reads (``batch_size``, ``drop_last``, ``shuffle``) are set here.
     """
 
     def __init__(self, num_examples: int, batch_size: int, shuffle: bool, seed: int,
-                 drop_last: bool = False) -> None:
+                 drop_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
         if num_examples < 0:
@@ -407,6 +416,9 @@ class EpochBatchSampler(paddle.io.BatchSampler):
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside a world of {world_size}")
+        self.rank, self.world_size = int(rank), int(world_size)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -420,16 +432,21 @@ class EpochBatchSampler(paddle.io.BatchSampler):
 
     def __iter__(self) -> Iterator[list[int]]:
         order = self.order().tolist()
-        for start in range(0, self.num_examples, self.batch_size):
-            batch = order[start:start + self.batch_size]
-            if self.drop_last and len(batch) < self.batch_size:
-                return
-            yield batch
+        size = self.batch_size * self.world_size
+        for start in range(0, self.num_examples, size):
+            batch = order[start:start + size]
+            if len(batch) < size:
+                if self.drop_last:
+                    return
+                batch += order[:max(0, self.world_size - len(batch))]  # one example per rank at least
+            yield [int(i) for i in np.array_split(batch, self.world_size)[self.rank]]
 
     def __len__(self) -> int:
+        """Batches per epoch: global steps, the same on every rank."""
+        size = self.batch_size * self.world_size
         if self.drop_last:
-            return self.num_examples // self.batch_size
-        return (self.num_examples + self.batch_size - 1) // self.batch_size
+            return self.num_examples // size
+        return (self.num_examples + size - 1) // size
 
 
 class _Collate:
@@ -463,15 +480,16 @@ def _is_regression(dataset) -> Optional[bool]:
 
 
 def make_loader(dataset, tokenizer, batch_size: int, shuffle: bool = False,
-                seed: int = 0) -> paddle.io.DataLoader:
+                seed: int = 0, rank: int = 0, world_size: int = 1) -> paddle.io.DataLoader:
     """A DataLoader over an :func:`encode`-d dataset with dynamic padding.
 
     Each batch is padded to its own longest sequence (truncation already happened in
     :func:`encode`).  The :class:`EpochBatchSampler` is ``loader.batch_sampler``; call its
     ``set_epoch`` before each epoch.  ``labels`` is int64 ``[B]`` (classification) or float32
-    ``[B]`` (regression).
+    ``[B]`` (regression).  ``rank``/``world_size`` shard it for data parallel training.
     """
-    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=seed)
+    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=seed, rank=rank,
+                                world_size=world_size)
     return paddle.io.DataLoader(dataset, batch_sampler=sampler,
                                 collate_fn=_Collate(tokenizer, _is_regression(dataset)),
                                 num_workers=0)

@@ -24,6 +24,7 @@ from paddleslim.nas.ofa import OFA, DistillConfig, RunConfig
 from paddleslim.nas.ofa import utils as ofa_utils
 from paddleslim.nas.ofa.convert_super import Convert, supernet
 
+from . import distributed
 from .config import DEPTH_RULES, exact_multiplier
 from .data import TaskSpec
 from .losses import task_loss
@@ -119,6 +120,10 @@ class FlexOFA(OFA):
     student only, and OFA's own hooks and ``calc_distill_loss`` pair the mapping layers of the
     latest student forward with that teacher forward.  The teacher stays in eval mode even
     after ``.train()`` (stock OFA switches it to train mode, dropout on).
+
+    Under data parallel, student forwards run through ``paddle.DataParallel`` (built here,
+    with ``find_unused_parameters`` when depth is elastic: shallow subnets skip layers) while
+    ``self.model`` stays the plain model, so OFA's layer names and hooks are unchanged.
     """
 
     def __init__(self, model, teacher=None, mapping_layers: Optional[list[str]] = None,
@@ -135,6 +140,8 @@ class FlexOFA(OFA):
             raise ValueError(f"unknown depth rule {depth_rule!r}; expected one of {DEPTH_RULES}")
         super().__init__(model, run_config=run_config, distill_config=distill, elastic_order=order)
         self.depth_rule = depth_rule
+        # not a sublayer (it would list the student's parameters twice): a plain attribute
+        object.__setattr__(self, "_runner", distributed.data_parallel(model, find_unused_parameters=bool(depth_mult_list)))
         self._teacher_acts: dict[str, Any] = {}
 
     @property
@@ -165,10 +172,10 @@ class FlexOFA(OFA):
         if "depth" in self.current_config:  # stock OFA passes depth=d; the patched classifier takes layers
             kwargs["layer_indices"] = self.layers_for(self.current_config["depth"])
         if not self._add_teacher:
-            return self.model(*inputs, **kwargs)
+            return self._runner(*inputs, **kwargs)
         self._reset_hook_before_forward()
         try:
-            output = self.model(*inputs, **kwargs)
+            output = self._runner(*inputs, **kwargs)
         finally:
             self._remove_hook_after_forward()
         self.Tacts = self._teacher_acts

@@ -22,12 +22,12 @@ import numpy as np
 import paddle
 from tqdm.auto import tqdm
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .accounting import lengths_of, mean_macs
-from .config import RunArgs
+from .config import RunArgs, to_dict
 from .data import TaskSpec
 from .metrics import compute_metrics
-from .outputs import SubnetResult, write_eval_results
+from .outputs import SubnetResult, write_eval_results, write_run_info
 
 logger = logging.getLogger("ofa_flexbert")
 
@@ -153,7 +153,21 @@ def resume_fingerprint(strategy: Strategy, args: RunArgs, steps: int) -> dict:
             "graft_during_training", "graft_alpha", "graft_fraction", "graft_period", "graft_stop",
             "importance_data", "importance_holdout", "width_lambda1", "width_lambda2", "depth_lambda1",
             "depth_lambda2")
-    return {"stage": strategy.name, "total_steps": steps, **{k: getattr(args, k) for k in keys}}
+    return {"stage": strategy.name, "total_steps": steps, "world_size": distributed.world_size(),
+            **{k: getattr(args, k) for k in keys}}
+
+
+class _NoWriter:
+    """VisualDL's LogWriter for ranks other than 0: they log nothing."""
+
+    def add_scalar(self, *args, **kwargs) -> None:
+        pass
+
+    def add_text(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_loaders: dict[str, Iterable],
@@ -166,6 +180,9 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
     evaluation a resume checkpoint is written; with ``args.resume`` the run continues from
     it (weights, optimizer and schedule, RNGs, data position, best so far) and ends where an
     uninterrupted run ends.  A strategy may define ``after_step(step, log, writer)`` (e.g. grafting).
+
+    Under data parallel every rank runs this loop on its shard of each global batch; losses are
+    logged as their mean over ranks, and only rank 0 writes (model, results, checkpoint, logs).
     """
     from visualdl import LogWriter
 
@@ -175,18 +192,22 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
     fingerprint = resume_fingerprint(strategy, args, steps)
     state = checkpoint.LoopState(total_steps=steps, best_score=initial_best, fingerprint=fingerprint)
     pending_rng = None
+    main = distributed.is_main()
     if args.resume:
         state, pending_rng = checkpoint.load(output_dir, strategy.model, optimizer, fingerprint)
     else:
-        checkpoint.clear(output_dir)
+        if main:
+            checkpoint.clear(output_dir)
+        checkpoint.reseed(args.seed, 0)  # each rank its own dropout stream
     best_results = [SubnetResult(**r) for r in state.best_results]
     start = time.time()
-    writer = LogWriter(logdir=os.path.join(output_dir, "vdl", strategy.name))
+    writer = LogWriter(logdir=os.path.join(output_dir, "vdl", strategy.name)) if main else _NoWriter()
     progress = tqdm(total=steps, initial=state.step, desc=f"{strategy.name} {task.name}", unit="step",
-                    dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 30.0)
+                    dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 30.0, disable=not main)
 
     def log(message: str) -> None:
-        progress.write(f"[{strategy.name}] {message}", file=sys.stderr)
+        if main:
+            progress.write(f"[{strategy.name}] {message}", file=sys.stderr)
 
     def evaluate_and_keep() -> None:
         """Evaluate every subnet; save the model and eval_results.json if the score improved."""
@@ -201,8 +222,12 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
         if improved:
             state.best_score, state.best_step, best_results = current, state.step, results
             state.best_results = [r.to_json() for r in results]
-            strategy.save(output_dir)
-            write_eval_results(output_dir, task.name, strategy.name, metric, results, state.step)
+            if main:
+                strategy.save(output_dir)
+                write_eval_results(output_dir, task.name, strategy.name, metric, results, state.step)
+                # the saved model's description; the stage rewrites it, complete, when it finishes
+                write_run_info(output_dir, args.stage, task.name, to_dict(args), args.model_dir,
+                               {"complete": False, "best_step": state.step})
 
     after_step = getattr(strategy, "after_step", None)
     try:
@@ -216,7 +241,7 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
                 if position < state.batch:  # resuming inside an epoch: these batches are done
                     continue
                 strategy.model.train()
-                losses = strategy.train_step(batch)
+                losses = distributed.mean_over_ranks(strategy.train_step(batch))
                 optimizer.step()
                 scheduler.step()
                 optimizer.clear_grad()
@@ -232,7 +257,8 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
                 if after_step is not None:
                     after_step(state.step, log, writer)
                 if evaluation_step:  # the checkpoint includes what after_step changed
-                    checkpoint.save(output_dir, strategy.model, optimizer, state)
+                    if main:
+                        checkpoint.save(output_dir, strategy.model, optimizer, state)
                     checkpoint.reseed(args.seed, state.step)
                 if state.step >= steps:
                     break

@@ -96,3 +96,63 @@ def toy_width_model(toy_teacher, tmp_path_factory):
                  "--output_dir", out, "--distill", "--max_steps", "80", "--logging_steps", "80",
                  "--learning_rate", "1e-3", *FAST]) == 0
     return data_dir, out
+
+
+def stage_argv(stage, data_dir, model_dir, out, *extra):
+    """CLI arguments for one stage on the toy task (``extra`` flags override FAST's)."""
+    return ["--task", "sst-2", "--stage", stage, "--data_dir", str(data_dir), "--model_dir", str(model_dir),
+            "--output_dir", str(out), *FAST, *extra]
+
+
+def vdl_scalars(output_dir, stage):
+    """``{tag: [(step, value), ...]}`` of the VisualDL scalars a stage wrote into ``output_dir``."""
+    from visualdl import LogReader
+
+    vdl = os.path.join(str(output_dir), "vdl", stage)
+    records = [name for name in os.listdir(vdl) if not name.startswith(".")]
+    assert len(records) == 1, records
+    reader = LogReader(file_path=os.path.join(vdl, records[0]))
+    return {tag: [(r.id, r.value) for r in reader.get_data("scalar", tag)] for tag in reader.get_tags()["scalar"]}
+
+
+def without_dropout(model_dir, out_dir):
+    """A copy of a model directory whose config turns dropout off (runs then compare exactly)."""
+    import json
+    import shutil
+
+    shutil.copytree(str(model_dir), str(out_dir), ignore=shutil.ignore_patterns("checkpoint*", "vdl"))
+    path = os.path.join(str(out_dir), "config.json")
+    with open(path) as fh:
+        config = json.load(fh)
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    with open(path, "w") as fh:
+        json.dump(config, fh)
+    return str(out_dir)
+
+
+def run_interrupted(monkeypatch, strategy_class, crash_step, argv):
+    """Run the CLI on ``argv`` and interrupt it in training step ``crash_step`` (a simulated Ctrl-C)."""
+    from run_ofa_glue import main
+
+    calls = {"n": 0}
+    original = strategy_class.train_step
+
+    def crashing(self, batch):
+        calls["n"] += 1
+        if calls["n"] == crash_step:
+            raise KeyboardInterrupt("simulated interruption")
+        return original(self, batch)
+
+    monkeypatch.setattr(strategy_class, "train_step", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    monkeypatch.setattr(strategy_class, "train_step", original)
+
+
+def assert_same_checkpoint(a_dir, b_dir, atol=1e-6):
+    """The resume checkpoints of two runs hold the same weights."""
+    a = paddle.load(os.path.join(str(a_dir), "checkpoint", "model.pdparams"))
+    b = paddle.load(os.path.join(str(b_dir), "checkpoint", "model.pdparams"))
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(b[name].numpy(), a[name].numpy(), rtol=0, atol=atol, err_msg=name)

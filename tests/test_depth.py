@@ -8,7 +8,7 @@ import paddle
 import pytest
 
 import patches
-from conftest import FAST, tiny_bert_config
+from conftest import assert_same_checkpoint, run_interrupted, stage_argv, tiny_bert_config
 from numpy_bert import bert_forward, classifier_logits
 from ofa_flexbert.accounting import layer_macs, mean_macs, subnet_macs
 from ofa_flexbert.losses import hidden_distillation, teacher_layer_map
@@ -151,11 +151,6 @@ def test_macs_match_a_count_of_the_multiplications_the_subnet_actually_runs():
 
 # --- end to end on the demo's toy task --------------------------------------------------------------
 
-def stage_argv(stage, data_dir, model_dir, out, *extra):
-    return ["--task", "sst-2", "--stage", stage, "--data_dir", data_dir, "--model_dir", model_dir,
-            "--output_dir", str(out), *FAST, *extra]
-
-
 def grid(out):
     results = json.loads((out / "eval_results.json").read_text())
     return {(s["width_mult"], s["depth_mult"]): s for s in results["subnets"]}
@@ -245,24 +240,9 @@ def test_resumed_depth_run_equals_an_uninterrupted_one(toy_width_model, tmp_path
     extra = ("--max_steps", "6", "--logging_steps", "2", "--learning_rate", "5e-4", "--width_mult_list", "0.5,1.0")
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     assert main(stage_argv("depth", data_dir, width_dir, whole, *extra)) == 0
-    calls = {"n": 0}
-    original = GridStrategy.train_step
-
-    def crash_at_step_5(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt("simulated interruption")
-        return original(self, batch)
-
-    monkeypatch.setattr(GridStrategy, "train_step", crash_at_step_5)
-    with pytest.raises(KeyboardInterrupt):
-        main(stage_argv("depth", data_dir, width_dir, broken, *extra))
-    monkeypatch.setattr(GridStrategy, "train_step", original)
+    run_interrupted(monkeypatch, GridStrategy, 5, stage_argv("depth", data_dir, width_dir, broken, *extra))
     assert main(stage_argv("depth", data_dir, width_dir, broken, *extra, "--resume")) == 0
-    a = paddle.load(str(whole / "checkpoint" / "model.pdparams"))
-    b = paddle.load(str(broken / "checkpoint" / "model.pdparams"))
-    for name in a:
-        np.testing.assert_allclose(b[name].numpy(), a[name].numpy(), rtol=0, atol=1e-6, err_msg=name)
+    assert_same_checkpoint(whole, broken)
     assert grid(whole) == grid(broken)
 
 

@@ -8,7 +8,7 @@ import paddle
 import pytest
 
 import patches
-from conftest import FAST, tiny_bert_config
+from conftest import assert_same_checkpoint, run_interrupted, stage_argv, tiny_bert_config
 from numpy_bert import bert_forward, classifier_logits
 from ofa_flexbert.data import get_task
 from ofa_flexbert.grafting import GraftSchedule, default_schedule, graft, pairs
@@ -213,8 +213,7 @@ def test_teacher_stays_in_eval_mode_and_frozen():
 # --- end to end on the demo's toy task --------------------------------------------------------------
 
 def width_argv(data_dir, model_dir, out, *extra):
-    return ["--task", "sst-2", "--stage", "width", "--data_dir", data_dir, "--model_dir", model_dir,
-            "--output_dir", str(out), *FAST, *extra]
+    return stage_argv("width", data_dir, model_dir, out, *extra)
 
 
 def quarter(out):
@@ -227,7 +226,7 @@ def test_a_short_width_run_improves_the_quarter_width_subnet(toy_teacher, tmp_pa
     data_dir, teacher = toy_teacher
     untrained, trained = tmp_path / "untrained", tmp_path / "trained"
     assert main(width_argv(data_dir, teacher, untrained, "--max_steps", "1", "--learning_rate", "1e-12")) == 0
-    assert main(width_argv(data_dir, teacher, trained, "--no-distill", "--max_steps", "120", "--logging_steps", "60",
+    assert main(width_argv(data_dir, teacher, trained, "--no-distill", "--max_steps", "240", "--logging_steps", "120",
                            "--learning_rate", "1e-3")) == 0
     before, after = quarter(untrained), quarter(trained)
     assert sorted(after) == [0.25, 0.5, 0.75, 1.0]
@@ -263,27 +262,13 @@ def test_resumed_width_run_equals_an_uninterrupted_one(toy_teacher, tmp_path, mo
     extra = ("--max_steps", "9", "--logging_steps", "3", "--graft_period", "2", "--learning_rate", "5e-4")
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     assert main(width_argv(data_dir, teacher, whole, *extra)) == 0
-
-    calls = {"n": 0}
-    original = WidthStrategy.train_step
-
-    def crash_at_step_8(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 8:
-            raise KeyboardInterrupt("simulated interruption")
-        return original(self, batch)
-
-    monkeypatch.setattr(WidthStrategy, "train_step", crash_at_step_8)
-    with pytest.raises(KeyboardInterrupt):
-        main(width_argv(data_dir, teacher, broken, *extra))
-    monkeypatch.setattr(WidthStrategy, "train_step", original)
+    run_interrupted(monkeypatch, WidthStrategy, 8, width_argv(data_dir, teacher, broken, *extra))
     assert json.loads((broken / "checkpoint" / "state.json").read_text())["step"] == 6
+    info = json.loads((broken / "flexbert.json").read_text())  # describes the model saved at step 6
+    assert (info["complete"], info["best_step"], info["arguments"]["graft_period"]) == (False, 6, 2)
     assert main(width_argv(data_dir, teacher, broken, *extra, "--resume")) == 0
-    a = paddle.load(str(whole / "checkpoint" / "model.pdparams"))
-    b = paddle.load(str(broken / "checkpoint" / "model.pdparams"))
-    assert a.keys() == b.keys()
-    for name in a:
-        np.testing.assert_allclose(b[name].numpy(), a[name].numpy(), rtol=0, atol=1e-6, err_msg=name)
+    assert json.loads((broken / "flexbert.json").read_text())["complete"] is True
+    assert_same_checkpoint(whole, broken)
     assert quarter(whole) == quarter(broken)
 
 

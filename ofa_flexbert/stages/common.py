@@ -16,7 +16,7 @@ import paddle
 
 import patches
 
-from .. import checkpoint
+from .. import checkpoint, distributed
 from ..config import RunArgs, task_data_dir, to_dict
 from ..data import TaskSpec, encode, get_task, make_loader, read_augmented, read_split
 from ..errors import UserError
@@ -47,15 +47,21 @@ class TaskData:
 
 
 def setup(args: RunArgs) -> TaskSpec:
-    """Patches, device and seeds: the process state a stage starts from."""
+    """Patches, device, process group and seeds: the process state a stage starts from.
+
+    Every rank seeds alike, so models built here (e.g. a fresh classifier) are identical on
+    all ranks; the training loop gives each rank its own dropout stream.
+    """
     patches.apply()
     if args.device:
         try:
             paddle.set_device(args.device)
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"--device {args.device}: {str(exc).splitlines()[0]}") from None
+    distributed.init()
     # Paddle runs CPU math on one thread unless told otherwise: a 2x loss on a 2-core machine.
-    paddle.base.core.set_num_threads(args.num_threads or os.cpu_count() or 1)
+    # Processes launched on one machine share its cores.
+    paddle.base.core.set_num_threads(args.num_threads or max(1, (os.cpu_count() or 1) // distributed.local_size()))
     random.seed(args.seed)
     np.random.seed(args.seed)
     paddle.seed(args.seed)
@@ -116,7 +122,8 @@ def load_task_data(args: RunArgs, task: TaskSpec, tokenizer, holdout_fraction: f
         train = train + read_augmented(task, data_dir)
     dev = {split: read_split(task, data_dir, split) for split in task.dev_splits}
     train_loader = make_loader(encode(train, task, tokenizer, args.max_seq_length), tokenizer,
-                               args.per_gpu_train_batch_size, shuffle=args.shuffle, seed=args.seed)
+                               args.per_gpu_train_batch_size, shuffle=args.shuffle, seed=args.seed,
+                               rank=distributed.rank(), world_size=distributed.world_size())
     dev_loaders = {split: make_loader(encode(examples, task, tokenizer, args.max_seq_length), tokenizer,
                                       args.per_gpu_eval_batch_size)
                    for split, examples in dev.items()}
@@ -143,9 +150,12 @@ def start(args: RunArgs):
 
 
 def finish(args: RunArgs, task: TaskSpec, data: TaskData, result, extra: Optional[dict[str, Any]] = None) -> StageReport:
-    """What every stage does last: record flexbert.json and report to the CLI."""
-    info = {"best_step": result.best_step, "train_examples": data.num_train_examples, "steps": result.steps,
-            "seconds": round(result.seconds, 1), **(extra or {})}
-    write_run_info(args.output_dir, args.stage, task.name, to_dict(args), args.model_dir, info)
+    """What every stage does last: record flexbert.json (rank 0), wait for every rank, report to the CLI."""
+    info = {"complete": True, "best_step": result.best_step, "train_examples": data.num_train_examples,
+            "steps": result.steps, "seconds": round(result.seconds, 1), **distributed.describe(),
+            "global_train_batch_size": args.per_gpu_train_batch_size * distributed.world_size(), **(extra or {})}
+    if distributed.is_main():
+        write_run_info(args.output_dir, args.stage, task.name, to_dict(args), args.model_dir, info)
+    distributed.barrier()  # a following stage (--stage all) reads what rank 0 wrote
     return StageReport(args.stage, task.name, args.output_dir, task.primary_metric, result.best_results,
                        result.best_step, result.seconds, extra or {})

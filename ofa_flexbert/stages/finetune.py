@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import paddle
 
+from .. import distributed
 from ..config import RunArgs
 from ..data import TaskSpec
 from ..losses import task_loss
@@ -22,18 +23,19 @@ class FinetuneStrategy:
 
     def __init__(self, model: paddle.nn.Layer, tokenizer, task: TaskSpec):
         self.model, self.tokenizer, self.task = model, tokenizer, task
+        self.runner = distributed.data_parallel(model)  # training forwards (gradients averaged over ranks)
         self.subnets = [Subnet(1.0, 1.0)]
 
-    def _logits(self, batch: dict) -> paddle.Tensor:
-        return self.model(batch["input_ids"], token_type_ids=batch["token_type_ids"])
+    def _logits(self, batch: dict, layer: paddle.nn.Layer) -> paddle.Tensor:
+        return layer(batch["input_ids"], token_type_ids=batch["token_type_ids"])
 
     def train_step(self, batch: dict) -> dict[str, float]:
-        loss = task_loss(self.task, self._logits(batch), batch["labels"])
+        loss = task_loss(self.task, self._logits(batch, self.runner), batch["labels"])
         loss.backward()
         return {"loss": float(loss)}
 
     def logits(self, subnet: Subnet, batch: dict) -> paddle.Tensor:
-        return self._logits(batch)
+        return self._logits(batch, self.model)
 
     def save(self, output_dir: str) -> None:
         save_model(self.model, self.tokenizer, output_dir)

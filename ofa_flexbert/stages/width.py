@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import paddle
 
-from .. import checkpoint
+from .. import checkpoint, distributed
 from ..config import RunArgs
 from ..data import TaskSpec
 from ..grafting import GraftSchedule, default_schedule, graft
@@ -65,7 +65,7 @@ class WidthStrategy:
     def after_step(self, step: int, log, writer) -> None:
         if self.schedule is None or not self.schedule.due(step):
             return
-        heads, neurons = compute_importance(self.ofa, self.importance_loader, self.task)
+        heads, neurons = shared_importance(self.ofa, self.importance_loader, self.task)
         counts = graft(self.model, heads, neurons, self.args.graft_alpha, self.args.graft_fraction)
         number = self.schedule.count(step)
         log(f"step {step}: graft #{number}: {counts['heads']} heads and {counts['neurons']} FFN neurons "
@@ -75,6 +75,11 @@ class WidthStrategy:
 
     def save(self, output_dir: str) -> None:
         save_model(self.model, self.tokenizer, output_dir, state_dict=plain_state_dict(self.model))
+
+
+def shared_importance(ofa: FlexOFA, loader, task: TaskSpec):
+    """Head and neuron importance, rank 0's on every rank (data parallel): one permutation, one graft."""
+    return distributed.broadcast_arrays(*compute_importance(ofa, loader, task))
 
 
 def run(args: RunArgs) -> StageReport:
@@ -91,12 +96,12 @@ def run(args: RunArgs) -> StageReport:
     ofa = FlexOFA(student, teacher, mapping_layers(student))
     rewired = False
     if not (args.resume and checkpoint.exists(args.output_dir)):  # a resumed student is already rewired
-        heads, neurons = compute_importance(ofa, importance_loader, task)
+        heads, neurons = shared_importance(ofa, importance_loader, task)
         rewire(student, heads, neurons)
         rewired = True
     schedule = None
     if args.graft_during_training:
-        schedule = default_schedule(data.num_train_examples, args.per_gpu_train_batch_size,
+        schedule = default_schedule(data.num_train_examples, args.per_gpu_train_batch_size * distributed.world_size(),
                                     total_steps(args, len(data.train_loader)), args.graft_period, args.graft_stop)
     strategy = WidthStrategy(ofa, tokenizer, task, args, importance_loader, schedule)
     result = train(strategy, task, args, data.train_loader, data.dev_loaders, args.output_dir)

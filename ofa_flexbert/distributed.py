@@ -1,0 +1,110 @@
+"""Data parallel training under ``python -m paddle.distributed.launch`` (GPUs, or CPU processes with gloo).
+
+One process per device; every process holds the whole model.  What this module guarantees,
+and where (paddle-stack-notes §12.5 for why the stock OFA recipe fails):
+
+* the student's training forward goes through ``paddle.DataParallel`` (:func:`data_parallel`),
+  which averages gradients over ranks during backward.  OFA's distillation hooks stay on the
+  unwrapped model (so layer names keep their usual form and the teacher needs no wrapper);
+* anything computed outside the synchronised backward that changes weights -- importance for
+  rewiring and grafting -- is computed by every rank and then taken from rank 0
+  (:func:`broadcast_arrays`), so every rank applies the same permutation and the same grafts;
+* the training data is sharded by the sampler (``data.EpochBatchSampler``): a global batch is
+  ``per_gpu_train_batch_size x world_size`` examples and rank r takes the r-th slice, so the
+  schedule counts global steps;
+* only rank 0 writes (model, results, checkpoints, VisualDL, flexbert.json); every rank
+  evaluates the whole dev set (identical weights give identical results, no communication).
+
+With a single process every function here is a no-op, so the stages call them unconditionally.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import paddle
+
+_initialised = False
+
+
+def world_size() -> int:
+    """Number of training processes (1 unless started by paddle.distributed.launch)."""
+    return int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
+
+
+def rank() -> int:
+    """This process's global rank (0 when not launched)."""
+    return int(os.environ.get("PADDLE_TRAINER_ID", "0"))
+
+
+def is_main() -> bool:
+    """Whether this process writes outputs and logs."""
+    return rank() == 0
+
+
+def local_size() -> int:
+    """Processes on this machine (they share its CPU cores)."""
+    return int(os.environ.get("PADDLE_LOCAL_SIZE", str(world_size())))
+
+
+def init() -> None:
+    """Join the process group once per process (no-op without a launcher)."""
+    global _initialised
+    if world_size() > 1 and not _initialised:
+        paddle.distributed.init_parallel_env()
+        _initialised = True
+
+
+def data_parallel(model: paddle.nn.Layer, find_unused_parameters: bool = False) -> paddle.nn.Layer:
+    """The layer to run training forwards through: ``paddle.DataParallel(model)``, or ``model`` alone.
+
+    ``find_unused_parameters`` is needed when a forward may skip parameters (elastic depth
+    skips whole layers); it costs a graph walk per forward, so the width stage leaves it off.
+    Creating the wrapper also broadcasts rank 0's weights, so the ranks start identical.
+    """
+    if world_size() == 1:
+        return model
+    init()
+    return paddle.DataParallel(model, find_unused_parameters=find_unused_parameters)
+
+
+def broadcast_arrays(*arrays: np.ndarray) -> list[np.ndarray]:
+    """Rank 0's values of ``arrays`` on every rank (each rank passes arrays of the same shapes)."""
+    if world_size() == 1:
+        return list(arrays)
+    init()
+    out = []
+    for array in arrays:
+        tensor = paddle.to_tensor(np.ascontiguousarray(array))
+        paddle.distributed.broadcast(tensor, src=0)
+        out.append(tensor.numpy())
+    return out
+
+
+def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    """Average logged scalars over ranks (every rank must pass the same keys).
+
+    A rank's loss is the mean over its slice of the global batch; with equal slices the
+    average over ranks is the loss of the whole global batch, the figure a single process
+    with that batch size would log.
+    """
+    if world_size() == 1 or not values:
+        return values
+    init()
+    keys = sorted(values)
+    tensor = paddle.to_tensor(np.array([values[k] for k in keys], dtype="float64"))
+    paddle.distributed.all_reduce(tensor)
+    return dict(zip(keys, (tensor.numpy() / world_size()).tolist()))
+
+
+def barrier() -> None:
+    """Wait for every rank (e.g. before a later stage reads what rank 0 just wrote)."""
+    if world_size() > 1:
+        init()
+        paddle.distributed.barrier()
+
+
+def describe() -> dict[str, Any]:
+    """What flexbert.json records about the process layout."""
+    return {"world_size": world_size(), "backend": os.environ.get("PADDLE_DISTRI_BACKEND") or None}

@@ -1,0 +1,58 @@
+"""The CLI under ``paddle.distributed.launch``, for tests/test_distributed.py; dumps this rank's weights.
+
+    python -m paddle.distributed.launch --nproc_per_node 2 tests/dp_worker.py DUMP_DIR MODE CLI-ARGS...
+
+MODE is ``sync`` (the toolkit as users run it), ``nosync`` (control: no DataParallel wrapper, so
+each rank trains on its own shard and the ranks drift apart) or ``crash@N`` (rank 0 dies in
+training step N, like a killed job).  After training, each rank writes its trained model's
+weights (under the plain model's names) to ``DUMP_DIR/rank<r>.npz``.
+"""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import patches  # noqa: E402,F401  -- before paddle
+
+import numpy as np  # noqa: E402
+
+
+def main() -> int:
+    dump_dir, mode, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+    from ofa_flexbert import distributed, training
+    from ofa_flexbert.stages import depth, finetune, width
+    from ofa_flexbert.supernet import plain_state_dict
+    from run_ofa_glue import main as cli
+
+    original_train = training.train
+
+    def train_and_dump(strategy, *args, **kwargs):
+        result = original_train(strategy, *args, **kwargs)
+        weights = {name: value.numpy() for name, value in plain_state_dict(strategy.model).items()}
+        os.makedirs(dump_dir, exist_ok=True)
+        np.savez(os.path.join(dump_dir, f"rank{distributed.rank()}.npz"), **weights)
+        return result
+
+    for stage in (finetune, width, depth):
+        stage.train = train_and_dump
+    if mode == "nosync":
+        distributed.data_parallel = lambda model, **kwargs: model
+    elif mode.startswith("crash@"):
+        crash_step, steps = int(mode[len("crash@"):]), {"n": 0}
+        original_step = width.WidthStrategy.train_step
+
+        def train_step(self, batch):
+            steps["n"] += 1
+            if steps["n"] == crash_step and distributed.is_main():
+                os._exit(3)
+            return original_step(self, batch)
+
+        width.WidthStrategy.train_step = train_step
+    elif mode != "sync":
+        raise SystemExit(f"unknown mode {mode}")
+    return cli(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Data parallel training: two CPU processes with gloo, through paddle.distributed.launch.
+
+Each launched run goes through tests/dp_worker.py, which runs the CLI and dumps every rank's
+trained weights.  The single-process references run the same CLI in this process.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+from conftest import ROOT, stage_argv, vdl_scalars, without_dropout
+from run_ofa_glue import main
+
+WORKER = os.path.join(ROOT, "tests", "dp_worker.py")
+# Adam's first step moves a weight by lr * g / (|g| + eps): with the default eps (1e-8) a gradient
+# that is float noise (~1e-9) could still move its weight by a tenth of lr, in either direction.
+# A larger eps damps such weights, so two computations of one step agree to float precision.
+EXACT = ("--adam_epsilon", "1e-6", "--learning_rate", "1e-3")
+
+
+def equal_length_task(data_dir, out):
+    """The toy task's training examples of its commonest length only (dev unchanged).
+
+    The hidden-state MSE averages over padded positions too (as DistillConfig's does, and the
+    reference's, which always pads to 128), so its value depends on how far a batch is padded:
+    two batches of 16 pad less than one of 32.  With equal lengths they pad alike, and a
+    2 x 16 step must then equal a 32 step to float precision.
+    """
+    import shutil
+    from collections import Counter
+
+    rows = open(os.path.join(data_dir, "train.tsv"), encoding="utf-8").read().splitlines()
+    lengths = Counter(len(r.split("\t")[0].split()) for r in rows[1:])
+    common = lengths.most_common(1)[0][0]
+    os.makedirs(out)
+    kept = [rows[0]] + [r for r in rows[1:] if len(r.split("\t")[0].split()) == common]
+    with open(os.path.join(out, "train.tsv"), "w", encoding="utf-8") as fh:
+        fh.write("\n".join(kept) + "\n")
+    shutil.copy(os.path.join(data_dir, "dev.tsv"), os.path.join(out, "dev.tsv"))
+    assert len(kept) > 64
+    return str(out)
+
+
+def launch(tmp_path, name, mode, argv, expect_rc=0):
+    """Run ``argv`` (CLI flags) on 2 gloo ranks; return ``[rank0 weights, rank1 weights]``."""
+    dump, logs = tmp_path / f"{name}.dump", tmp_path / f"{name}.logs"
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
+                           "--log_dir", str(logs), WORKER, str(dump), mode, *argv],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode != expect_rc:
+        worker_logs = "".join((logs / f).read_text()[-3000:] for f in sorted(os.listdir(logs)) if f.startswith("workerlog"))
+        pytest.fail(f"launch exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}\n{worker_logs}")
+    if expect_rc:
+        return None
+    return [dict(np.load(dump / f"rank{r}.npz")) for r in (0, 1)]
+
+
+def max_diff(a, b):
+    assert a.keys() == b.keys()
+    return max(float(np.abs(a[k].astype("float64") - b[k]).max()) for k in a)
+
+
+def saved(out):
+    return {k: v.numpy() for k, v in paddle.load(str(out / "model_state.pdparams")).items()}
+
+
+def last_losses(out, stage):
+    """The logged training losses of the last step: ``{tag: value}``."""
+    return {tag: values[-1][1] for tag, values in vdl_scalars(out, stage).items()
+            if tag.startswith("train/") and tag.endswith("loss")}
+
+
+# --- the sampler: global batches, sharded ------------------------------------------------------
+
+def test_ranks_split_each_global_batch_of_the_single_process_order():
+    from ofa_flexbert.data import EpochBatchSampler
+
+    single = EpochBatchSampler(103, 20, shuffle=True, seed=5)
+    ranks = [EpochBatchSampler(103, 10, shuffle=True, seed=5, rank=r, world_size=2) for r in (0, 1)]
+    for epoch in (0, 1):
+        for s in (single, *ranks):
+            s.set_epoch(epoch)
+        whole, parts = list(single), [list(s) for s in ranks]
+        assert len(whole) == len(parts[0]) == len(parts[1]) == len(single) == len(ranks[1]) == 6
+        for batch, first, second in zip(whole, *parts):
+            assert first + second == batch  # rank 0 the first slice, rank 1 the second
+        assert [len(b) for b in parts[0]] == [10] * 5 + [2] and [len(b) for b in parts[1]] == [10] * 5 + [1]
+
+
+def test_a_last_global_batch_smaller_than_the_world_still_feeds_every_rank():
+    from ofa_flexbert.data import EpochBatchSampler
+
+    ranks = [list(EpochBatchSampler(11, 2, shuffle=False, seed=0, rank=r, world_size=4)) for r in range(4)]
+    assert [r[0] for r in ranks] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert [r[1] for r in ranks] == [[8], [9], [10], [0]]  # 3 examples for 4 ranks: topped up from the start
+    with pytest.raises(ValueError, match="rank 2 is outside a world of 2"):
+        EpochBatchSampler(5, 2, shuffle=False, seed=0, rank=2, world_size=2)
+
+
+# --- two gloo ranks --------------------------------------------------------------------------
+
+def test_ranks_stay_identical_under_data_parallel_and_drift_apart_without_it(toy_teacher, tmp_path):
+    """6 width steps with dropout, distillation and 2 grafts: every rank ends with the same weights."""
+    data_dir, teacher = toy_teacher
+    argv = stage_argv("width", data_dir, teacher, tmp_path / "out", "--distill", "--per_gpu_train_batch_size", "16",
+                      "--max_steps", "6", "--logging_steps", "3", "--graft_during_training", "--graft_period", "2",
+                      "--graft_stop", "4", "--learning_rate", "1e-3")
+    rank0, rank1 = launch(tmp_path, "sync", "sync", argv)
+    assert max_diff(rank0, rank1) == 0.0
+    assert max_diff(rank0, saved(tmp_path / "out")) == 0.0  # rank 0 wrote what it trained
+    info = json.loads((tmp_path / "out" / "flexbert.json").read_text())
+    assert (info["world_size"], info["global_train_batch_size"], info["grafts"]) == (2, 32, 2)
+
+    argv[argv.index("--output_dir") + 1] = str(tmp_path / "control")
+    control0, control1 = launch(tmp_path, "nosync", "nosync", argv)
+    assert max_diff(control0, control1) > 1e-3
+
+
+def test_a_width_step_on_two_ranks_equals_one_single_process_step_with_twice_the_batch(toy_teacher, tmp_path):
+    """Same loss (also the distillation terms, non-zero) and the same updated weights, within 1e-5."""
+    data_dir, teacher = toy_teacher
+    data_dir, teacher = equal_length_task(data_dir, tmp_path / "data"), without_dropout(teacher, tmp_path / "teacher")
+
+    def argv(out, batch):
+        return stage_argv("width", data_dir, teacher, tmp_path / out, "--distill", "--max_steps", "1",
+                          "--per_gpu_train_batch_size", str(batch), *EXACT)
+
+    launch(tmp_path, "dp", "sync", argv("dp", 16))
+    assert main(argv("single", 32)) == 0
+    assert main(argv("half", 16)) == 0  # control: what rank 0 alone would do
+
+    dp, single = last_losses(tmp_path / "dp", "width"), last_losses(tmp_path / "single", "width")
+    assert dp.keys() == single.keys() and "train/w0.25/hidden_loss" in dp
+    for tag in dp:
+        assert abs(dp[tag] - single[tag]) < 1e-5, (tag, dp[tag], single[tag])
+    assert min(v for t, v in dp.items() if t.endswith("hidden_loss") and "/w1/" not in t) > 1e-3
+    assert max_diff(saved(tmp_path / "dp"), saved(tmp_path / "single")) < 1e-5
+    assert max_diff(saved(tmp_path / "half"), saved(tmp_path / "single")) > 1e-4
+
+
+def test_a_depth_step_on_two_ranks_equals_one_single_process_step_with_twice_the_batch(toy_width_model, tmp_path):
+    """Shallow subnets leave layers unused in their backward: the 12-subnet step still matches."""
+    data_dir, width_dir = toy_width_model
+    data_dir, model = equal_length_task(data_dir, tmp_path / "data"), without_dropout(width_dir, tmp_path / "model")
+
+    def argv(out, batch):
+        return stage_argv("depth", data_dir, model, tmp_path / out, "--max_steps", "1",
+                          "--per_gpu_train_batch_size", str(batch), *EXACT)
+
+    launch(tmp_path, "dp", "sync", argv("dp", 16))
+    assert main(argv("single", 32)) == 0
+    dp, single = last_losses(tmp_path / "dp", "depth"), last_losses(tmp_path / "single", "depth")
+    assert len(dp) == 1 + 12 * 3 and dp.keys() == single.keys()
+    for tag in dp:
+        assert abs(dp[tag] - single[tag]) < 1e-5, (tag, dp[tag], single[tag])
+    assert max_diff(saved(tmp_path / "dp"), saved(tmp_path / "single")) < 1e-5
+
+
+def test_a_data_parallel_run_resumes_after_a_crash_and_ends_where_an_uninterrupted_one_ends(toy_teacher, tmp_path,
+                                                                                               capsys):
+    data_dir, teacher = toy_teacher
+
+    def argv(out, *extra):
+        return stage_argv("width", data_dir, teacher, tmp_path / out, "--distill", "--per_gpu_train_batch_size", "16",
+                          "--max_steps", "6", "--logging_steps", "3", "--learning_rate", "1e-3", *extra)
+
+    whole = launch(tmp_path, "whole", "sync", argv("whole"))
+    launch(tmp_path, "crash", "crash@5", argv("broken"), expect_rc=3)  # rank 0 died; launch stopped rank 1
+    assert json.loads((tmp_path / "broken" / "checkpoint" / "state.json").read_text())["step"] == 3
+    assert main(argv("broken", "--resume")) == 2  # one process cannot continue a 2-process run
+    assert "world_size: 2 -> 1" in capsys.readouterr().err
+    resumed = launch(tmp_path, "resumed", "sync", argv("broken", "--resume"))
+    assert max_diff(resumed[0], whole[0]) < 1e-6 and max_diff(resumed[0], resumed[1]) == 0.0
