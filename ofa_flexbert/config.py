@@ -76,6 +76,8 @@ class RunArgs:
     graft_stop: int = _flag("grafting: last step that may graft (-1 = until the last epoch starts)", -1)
     depth_rule: str = _flag("layers of a depth-d subnet: prefix (Flexible-BERT: the first round(L*d)) or "
                             "every_other (DynaBERT: layer floor((i+1)/d)-1)", "prefix")
+    balance_subnet_gradients: bool = _flag("scale each subnet's gradient to unit norm before summing them into one "
+                                           "step (off: the reference's plain sum; see README, depth stage)", False)
     distill: bool = _flag("width stage: distil from the teacher (implied by --data_aug); else CE on labels", False)
     importance_data: str = _flag("data for head/neuron importance: holdout (a slice of train, kept out of "
                                  "training) or dev (the reference; dev labels then shape the model)", "holdout")

@@ -68,21 +68,42 @@ class TrainResult:
     seconds: float
 
 
-def backward_each(subnets: Iterable[Subnet], loss_of: Callable[[Subnet], tuple[str, paddle.Tensor, dict]]
-                  ) -> dict[str, float]:
+def backward_each(subnets: Iterable[Subnet], loss_of: Callable[[Subnet], tuple[str, paddle.Tensor, dict]],
+                  balance: Optional[paddle.nn.Layer] = None) -> dict[str, float]:
     """Forward and backward of every subnet in turn, so their gradients add up for one optimizer step.
 
     ``loss_of(subnet)`` returns ``(tag, loss, terms)``; the result logs ``<tag>/loss``, each
     ``<tag>/<term>`` and the sum over subnets as ``loss``.  Backward runs per subnet (not on
     the sum) so only one subnet's graph is alive at a time.
+
+    ``balance`` (the trained model, --balance_subnet_gradients): each subnet's gradient is
+    divided by its global L2 norm before it is added, so every subnet pulls the shared weights
+    with the same strength; its norm is logged as ``<tag>/grad_norm``.  Without it, a subnet
+    whose gradient is much smaller than the others' barely moves the weights: MiniLM's
+    prefix-depth subnets get about a tenth of the full subnet's and never learn (README).
+    Under data parallel the gradients are already averaged over ranks here, so every rank
+    computes the same norms.
     """
+    params = [p for p in balance.parameters() if not p.stop_gradient] if balance is not None else []
+    summed: list[Optional[paddle.Tensor]] = [None] * len(params)
     logs, total = {}, 0.0
     for subnet in subnets:
         tag, loss, terms = loss_of(subnet)
         loss.backward()
+        if balance is not None:
+            norm = math.sqrt(sum(float((p.grad * p.grad).sum()) for p in params if p.grad is not None))
+            for i, p in enumerate(params):
+                if p.grad is not None:
+                    part = p.grad / max(norm, 1e-12)
+                    summed[i] = part if summed[i] is None else summed[i] + part
+            balance.clear_gradients()  # the next subnet's gradient starts from zero
+            logs[f"{tag}/grad_norm"] = norm
         logs.update({f"{tag}/{name}": float(value) for name, value in terms.items()})
         logs[f"{tag}/loss"] = float(loss)
         total += float(loss)
+    for p, grad in zip(params, summed):
+        if grad is not None:
+            p.grad.set_value(grad)
     logs["loss"] = total
     return logs
 
@@ -152,7 +173,7 @@ def resume_fingerprint(strategy: Strategy, args: RunArgs, steps: int) -> dict:
             "learning_rate", "warmup_steps", "weight_decay", "logging_steps", "width_mult_list", "depth_mult_list", "depth_rule",
             "graft_during_training", "graft_alpha", "graft_fraction", "graft_period", "graft_stop",
             "importance_data", "importance_holdout", "width_lambda1", "width_lambda2", "depth_lambda1",
-            "depth_lambda2")
+            "depth_lambda2", "balance_subnet_gradients")
     return {"stage": strategy.name, "total_steps": steps, "world_size": distributed.world_size(),
             **{k: getattr(args, k) for k in keys}}
 

@@ -73,7 +73,7 @@ class GridStrategy:
             loss = self.args.depth_lambda1 * logit_loss + self.args.depth_lambda2 * hidden_loss
             return tag, loss, {"logit_loss": logit_loss, "hidden_loss": hidden_loss}
 
-        return backward_each(self.subnets, loss_of)
+        return backward_each(self.subnets, loss_of, self.model if self.args.balance_subnet_gradients else None)
 
     def logits(self, subnet: Subnet, batch: dict) -> paddle.Tensor:
         return self._forward(subnet, batch)

@@ -56,7 +56,7 @@ class WidthStrategy:
             loss = self.args.width_lambda1 * logit_loss + self.args.width_lambda2 * hidden_loss
             return tag, loss, {"logit_loss": logit_loss, "hidden_loss": hidden_loss}
 
-        return backward_each(self.subnets, loss_of)
+        return backward_each(self.subnets, loss_of, self.model if self.args.balance_subnet_gradients else None)
 
     def logits(self, subnet: Subnet, batch: dict) -> paddle.Tensor:
         self.ofa.use(self.configs[subnet.width_mult])
