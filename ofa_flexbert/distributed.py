@@ -105,6 +105,25 @@ def barrier() -> None:
         paddle.distributed.barrier()
 
 
+def exit_process(code: int) -> None:
+    """End the process with ``code``; under the launcher, all ranks together and without teardown.
+
+    Paddle 2.6.2's gloo context can abort (SIGABRT) while being destroyed at interpreter exit
+    when the other rank has already gone, turning a finished run into a failed one (seen in
+    CI, intermittently).  So ranks meet at a barrier, flush their output and leave with
+    ``os._exit``: every file was already written atomically and synced.
+    """
+    import sys
+
+    if world_size() > 1 and _initialised:
+        if code == 0:
+            barrier()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def describe() -> dict[str, Any]:
     """What flexbert.json records about the process layout."""
     return {"world_size": world_size(), "backend": os.environ.get("PADDLE_DISTRI_BACKEND") or None}

@@ -55,4 +55,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ofa_flexbert.distributed import exit_process
+
+    exit_process(main())
