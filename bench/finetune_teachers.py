@@ -18,7 +18,7 @@ import os
 import platform
 import sys
 
-from benchlib import ROOT, run
+from benchlib import ROOT, atomic_write, run
 
 sys.path.insert(0, ROOT)
 DIR_NAMES = {"sst-2": "SST-2", "mrpc": "MRPC", "rte": "RTE"}
@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--evals_per_epoch", type=int, default=2)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--num_threads", type=int, default=0, help="CPU threads per run (0 = one per core)")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     pretrained = os.path.join(args.out, "minilm-paddle")
@@ -62,7 +63,8 @@ def main() -> None:
                            "--model_dir", pretrained, "--output_dir", out, "--learning_rate", str(lr),
                            "--num_train_epochs", str(args.epochs), "--seed", str(args.seed),
                            "--per_gpu_train_batch_size", str(args.batch_size),
-                           "--logging_steps", str(max(1, steps_per_epoch // args.evals_per_epoch))],
+                           "--logging_steps", str(max(1, steps_per_epoch // args.evals_per_epoch)),
+                           "--num_threads", str(args.num_threads)],
                           out + ".log")
             evaluation = json.load(open(os.path.join(out, "eval_results.json")))
             info = json.load(open(os.path.join(out, "flexbert.json")))
@@ -70,7 +72,7 @@ def main() -> None:
                             "metrics": evaluation["subnets"][0]["metrics"], "best_step": evaluation["best_step"],
                             "steps": info["steps"], "train_seconds": info["seconds"], "wall_seconds": round(seconds, 1),
                             "machine": f"{platform.machine()}, {os.cpu_count()} cores", "versions": info["versions"]})
-            json.dump(results, open(results_path, "w"), indent=2)
+            atomic_write(results_path, json.dumps(results, indent=2))
             print(f"{task} lr={lr:g}: {evaluation['subnets'][0]['metrics']} in {seconds:.0f}s", flush=True)
     lines = ["| task | lr | epochs | seed | dev metrics (best checkpoint) | best step / steps | wall time (s) |",
              "|---|---|---|---|---|---|---|"]
@@ -78,7 +80,7 @@ def main() -> None:
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in r["metrics"].items())
         lines.append(f"| {r['task']} | {r['learning_rate']:g} | {r['epochs']:g} | {r['seed']} | {metrics} | "
                      f"{r['best_step']} / {r['steps']} | {r['wall_seconds']:.0f} |")
-    open(os.path.join(args.out, "results.md"), "w").write("\n".join(lines) + "\n")
+    atomic_write(os.path.join(args.out, "results.md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

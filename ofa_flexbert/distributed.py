@@ -20,7 +20,6 @@ With a single process every function here is a no-op, so the stages call them un
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import numpy as np
 import paddle
@@ -122,8 +121,3 @@ def exit_process(code: int) -> None:
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
-
-
-def describe() -> dict[str, Any]:
-    """What flexbert.json records about the process layout."""
-    return {"world_size": world_size(), "backend": os.environ.get("PADDLE_DISTRI_BACKEND") or None}

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Optional
 
+from .config import RunArgs, to_dict
+
 PACKAGES = ("paddlepaddle", "paddlepaddle-gpu", "paddleslim", "paddlenlp", "visualdl", "numpy")
 
 
@@ -100,10 +102,13 @@ def read_eval_results(output_dir: str) -> Optional[dict[str, Any]]:
         return json.load(fh)
 
 
-def write_run_info(output_dir: str, stage: str, task: str, arguments: dict[str, Any], source_model: Optional[str],
-                   extra: Optional[dict[str, Any]] = None) -> None:
-    """flexbert.json: what produced the model in this directory."""
-    info = {"stage": stage, "task": task, "source_model": source_model and os.path.abspath(source_model),
-            "arguments": arguments, "versions": package_versions()}
-    info.update(extra or {})
-    atomic_write_json(os.path.join(output_dir, "flexbert.json"), info)
+def write_run_info(args: RunArgs, task: str, extra: dict[str, Any]) -> None:
+    """flexbert.json in --output_dir: what produced the model beside it (stage, arguments, source, versions).
+
+    ``extra`` always says whether the run is ``complete``: a model saved mid-run is described too, so an
+    interrupted run never leaves an older run's description beside its model.
+    """
+    source = args.model_dir and os.path.abspath(args.model_dir)
+    info = {"stage": args.stage, "task": task, "source_model": source, "arguments": to_dict(args),
+            "versions": package_versions(), **extra}
+    atomic_write_json(os.path.join(args.output_dir, "flexbert.json"), info)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint, distributed
 from .accounting import lengths_of, mean_macs
-from .config import RunArgs, to_dict
+from .config import RunArgs
 from .data import TaskSpec
 from .metrics import compute_metrics
 from .outputs import SubnetResult, write_eval_results, write_run_info
@@ -191,9 +191,20 @@ class _NoWriter:
         pass
 
 
+def save_best(strategy: Strategy, task: TaskSpec, args: RunArgs, results: list[SubnetResult], step: int) -> None:
+    """Replace the model in --output_dir by ``strategy``'s, with the results and description that go with it.
+
+    flexbert.json says ``complete: false`` until the stage finishes and rewrites it, so a run stopped
+    here never leaves an earlier run's description beside this model.
+    """
+    strategy.save(args.output_dir)
+    write_eval_results(args.output_dir, task.name, strategy.name, task.primary_metric, results, step)
+    write_run_info(args, task.name, {"complete": False, "best_step": step})
+
+
 def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_loaders: dict[str, Iterable],
-          output_dir: str, initial_best: float = -math.inf) -> TrainResult:
-    """Train ``strategy.model``; evaluate every ``args.logging_steps`` and at the end.
+          initial_best: float = -math.inf) -> TrainResult:
+    """Train ``strategy.model``; evaluate every ``args.logging_steps`` and at the end; outputs go to ``args.output_dir``.
 
     The model is saved (atomically) whenever the score beats the best so far, starting
     from ``initial_best`` -- a stage that must not replace a better input model passes its
@@ -207,6 +218,7 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
     """
     from visualdl import LogWriter
 
+    output_dir = args.output_dir
     steps = total_steps(args, len(train_loader))
     optimizer, scheduler = build_optimizer(strategy.model, args, steps)
     metric = task.primary_metric
@@ -244,11 +256,7 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
             state.best_score, state.best_step, best_results = current, state.step, results
             state.best_results = [r.to_json() for r in results]
             if main:
-                strategy.save(output_dir)
-                write_eval_results(output_dir, task.name, strategy.name, metric, results, state.step)
-                # the saved model's description; the stage rewrites it, complete, when it finishes
-                write_run_info(output_dir, args.stage, task.name, to_dict(args), args.model_dir,
-                               {"complete": False, "best_step": state.step})
+                save_best(strategy, task, args, results, state.step)
 
     after_step = getattr(strategy, "after_step", None)
     try:

@@ -17,7 +17,7 @@ import paddle
 import patches
 
 from .. import checkpoint, distributed
-from ..config import RunArgs, task_data_dir, to_dict
+from ..config import RunArgs, task_data_dir
 from ..data import TaskSpec, encode, get_task, make_loader, read_augmented, read_split
 from ..errors import UserError
 from ..outputs import SubnetResult, write_run_info
@@ -152,10 +152,10 @@ def start(args: RunArgs):
 def finish(args: RunArgs, task: TaskSpec, data: TaskData, result, extra: Optional[dict[str, Any]] = None) -> StageReport:
     """What every stage does last: record flexbert.json (rank 0), wait for every rank, report to the CLI."""
     info = {"complete": True, "best_step": result.best_step, "train_examples": data.num_train_examples,
-            "steps": result.steps, "seconds": round(result.seconds, 1), **distributed.describe(),
+            "steps": result.steps, "seconds": round(result.seconds, 1), "world_size": distributed.world_size(),
             "global_train_batch_size": args.per_gpu_train_batch_size * distributed.world_size(), **(extra or {})}
     if distributed.is_main():
-        write_run_info(args.output_dir, args.stage, task.name, to_dict(args), args.model_dir, info)
+        write_run_info(args, task.name, info)
     distributed.barrier()  # a following stage (--stage all) reads what rank 0 wrote
     return StageReport(args.stage, task.name, args.output_dir, task.primary_metric, result.best_results,
                        result.best_step, result.seconds, extra or {})

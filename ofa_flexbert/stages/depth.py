@@ -23,14 +23,14 @@ from typing import Optional
 import paddle
 
 from .. import distributed
-from ..config import RunArgs, to_dict
+from ..config import RunArgs
 from ..data import TaskSpec
 from ..errors import UserError
 from ..losses import hidden_distillation, logit_distillation, task_loss, teacher_layer_map
 from ..models import load_model, save_model
-from ..outputs import SubnetResult, read_eval_results, write_eval_results, write_run_info
+from ..outputs import SubnetResult, read_eval_results
 from ..supernet import FlexOFA, convert_to_supernet, depth_for, plain_state_dict
-from ..training import Subnet, backward_each, evaluate, score, train
+from ..training import Subnet, backward_each, evaluate, save_best, score, train
 from .common import StageReport, finish, load_task_data, start
 
 
@@ -112,7 +112,7 @@ def run_depth(args: RunArgs) -> StageReport:
     for param in teacher.parameters():
         param.stop_gradient = True
     strategy = GridStrategy("depth", ofa, tokenizer, task, args, teacher)
-    result = train(strategy, task, args, data.train_loader, data.dev_loaders, args.output_dir)
+    result = train(strategy, task, args, data.train_loader, data.dev_loaders)
     return finish(args, task, data, result, {"depth_rule": args.depth_rule})
 
 
@@ -129,12 +129,8 @@ def run_final(args: RunArgs) -> StageReport:
         results = evaluate(strategy, task, data.dev_loaders)
         initial = score(results, task.primary_metric)
         if distributed.is_main():
-            strategy.save(args.output_dir)
-            write_eval_results(args.output_dir, task.name, strategy.name, task.primary_metric, results, 0)
-            write_run_info(args.output_dir, args.stage, task.name, to_dict(args), args.model_dir,
-                           {"complete": False, "best_step": 0})
-    result = train(strategy, task, args, data.train_loader, data.dev_loaders, args.output_dir,
-                   initial_best=initial if initial is not None else float("-inf"))
+            save_best(strategy, task, args, results, 0)
+    result = train(strategy, task, args, data.train_loader, data.dev_loaders, initial_best=initial if initial is not None else float("-inf"))
     if result.best_step is None:  # nothing beat the input: the output is still its copy (step 0)
         saved = read_eval_results(args.output_dir)
         result.best_step, result.best_results = 0, [SubnetResult(**s) for s in saved["subnets"]]

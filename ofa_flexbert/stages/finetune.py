@@ -45,6 +45,5 @@ def run(args: RunArgs) -> StageReport:
     task, tokenizer = start(args)
     model = load_model(args.model_dir, task.num_labels)
     data = load_task_data(args, task, tokenizer)
-    result = train(FinetuneStrategy(model, tokenizer, task), task, args, data.train_loader, data.dev_loaders,
-                   args.output_dir)
+    result = train(FinetuneStrategy(model, tokenizer, task), task, args, data.train_loader, data.dev_loaders)
     return finish(args, task, data, result)

@@ -104,7 +104,7 @@ def run(args: RunArgs) -> StageReport:
         schedule = default_schedule(data.num_train_examples, args.per_gpu_train_batch_size * distributed.world_size(),
                                     total_steps(args, len(data.train_loader)), args.graft_period, args.graft_stop)
     strategy = WidthStrategy(ofa, tokenizer, task, args, importance_loader, schedule)
-    result = train(strategy, task, args, data.train_loader, data.dev_loaders, args.output_dir)
+    result = train(strategy, task, args, data.train_loader, data.dev_loaders)
     return finish(args, task, data, result,
                   {"importance_data": args.importance_data, "rewired_at_start": rewired,
                    "grafts": schedule.count(result.steps) if schedule else 0,
