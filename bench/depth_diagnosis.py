@@ -8,7 +8,9 @@ Two measurements on the depth stage's starting model (the width-stage output), n
 
 1. How much the [CLS] hidden state varies across inputs after each layer (std over dev
    examples, averaged over features).  The classifier reads [CLS] (pooler, then linear): where
-   [CLS] is the same for every input, a subnet that stops there predicts one class.
+   [CLS] is the same for every input, a subnet that stops there predicts one class.  Then the
+   share of that spread each depth's subnet keeps, per depth rule: the check the depth stage
+   runs before training (ofa_flexbert/diagnostics.py).
 2. The gradient norm of the logit-distillation loss of the full-depth subnet and of each
    shallower subnet (prefix and every-other layers), on the same training batches.  The depth
    stage sums the subnets' gradients before one clipped AdamW step, so a subnet whose gradient
@@ -42,6 +44,7 @@ def main() -> None:
     import paddle
 
     from ofa_flexbert import data as D
+    from ofa_flexbert.diagnostics import SPREAD_WARNING_SHARE, cls_spread, shallow_depth_check
     from ofa_flexbert.losses import logit_distillation
     from ofa_flexbert.models import load_model, load_tokenizer
     from ofa_flexbert.supernet import depth_layers
@@ -59,14 +62,10 @@ def main() -> None:
         examples = D.read_split(task, data_dir, split)[:count]
         return D.make_loader(D.encode(examples, task, tokenizer, 128), tokenizer, 32)
 
-    student.eval()
-    cls = [[] for _ in range(layers + 1)]
-    with paddle.no_grad():
-        for batch in loader("dev", args.dev_examples):
-            _, hidden = student(batch["input_ids"], token_type_ids=batch["token_type_ids"], output_hidden_states=True)
-            for i, h in enumerate(hidden):
-                cls[i].append(h[:, 0].numpy())
-    spread = [float(np.concatenate(c).std(axis=0).mean()) for c in cls]
+    dev = list(loader("dev", args.dev_examples))
+    spread = cls_spread(student, dev)
+    depths = [float(x) for x in args.depths.split(",")] + [1.0]
+    shares = {rule: shallow_depth_check(student, dev, depths, rule)[0] for rule in ("prefix", "every_other")}
 
     student.train()
     subnets = [("full", list(range(layers)))]
@@ -91,6 +90,11 @@ def main() -> None:
              "| after layer | " + " | ".join(str(i) for i in range(layers + 1)) + " |",
              "|---|" + "---|" * (layers + 1),
              "| [CLS] std | " + " | ".join(f"{s:.4f}" for s in spread) + " |", "",
+             "The depth stage's check (`diagnostics.shallow_depth_check`, warning below "
+             f"{SPREAD_WARNING_SHARE:.0%}): the [CLS] spread each subnet hands its classifier, as a share of "
+             "full depth's:", "",
+             "| rule | " + " | ".join(f"d{d:g}" for d in depths) + " |", "|---|" + "---|" * len(depths),
+             *(f"| {rule} | " + " | ".join(f"{shares[rule][d]:.4f}" for d in depths) + " |" for rule in shares), "",
              f"Gradient norm of the logit-distillation loss per subnet ({args.batches} training batches of 32, "
              "train mode, same dropout masks), and its ratio to the full-depth subnet's:", "",
              "| subnet | layers run | gradient norm per batch | median ratio to full |", "|---|---|---|---|"]

@@ -16,7 +16,9 @@ output is a plain BERT directory; depth is chosen at run time.
 """
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 import os
 from typing import Optional
 
@@ -25,13 +27,16 @@ import paddle
 from .. import distributed
 from ..config import RunArgs
 from ..data import TaskSpec
+from ..diagnostics import shallow_depth_check
 from ..errors import UserError
 from ..losses import hidden_distillation, logit_distillation, task_loss, teacher_layer_map
 from ..models import load_model, save_model
 from ..outputs import SubnetResult, read_eval_results
 from ..supernet import FlexOFA, convert_to_supernet, depth_for, plain_state_dict
 from ..training import Subnet, backward_each, evaluate, save_best, score, train
-from .common import StageReport, finish, load_task_data, start
+from .common import StageReport, TaskData, finish, load_task_data, start
+
+logger = logging.getLogger("ofa_flexbert")
 
 
 class GridStrategy:
@@ -96,6 +101,20 @@ def check_depth_rule(args: RunArgs) -> None:
                         f"--depth_rule {trained} (see {path})")
 
 
+def check_shallow_subnets(args: RunArgs, model: paddle.nn.Layer, data: TaskData) -> dict[str, float]:
+    """Warn before training if a depth's subnet would see one [CLS] for every input (diagnostics).
+
+    Uses the inputs (never the labels) of the first few dev batches.  Returns each depth's
+    [CLS] spread as a share of full depth's, for flexbert.json.
+    """
+    batches = list(itertools.islice(next(iter(data.dev_loaders.values())), 4))
+    shares, warning = shallow_depth_check(model, batches, args.depth_mult_list, args.depth_rule,
+                                          args.balance_subnet_gradients)
+    if warning and distributed.is_main():
+        logger.warning(warning)
+    return {f"{d:g}": round(share, 4) for d, share in shares.items()}
+
+
 def _student(args: RunArgs, task: TaskSpec) -> FlexOFA:
     student = load_model(args.model_dir, task.num_labels, require_classifier=True)
     convert_to_supernet(student, args.width_mult_list)
@@ -111,9 +130,10 @@ def run_depth(args: RunArgs) -> StageReport:
     teacher.eval()
     for param in teacher.parameters():
         param.stop_gradient = True
+    shares = check_shallow_subnets(args, teacher, data)
     strategy = GridStrategy("depth", ofa, tokenizer, task, args, teacher)
     result = train(strategy, task, args, data.train_loader, data.dev_loaders)
-    return finish(args, task, data, result, {"depth_rule": args.depth_rule})
+    return finish(args, task, data, result, {"depth_rule": args.depth_rule, "cls_spread_share": shares})
 
 
 def run_final(args: RunArgs) -> StageReport:
