@@ -12,19 +12,24 @@ and where (paddle-stack-notes §12.5 for why the stock OFA recipe fails):
 * the training data is sharded by the sampler (``data.EpochBatchSampler``): a global batch is
   ``per_gpu_train_batch_size x world_size`` examples and rank r takes the r-th slice, so the
   schedule counts global steps;
-* only rank 0 writes (model, results, checkpoints, VisualDL, flexbert.json); every rank
-  evaluates the whole dev set (identical weights give identical results, no communication).
+* only rank 0 writes (model, results, checkpoints, VisualDL, flexbert.json);
+* evaluation is sharded: each rank runs every N-th dev batch (:func:`shard`) and the logits are
+  gathered back into file order on every rank (:func:`gather`), so every rank computes the same
+  metrics, equal to a single process's, at 1/N of the cost.
 
 With a single process every function here is a no-op, so the stages call them unconditionally.
 """
 from __future__ import annotations
 
+import itertools
 import os
+from typing import Any, Iterable, Iterator, TypeVar
 
 import numpy as np
 import paddle
 
 _initialised = False
+T = TypeVar("T")
 
 
 def world_size() -> int:
@@ -95,6 +100,25 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     tensor = paddle.to_tensor(np.array([values[k] for k in keys], dtype="float64"))
     paddle.distributed.all_reduce(tensor)
     return dict(zip(keys, (tensor.numpy() / world_size()).tolist()))
+
+
+def shard(items: Iterable[T]) -> Iterator[tuple[int, T]]:
+    """``(index, item)`` for this rank's share of ``items``: every world_size-th, from its rank on.
+
+    Evaluation deals dev batches round-robin, so each example is evaluated by exactly one rank
+    (no duplicates, unlike the training sampler's top-up) and :func:`gather` restores the order.
+    """
+    return itertools.islice(enumerate(items), rank(), None, world_size())
+
+
+def gather(parts: list[tuple[int, Any]]) -> list[Any]:
+    """Every rank's ``(index, value)`` pairs, on every rank, as the values in index order."""
+    if world_size() > 1:
+        init()
+        gathered: list[list[tuple[int, Any]]] = []
+        paddle.distributed.all_gather_object(gathered, parts)
+        parts = [pair for rank_parts in gathered for pair in rank_parts]
+    return [value for _, value in sorted(parts, key=lambda pair: pair[0])]
 
 
 def barrier() -> None:

@@ -140,12 +140,8 @@ def evaluate(strategy: Strategy, task: TaskSpec, dev_loaders: dict[str, Iterable
             metrics: dict[str, float] = {}
             classes: set[int] = set()
             for index, (split, loader) in enumerate(dev_loaders.items()):
-                logits, labels = [], []
-                for batch in loader:
-                    logits.append(strategy.logits(subnet, batch).numpy())
-                    labels.append(batch["labels"].numpy())
-                logits = np.concatenate(logits)
-                values = compute_metrics(task, logits, np.concatenate(labels))
+                logits, labels = predictions(strategy, subnet, loader)
+                values = compute_metrics(task, logits, labels)
                 prefix = "" if index == 0 else f"{split}_"
                 metrics.update({prefix + k: v for k, v in values.items()})
                 if not task.is_regression:
@@ -154,6 +150,18 @@ def evaluate(strategy: Strategy, task: TaskSpec, dev_loaders: dict[str, Iterable
             single = None if task.is_regression else len(classes) == 1
             results.append(SubnetResult(subnet.width_mult, subnet.depth_mult, metrics, macs, single))
     return results
+
+
+def predictions(strategy: Strategy, subnet: Subnet, loader: Iterable) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels of every example of ``loader`` for ``subnet``, in the loader's order.
+
+    Under data parallel each rank runs its share of the batches and the shares are gathered, so
+    the dev set is evaluated once in total rather than once per rank.
+    """
+    parts = [(i, (strategy.logits(subnet, batch).numpy(), batch["labels"].numpy()))
+             for i, batch in distributed.shard(loader)]
+    batches = distributed.gather(parts)
+    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
 
 
 def score(results: list[SubnetResult], metric: str) -> float:

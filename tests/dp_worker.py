@@ -5,8 +5,10 @@
 MODE is ``sync`` (the toolkit as users run it), ``nosync`` (control: no DataParallel wrapper, so
 each rank trains on its own shard and the ranks drift apart) or ``crash@N`` (rank 0 dies in
 training step N, like a killed job).  After training, each rank writes its trained model's
-weights (under the plain model's names) to ``DUMP_DIR/rank<r>.npz``.
+weights (under the plain model's names) to ``DUMP_DIR/rank<r>.npz``, and to ``DUMP_DIR/rank<r>.json``
+how many dev rows it evaluated (per subnet, summed over evaluations).
 """
+import json
 import os
 import sys
 
@@ -28,10 +30,20 @@ def main() -> int:
     original_train = training.train
 
     def train_and_dump(strategy, *args, **kwargs):
+        rows = {"eval_rows": 0}
+        logits = strategy.logits
+
+        def counting_logits(subnet, batch):
+            rows["eval_rows"] += int(batch["input_ids"].shape[0])
+            return logits(subnet, batch)
+
+        strategy.logits = counting_logits
         result = original_train(strategy, *args, **kwargs)
         weights = {name: value.numpy() for name, value in plain_state_dict(strategy.model).items()}
         os.makedirs(dump_dir, exist_ok=True)
         np.savez(os.path.join(dump_dir, f"rank{distributed.rank()}.npz"), **weights)
+        with open(os.path.join(dump_dir, f"rank{distributed.rank()}.json"), "w") as fh:
+            json.dump(rows, fh)
         return result
 
     for stage in (finetune, width, depth):

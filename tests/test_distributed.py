@@ -122,13 +122,14 @@ def test_ranks_stay_identical_under_data_parallel_and_drift_apart_without_it(toy
 
 
 def test_a_width_step_on_two_ranks_equals_one_single_process_step_with_twice_the_batch(toy_teacher, tmp_path):
-    """Same loss (also the distillation terms, non-zero) and the same updated weights, within 1e-5."""
+    """Same loss (also the distillation terms, non-zero) and the same updated weights, within 1e-5;
+    the ranks share the evaluation and report the single process's dev metrics."""
     data_dir, teacher = toy_teacher
     data_dir, teacher = equal_length_task(data_dir, tmp_path / "data"), without_dropout(teacher, tmp_path / "teacher")
 
     def argv(out, batch):
         return stage_argv("width", data_dir, teacher, tmp_path / out, "--distill", "--max_steps", "1",
-                          "--per_gpu_train_batch_size", str(batch), *EXACT)
+                          "--per_gpu_train_batch_size", str(batch), "--per_gpu_eval_batch_size", "16", *EXACT)
 
     launch(tmp_path, "dp", "sync", argv("dp", 16))
     assert main(argv("single", 32)) == 0
@@ -141,6 +142,14 @@ def test_a_width_step_on_two_ranks_equals_one_single_process_step_with_twice_the
     assert min(v for t, v in dp.items() if t.endswith("hidden_loss") and "/w1/" not in t) > 1e-3
     assert max_diff(saved(tmp_path / "dp"), saved(tmp_path / "single")) < 1e-5
     assert max_diff(saved(tmp_path / "half"), saved(tmp_path / "single")) > 1e-4
+
+    def grid(out):
+        return [(s["width_mult"], s["metrics"]) for s in json.loads((tmp_path / out / "eval_results.json").read_text())["subnets"]]
+
+    assert grid("dp") == grid("single")
+    rows = [json.loads((tmp_path / "dp.dump" / f"rank{r}.json").read_text())["eval_rows"] for r in (0, 1)]
+    dev_rows = 4 * len(open(os.path.join(data_dir, "dev.tsv")).readlines()[1:])  # 4 widths, 1 evaluation
+    assert sum(rows) == dev_rows and abs(rows[0] - rows[1]) <= 4 * 16, rows  # each dev batch once, dealt evenly
 
 
 def test_a_depth_step_on_two_ranks_equals_one_single_process_step_with_twice_the_batch(toy_width_model, tmp_path):
