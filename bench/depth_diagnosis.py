@@ -64,7 +64,7 @@ def main() -> None:
 
     dev = list(loader("dev", args.dev_examples))
     spread = cls_spread(student, dev)
-    depths = [float(x) for x in args.depths.split(",")] + [1.0]
+    depths = sorted({float(x) for x in args.depths.split(",")} | {1.0})
     shares = {rule: shallow_depth_check(student, dev, depths, rule)[0] for rule in ("prefix", "every_other")}
 
     student.train()

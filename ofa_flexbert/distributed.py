@@ -15,7 +15,7 @@ and where (paddle-stack-notes §12.5 for why the stock OFA recipe fails):
 * only rank 0 writes (model, results, checkpoints, VisualDL, flexbert.json);
 * evaluation is sharded: each rank runs every N-th dev batch (:func:`shard`) and the logits are
   gathered back into file order on every rank (:func:`gather`), so every rank computes the same
-  metrics, equal to a single process's, at 1/N of the cost.
+  metrics as a single process while running 1/N of the dev forwards.
 
 With a single process every function here is a no-op, so the stages call them unconditionally.
 """

@@ -140,7 +140,7 @@ def evaluate(strategy: Strategy, task: TaskSpec, dev_loaders: dict[str, Iterable
             metrics: dict[str, float] = {}
             classes: set[int] = set()
             for index, (split, loader) in enumerate(dev_loaders.items()):
-                logits, labels = predictions(strategy, subnet, loader)
+                logits, labels = dev_logits(strategy, subnet, loader)
                 values = compute_metrics(task, logits, labels)
                 prefix = "" if index == 0 else f"{split}_"
                 metrics.update({prefix + k: v for k, v in values.items()})
@@ -152,14 +152,17 @@ def evaluate(strategy: Strategy, task: TaskSpec, dev_loaders: dict[str, Iterable
     return results
 
 
-def predictions(strategy: Strategy, subnet: Subnet, loader: Iterable) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels of every example of ``loader`` for ``subnet``, in the loader's order.
+def dev_logits(strategy: Strategy, subnet: Subnet, loader) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels of every example of ``loader`` (a ``data.make_loader``) for ``subnet``, in order.
 
-    Under data parallel each rank runs its share of the batches and the shares are gathered, so
-    the dev set is evaluated once in total rather than once per rank.
+    Under data parallel each rank collates and runs only its share of the batches (taken from
+    the batch sampler) and the shares are gathered, so the dev set is evaluated once in total
+    rather than once per rank.
     """
-    parts = [(i, (strategy.logits(subnet, batch).numpy(), batch["labels"].numpy()))
-             for i, batch in distributed.shard(loader)]
+    parts = []
+    for index, indices in distributed.shard(loader.batch_sampler):
+        batch = loader.collate_fn([loader.dataset[j] for j in indices])
+        parts.append((index, (strategy.logits(subnet, batch).numpy(), batch["labels"].numpy())))
     batches = distributed.gather(parts)
     return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
 
@@ -202,12 +205,13 @@ class _NoWriter:
 def save_best(strategy: Strategy, task: TaskSpec, args: RunArgs, results: list[SubnetResult], step: int) -> None:
     """Replace the model in --output_dir by ``strategy``'s, with the results and description that go with it.
 
-    flexbert.json says ``complete: false`` until the stage finishes and rewrites it, so a run stopped
-    here never leaves an earlier run's description beside this model.
+    flexbert.json is written first and says ``complete: false`` until the stage finishes and
+    rewrites it: a run stopped at any point here leaves a description that at worst calls a
+    model incomplete, never an earlier run's complete one beside a new model.
     """
+    write_run_info(args, task.name, {"complete": False, "best_step": step})
     strategy.save(args.output_dir)
     write_eval_results(args.output_dir, task.name, strategy.name, task.primary_metric, results, step)
-    write_run_info(args, task.name, {"complete": False, "best_step": step})
 
 
 def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_loaders: dict[str, Iterable],

@@ -304,11 +304,19 @@ def test_evaluate_flags_a_subnet_that_predicts_one_class():
             chosen = np.ones_like(labels) if subnet.width_mult == 1.0 else labels
             return paddle.to_tensor(np.eye(2, dtype="float32")[chosen])
 
-    class Loader(list):
-        dataset = [{"input_ids": [1, 2, 3]}, {"input_ids": [1, 2]}]
-
     batch = {"input_ids": paddle.to_tensor([[1, 2, 3], [1, 2, 0]]), "labels": paddle.to_tensor([0, 1])}
-    full, half = evaluate(Fixed(), get_task("sst-2"), {"dev": Loader([batch])})
+
+    class Loader:
+        """What evaluate reads of a data.make_loader: the dataset, the batch sampler, the collate function."""
+
+        dataset = [{"input_ids": [1, 2, 3]}, {"input_ids": [1, 2]}]
+        batch_sampler = [[0, 1]]
+
+        @staticmethod
+        def collate_fn(rows):
+            return batch
+
+    full, half = evaluate(Fixed(), get_task("sst-2"), {"dev": Loader()})
     assert (full.single_class, full.metrics["acc"]) == (True, 0.5)
     assert (half.single_class, half.metrics["acc"]) == (False, 1.0)
     assert full.macs > half.macs > 0

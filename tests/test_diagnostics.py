@@ -9,7 +9,7 @@ import pytest
 
 import patches
 from conftest import stage_argv, tiny_bert_config
-from ofa_flexbert.diagnostics import SPREAD_WARNING_SHARE, cls_spread, shallow_depth_check
+from ofa_flexbert.diagnostics import SPREAD_WARNING_SHARE, cls_spread, first_batches, shallow_depth_check
 from ofa_flexbert.supernet import depth_layers
 from run_ofa_glue import main
 
@@ -47,11 +47,17 @@ def _silence_values(state: dict, layers: list[int], prefix: str = "") -> None:
         state[name] = paddle.zeros_like(paddle.to_tensor(state[name]))
 
 
-def test_cls_spread_is_zero_exactly_where_cls_cannot_depend_on_the_input():
-    model = _model()
+def _silenced(layers: int, silent: list[int]):
+    """A random ``layers``-layer BERT whose ``silent`` layers have zero value projections."""
+    model = _model(layers)
     state = model.state_dict()
-    _silence_values(state, [0, 1])
+    _silence_values(state, silent)
     model.set_state_dict(state)
+    return model
+
+
+def test_cls_spread_is_zero_exactly_where_cls_cannot_depend_on_the_input():
+    model = _silenced(4, [0, 1])
     spread = cls_spread(model, _batches())
     assert len(spread) == 5  # embeddings, then 4 layers
     assert max(spread[:3]) < 1e-6  # the [CLS] embedding is one vector; layers 0 and 1 cannot mix others in
@@ -61,19 +67,48 @@ def test_cls_spread_is_zero_exactly_where_cls_cannot_depend_on_the_input():
 
 
 def test_a_prefix_that_stops_in_the_silent_layers_is_warned_about_and_every_other_is_not():
-    model = _model()
-    state = model.state_dict()
-    _silence_values(state, [0, 1])
-    model.set_state_dict(state)
+    model = _silenced(4, [0, 1])
     shares, warning = shallow_depth_check(model, _batches(), [0.5, 0.75, 1.0], "prefix")
     assert shares[1.0] == 1.0 and shares[0.5] < 1e-5 and shares[0.75] > SPREAD_WARNING_SHARE
-    assert warning.startswith("depth 0.5 (prefix rule, layers [0, 1]): its [CLS] varies 0.0% as much across inputs "
-                              "as at full depth (warning below 5%), so its subnets may predict one class")
-    assert "consider --balance_subnet_gradients (keeps the prefix rule) or --depth_rule every_other" in warning
+    assert warning.startswith("prefix depth rule: the [CLS] a subnet hands its classifier varies across inputs only "
+                              "0.0% at depth 0.5 (layers [0, 1]) as much as at full depth (warning below 5%), so "
+                              "these subnets may predict one class")
+    assert warning.endswith("consider --balance_subnet_gradients (keeps the prefix rule) or --depth_rule every_other "
+                            "(README, Depth stage)")
     _, balanced = shallow_depth_check(model, _batches(), [0.5, 1.0], "prefix", balanced=True)
-    assert "--balance_subnet_gradients is on; watch this subnet's dev metric" in balanced
+    assert "; --balance_subnet_gradients is on; watch these subnets' dev metrics (README" in balanced
     shares, warning = shallow_depth_check(model, _batches(), [0.5, 0.75, 1.0], "every_other")
     assert warning is None and min(shares.values()) > SPREAD_WARNING_SHARE
+
+
+def test_every_degenerate_depth_is_named_and_every_other_is_not_told_to_use_every_other():
+    model = _silenced(6, [0, 1, 2, 3, 4])  # only the last layer lets [CLS] depend on the input
+    shares, warning = shallow_depth_check(model, _batches(), [0.5, 0.75, 1.0], "prefix")
+    assert max(shares[0.5], shares[0.75]) < 1e-5
+    assert "only 0.0% at depth 0.5 (layers [0, 1, 2]), 0.0% at depth 0.75 (layers [0, 1, 2, 3]) as much" in warning
+    # every_other: d 0.5 runs layers 1, 3, 5 (ends at the last layer), d 0.75 runs 0, 1, 3, 4 (does not)
+    shares, warning = shallow_depth_check(model, _batches(), [0.5, 0.75, 1.0], "every_other")
+    assert shares[0.5] > SPREAD_WARNING_SHARE and shares[0.75] < 1e-5
+    assert "only 0.0% at depth 0.75 (layers [0, 1, 3, 4]) as much" in warning
+    assert warning.endswith("; consider --balance_subnet_gradients (README, Depth stage)")
+
+
+def test_the_check_is_skipped_without_any_spread_at_full_depth():
+    shares, warning = shallow_depth_check(_model(), _batches(count=1, size=1), [0.5, 1.0], "prefix")
+    assert shares == {} and warning == ("the depth check is skipped: the full model's [CLS] is the same for all "
+                                        "1 dev inputs it was given")
+
+
+def test_cls_spread_leaves_the_model_in_its_mode_and_the_check_reads_whole_batches():
+    model = _model()
+    model.train()
+    cls_spread(model, _batches())
+    assert model.training
+    model.eval()
+    cls_spread(model, _batches())
+    assert not model.training
+    assert len(first_batches(_batches(count=5, size=8), examples=17)) == 3  # 8 + 8 < 17 <= 24
+    assert len(first_batches(_batches(count=2, size=8), examples=256)) == 2  # a small dev set: all of it
 
 
 def test_a_random_bert_passes_the_check():
@@ -93,6 +128,6 @@ def test_depth_stage_warns_and_records_the_shares(toy_width_model, tmp_path, cap
     with caplog.at_level(logging.WARNING, logger="ofa_flexbert"):
         assert main(stage_argv("depth", data_dir, silent, out, "--max_steps", "1", "--logging_steps", "1")) == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any(m.startswith("depth 0.5 (prefix rule, layers ") for m in warnings), warnings
+    assert any(m.startswith("prefix depth rule: ") and " at depth 0.5 (layers " in m for m in warnings), warnings
     shares = json.loads((out / "flexbert.json").read_text())["cls_spread_share"]
-    assert set(shares) == {"0.5", "0.75", "1"} and shares["0.5"] < 1e-4 and shares["1"] == 1.0
+    assert set(shares) == {"0.5", "0.75", "1"} and shares["0.5"] < 1e-4

@@ -60,6 +60,16 @@ def launch(tmp_path, name, mode, argv, expect_rc=0):
     return [dict(np.load(dump / f"rank{r}.npz")) for r in (0, 1)]
 
 
+def eval_rows(dump):
+    """How many dev rows each rank ran through the model (tests/dp_worker.py counts them)."""
+    return [json.loads((dump / f"rank{r}.json").read_text())["eval_rows"] for r in (0, 1)]
+
+
+def dev_size(data_dir):
+    with open(os.path.join(str(data_dir), "dev.tsv"), encoding="utf-8") as fh:
+        return len(fh.read().splitlines()) - 1
+
+
 def max_diff(a, b):
     assert a.keys() == b.keys()
     return max(float(np.abs(a[k].astype("float64") - b[k]).max()) for k in a)
@@ -123,7 +133,7 @@ def test_ranks_stay_identical_under_data_parallel_and_drift_apart_without_it(toy
 
 def test_a_width_step_on_two_ranks_equals_one_single_process_step_with_twice_the_batch(toy_teacher, tmp_path):
     """Same loss (also the distillation terms, non-zero) and the same updated weights, within 1e-5;
-    the ranks share the evaluation and report the single process's dev metrics."""
+    the ranks share the evaluation: each dev example is run once, by one rank."""
     data_dir, teacher = toy_teacher
     data_dir, teacher = equal_length_task(data_dir, tmp_path / "data"), without_dropout(teacher, tmp_path / "teacher")
 
@@ -142,14 +152,45 @@ def test_a_width_step_on_two_ranks_equals_one_single_process_step_with_twice_the
     assert min(v for t, v in dp.items() if t.endswith("hidden_loss") and "/w1/" not in t) > 1e-3
     assert max_diff(saved(tmp_path / "dp"), saved(tmp_path / "single")) < 1e-5
     assert max_diff(saved(tmp_path / "half"), saved(tmp_path / "single")) > 1e-4
+    rows = eval_rows(tmp_path / "dp.dump")
+    assert sum(rows) == 4 * dev_size(data_dir) and abs(rows[0] - rows[1]) <= 4 * 16, rows  # 4 widths, 1 evaluation
 
-    def grid(out):
-        return [(s["width_mult"], s["metrics"]) for s in json.loads((tmp_path / out / "eval_results.json").read_text())["subnets"]]
 
-    assert grid("dp") == grid("single")
-    rows = [json.loads((tmp_path / "dp.dump" / f"rank{r}.json").read_text())["eval_rows"] for r in (0, 1)]
-    dev_rows = 4 * len(open(os.path.join(data_dir, "dev.tsv")).readlines()[1:])  # 4 widths, 1 evaluation
-    assert sum(rows) == dev_rows and abs(rows[0] - rows[1]) <= 4 * 16, rows  # each dev batch once, dealt evenly
+def test_sharded_evaluation_gives_the_single_process_metrics_also_when_a_rank_has_no_batch(toy_width_model, tmp_path):
+    """final evaluates its input before training: the same weights on 2 ranks and on 1, so the scores
+    must be equal exactly.  One dev batch (eval batch 1000): rank 1 has nothing to evaluate."""
+    data_dir, width_dir = toy_width_model
+
+    def argv(out):
+        return stage_argv("final", data_dir, width_dir, tmp_path / out, "--max_steps", "1",
+                          "--per_gpu_eval_batch_size", "1000")
+
+    launch(tmp_path, "dp", "sync", argv("dp"))
+    assert main(argv("single")) == 0
+    scores = [json.loads((tmp_path / out / "flexbert.json").read_text())["input_score"] for out in ("dp", "single")]
+    assert scores[0] == scores[1] and scores[0] > 12 * 0.3, scores  # the sum over 12 subnets
+    assert eval_rows(tmp_path / "dp.dump") == [12 * dev_size(data_dir), 0]
+
+
+def test_shard_deals_batches_round_robin_and_gather_restores_their_order(monkeypatch):
+    from ofa_flexbert import distributed
+
+    def shares(items, world):
+        monkeypatch.setattr(distributed, "world_size", lambda: world)
+        out = []
+        for r in range(world):
+            monkeypatch.setattr(distributed, "rank", lambda r=r: r)
+            out.append(list(distributed.shard(items)))
+        return out
+
+    assert shares("abcdefg", 3) == [[(0, "a"), (3, "d"), (6, "g")], [(1, "b"), (4, "e")], [(2, "c"), (5, "f")]]
+    parts = shares("abc", 4)
+    assert parts[3] == []
+    # all_gather_object lists the ranks in rank order; gather must not depend on it
+    monkeypatch.setattr(distributed, "init", lambda: None)
+    monkeypatch.setattr(paddle.distributed, "all_gather_object",
+                        lambda out, obj: out.extend([parts[2], parts[3], parts[1], parts[0]]))
+    assert distributed.gather(parts[1]) == ["a", "b", "c"]
 
 
 def test_a_depth_step_on_two_ranks_equals_one_single_process_step_with_twice_the_batch(toy_width_model, tmp_path):

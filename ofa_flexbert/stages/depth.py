@@ -16,7 +16,6 @@ output is a plain BERT directory; depth is chosen at run time.
 """
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ import paddle
 from .. import distributed
 from ..config import RunArgs
 from ..data import TaskSpec
-from ..diagnostics import shallow_depth_check
+from ..diagnostics import first_batches, shallow_depth_check
 from ..errors import UserError
 from ..losses import hidden_distillation, logit_distillation, task_loss, teacher_layer_map
 from ..models import load_model, save_model
@@ -104,10 +103,10 @@ def check_depth_rule(args: RunArgs) -> None:
 def check_shallow_subnets(args: RunArgs, model: paddle.nn.Layer, data: TaskData) -> dict[str, float]:
     """Warn before training if a depth's subnet would see one [CLS] for every input (diagnostics).
 
-    Uses the inputs (never the labels) of the first few dev batches.  Returns each depth's
-    [CLS] spread as a share of full depth's, for flexbert.json.
+    Uses the inputs (never the labels) of the first dev batches, at least 256 examples.
+    Returns each depth's [CLS] spread as a share of full depth's, for flexbert.json.
     """
-    batches = list(itertools.islice(next(iter(data.dev_loaders.values())), 4))
+    batches = first_batches(next(iter(data.dev_loaders.values())))
     shares, warning = shallow_depth_check(model, batches, args.depth_mult_list, args.depth_rule,
                                           args.balance_subnet_gradients)
     if warning and distributed.is_main():
@@ -150,7 +149,8 @@ def run_final(args: RunArgs) -> StageReport:
         initial = score(results, task.primary_metric)
         if distributed.is_main():
             save_best(strategy, task, args, results, 0)
-    result = train(strategy, task, args, data.train_loader, data.dev_loaders, initial_best=initial if initial is not None else float("-inf"))
+    result = train(strategy, task, args, data.train_loader, data.dev_loaders,
+                   initial_best=initial if initial is not None else float("-inf"))
     if result.best_step is None:  # nothing beat the input: the output is still its copy (step 0)
         saved = read_eval_results(args.output_dir)
         result.best_step, result.best_results = 0, [SubnetResult(**s) for s in saved["subnets"]]
