@@ -45,6 +45,10 @@ def markdown(stage: dict, teacher: dict, info: dict, seconds: float) -> str:
     failed = [k for k, s in subnets.items() if s.get("single_class")]
     lines += ["", f"Best step {stage['best_step']} of {info['steps']}; {info['train_examples']} training examples; "
               f"wall time {seconds / 60:.0f} min; full model {full / 1e6:.1f} M MACs per dev example."]
+    if info.get("cls_spread_share"):
+        lines.append(f"Depth rule {info.get('depth_rule', 'prefix')}; the stage's pre-training check, "
+                     "[CLS] spread per depth as a share of full depth's: " +
+                     ", ".join(f"d{d} {share:.4f}" for d, share in sorted(info["cls_spread_share"].items())) + ".")
     if failed:
         lines.append("Subnets predicting a single class (failures): " +
                      ", ".join(f"w{w:g}/d{d:g}" for w, d in sorted(failed)))

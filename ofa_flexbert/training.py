@@ -216,7 +216,7 @@ def save_best(strategy: Strategy, task: TaskSpec, args: RunArgs, results: list[S
 
 def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_loaders: dict[str, Iterable],
           initial_best: float = -math.inf) -> TrainResult:
-    """Train ``strategy.model``; evaluate every ``args.logging_steps`` and at the end; outputs go to ``args.output_dir``.
+    """Train ``strategy.model`` into ``args.output_dir``; evaluate every ``args.logging_steps`` and at the end.
 
     The model is saved (atomically) whenever the score beats the best so far, starting
     from ``initial_best`` -- a stage that must not replace a better input model passes its
