@@ -8,6 +8,7 @@
 Each run is ``run_ofa_glue.py --stage finetune`` in its own process (what a user runs),
 evaluated on dev every ``--evals_per_epoch`` of an epoch; the best checkpoint is kept.
 Writes ``<out>/results.json`` and ``<out>/results.md`` (dev metrics and wall time per run).
+Finished runs are skipped; an interrupted run continues from its checkpoint (``--resume``).
 """
 from __future__ import annotations
 
@@ -59,13 +60,15 @@ def main() -> None:
             if (task, lr, args.epochs, args.seed) in done:
                 continue
             out = os.path.join(args.out, f"{task}-lr{lr:g}-ep{args.epochs:g}-s{args.seed}")
-            seconds = run([sys.executable, "run_ofa_glue.py", "--task", task, "--stage", "finetune",
-                           "--model_dir", pretrained, "--output_dir", out, "--learning_rate", str(lr),
-                           "--num_train_epochs", str(args.epochs), "--seed", str(args.seed),
-                           "--per_gpu_train_batch_size", str(args.batch_size),
-                           "--logging_steps", str(max(1, steps_per_epoch // args.evals_per_epoch)),
-                           "--num_threads", str(args.num_threads)],
-                          out + ".log")
+            cmd = [sys.executable, "run_ofa_glue.py", "--task", task, "--stage", "finetune",
+                   "--model_dir", pretrained, "--output_dir", out, "--learning_rate", str(lr),
+                   "--num_train_epochs", str(args.epochs), "--seed", str(args.seed),
+                   "--per_gpu_train_batch_size", str(args.batch_size),
+                   "--logging_steps", str(max(1, steps_per_epoch // args.evals_per_epoch)),
+                   "--num_threads", str(args.num_threads)]
+            if os.path.exists(os.path.join(out, "checkpoint")):  # an interrupted run continues
+                cmd.append("--resume")
+            seconds = run(cmd, out + ".log", append=True)
             evaluation = json.load(open(os.path.join(out, "eval_results.json")))
             info = json.load(open(os.path.join(out, "flexbert.json")))
             results.append({"task": task, "learning_rate": lr, "epochs": args.epochs, "seed": args.seed,
