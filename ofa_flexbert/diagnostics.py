@@ -6,8 +6,9 @@ almost nothing into [CLS] before their last layers: in all-MiniLM-L6-v2, a mean-
 sentence-transformer, the [CLS] that its 3-layer prefix subnet hands the classifier varies 0.13%
 as much across inputs as the full model's (README, "Depth stage").  A prefix subnet that stops
 there sees one vector for every input; its distillation gradient is a small fraction of the
-deeper subnets', the summed step ignores it, and it ends predicting one class.  The depth stage measures this on the first 256 dev inputs
-(no labels are read, nothing in training changes) and warns, naming the remedies.
+deeper subnets', the summed step ignores it, and it ends predicting one class.  The depth stage
+measures this on the first 256 dev inputs (no labels are read, nothing in training changes) and
+warns, naming the remedies.
 """
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 from typing import Any, Iterable, Iterator, TypeVar
 
 import numpy as np
@@ -136,8 +137,6 @@ def exit_process(code: int) -> None:
     CI, intermittently).  So ranks meet at a barrier, flush their output and leave with
     ``os._exit``: every file was already written atomically and synced.
     """
-    import sys
-
     if world_size() > 1 and _initialised:
         if code == 0:
             barrier()
