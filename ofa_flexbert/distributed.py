@@ -7,8 +7,9 @@ and where (paddle-stack-notes §12.5 for why the stock OFA recipe fails):
   which averages gradients over ranks during backward.  OFA's distillation hooks stay on the
   unwrapped model (so layer names keep their usual form and the teacher needs no wrapper);
 * anything computed outside the synchronised backward that changes weights -- importance for
-  rewiring and grafting -- is computed by every rank and then taken from rank 0
-  (:func:`broadcast_arrays`), so every rank applies the same permutation and the same grafts;
+  rewiring and grafting -- is summed over the ranks' shares of its data and the sum is formed
+  in rank order on every rank (:func:`sum_over_ranks`), so every rank applies the same
+  permutation and the same grafts, having run 1/N of the importance batches;
 * the training data is sharded by the sampler (``data.EpochBatchSampler``): a global batch is
   ``per_gpu_train_batch_size x world_size`` examples and rank r takes the r-th slice, so the
   schedule counts global steps;
@@ -74,17 +75,24 @@ def data_parallel(model: paddle.nn.Layer, find_unused_parameters: bool = False) 
     return paddle.DataParallel(model, find_unused_parameters=find_unused_parameters)
 
 
-def broadcast_arrays(*arrays: np.ndarray) -> list[np.ndarray]:
-    """Rank 0's values of ``arrays`` on every rank (each rank passes arrays of the same shapes)."""
+def sum_over_ranks(*arrays: np.ndarray) -> list[np.ndarray]:
+    """The sum over ranks of each of ``arrays``, bit-identical on every rank.
+
+    Every rank receives all ranks' arrays and adds them in rank order itself, rather than
+    trusting a collective reduction to round alike everywhere: a permutation computed from the
+    sum (rewiring, grafting) must be the same on every rank, near-ties included.
+    """
     if world_size() == 1:
         return list(arrays)
     init()
-    out = []
-    for array in arrays:
-        tensor = paddle.to_tensor(np.ascontiguousarray(array))
-        paddle.distributed.broadcast(tensor, src=0)
-        out.append(tensor.numpy())
-    return out
+    gathered: list[tuple[int, tuple[np.ndarray, ...]]] = []
+    paddle.distributed.all_gather_object(gathered, (rank(), tuple(arrays)))
+    parts = [part for _, part in sorted(gathered, key=lambda item: item[0])]
+    totals = [np.array(array, copy=True) for array in parts[0]]
+    for part in parts[1:]:
+        for total, array in zip(totals, part):
+            total += array
+    return totals
 
 
 def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
@@ -110,6 +118,15 @@ def shard(items: Iterable[T]) -> Iterator[tuple[int, T]]:
     (no duplicates, unlike the training sampler's top-up) and :func:`gather` restores the order.
     """
     return itertools.islice(enumerate(items), rank(), None, world_size())
+
+
+def shard_batches(loader) -> Iterator[tuple[int, dict]]:
+    """``(index, batch)`` for this rank's share (:func:`shard`) of a ``data.make_loader``'s batches.
+
+    Only this rank's batches are collated: the indices come from the loader's batch sampler.
+    """
+    for index, indices in shard(loader.batch_sampler):
+        yield index, loader.collate_fn([loader.dataset[j] for j in indices])
 
 
 def gather(parts: list[tuple[int, Any]]) -> list[Any]:

@@ -219,8 +219,8 @@ def mapping_layers(model) -> list[str]:
     return ["bert.embeddings"] + [f"bert.encoder.layers.{i}" for i in range(model.bert.config.num_hidden_layers)]
 
 
-def compute_importance(ofa: FlexOFA, loader, task: TaskSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Head and FFN-neuron importance of the full-width student on ``loader``.
+def compute_importance(ofa: FlexOFA, batches: Iterable[dict], task: TaskSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Head and FFN-neuron importance of the full-width student on ``batches`` (labelled batches).
 
     Head importance is |∂L/∂m| for a head mask m of ones (Michel et al. 2019); neuron n's is
     |Σ W1[:, n]·∂W1[:, n] + b1[n]·∂b1[n]| + |Σ W2[n, :]·∂W2[n, :]| (Paddle's Linear is [in, out]).
@@ -241,7 +241,7 @@ def compute_importance(ofa: FlexOFA, loader, task: TaskSpec) -> tuple[np.ndarray
     head_mask.stop_gradient = False
     model.clear_gradients()
     try:
-        for batch in loader:
+        for batch in batches:
             logits = model(batch["input_ids"], token_type_ids=batch["token_type_ids"],
                            attention_mask=[None, head_mask])
             task_loss(task, logits, batch["labels"]).backward()

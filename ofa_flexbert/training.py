@@ -159,10 +159,8 @@ def dev_logits(strategy: Strategy, subnet: Subnet, loader) -> tuple[np.ndarray, 
     the batch sampler) and the shares are gathered, so the dev set is evaluated once in total
     rather than once per rank.
     """
-    parts = []
-    for index, indices in distributed.shard(loader.batch_sampler):
-        batch = loader.collate_fn([loader.dataset[j] for j in indices])
-        parts.append((index, (strategy.logits(subnet, batch).numpy(), batch["labels"].numpy())))
+    parts = [(index, (strategy.logits(subnet, batch).numpy(), batch["labels"].numpy()))
+             for index, batch in distributed.shard_batches(loader)]
     batches = distributed.gather(parts)
     return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
 

@@ -6,7 +6,8 @@ MODE is ``sync`` (the toolkit as users run it), ``nosync`` (control: no DataPara
 each rank trains on its own shard and the ranks drift apart) or ``crash@N`` (rank 0 dies in
 training step N, like a killed job).  After training, each rank writes its trained model's
 weights (under the plain model's names) to ``DUMP_DIR/rank<r>.npz``, and to ``DUMP_DIR/rank<r>.json``
-how many dev rows it evaluated (per subnet, summed over evaluations).
+how many dev rows it evaluated (per subnet, summed over evaluations) and how many rows it ran
+through importance computations (width stage: rewiring and grafts).
 """
 import json
 import os
@@ -27,10 +28,18 @@ def main() -> int:
     from ofa_flexbert.supernet import plain_state_dict
     from run_ofa_glue import main as cli
 
-    original_train = training.train
+    original_train, original_importance = training.train, width.compute_importance
+    rows = {"eval_rows": 0, "importance_rows": 0}
+
+    def counting_importance(ofa, batches, task):
+        def counted():
+            for batch in batches:
+                rows["importance_rows"] += int(batch["input_ids"].shape[0])
+                yield batch
+
+        return original_importance(ofa, counted(), task)
 
     def train_and_dump(strategy, *args, **kwargs):
-        rows = {"eval_rows": 0}
         logits = strategy.logits
 
         def counting_logits(subnet, batch):
@@ -48,6 +57,7 @@ def main() -> int:
 
     for stage in (finetune, width, depth):
         stage.train = train_and_dump
+    width.compute_importance = counting_importance
     if mode == "nosync":
         distributed.data_parallel = lambda model, **kwargs: model
     elif mode.startswith("crash@"):

@@ -60,9 +60,12 @@ def launch(tmp_path, name, mode, argv, expect_rc=0):
     return [dict(np.load(dump / f"rank{r}.npz")) for r in (0, 1)]
 
 
-def eval_rows(dump):
-    """How many dev rows each rank ran through the model (tests/dp_worker.py counts them)."""
-    return [json.loads((dump / f"rank{r}.json").read_text())["eval_rows"] for r in (0, 1)]
+def eval_rows(dump, kind="eval_rows"):
+    """How many dev rows each rank ran through the model (tests/dp_worker.py counts them).
+
+    ``kind="importance_rows"``: the rows each rank ran through importance computations.
+    """
+    return [json.loads((dump / f"rank{r}.json").read_text())[kind] for r in (0, 1)]
 
 
 def dev_size(data_dir):
@@ -133,13 +136,16 @@ def test_ranks_stay_identical_under_data_parallel_and_drift_apart_without_it(toy
 
 def test_a_width_step_on_two_ranks_equals_one_single_process_step_with_twice_the_batch(toy_teacher, tmp_path):
     """Same loss (also the distillation terms, non-zero) and the same updated weights, within 1e-5;
-    the ranks share the evaluation: each dev example is run once, by one rank."""
+    the ranks share the evaluation and the importance for rewiring: each dev example is run once
+    by one rank, and the summed importance still gives the single process's permutation (any
+    other permutation would move the weights far more than 1e-5)."""
     data_dir, teacher = toy_teacher
     data_dir, teacher = equal_length_task(data_dir, tmp_path / "data"), without_dropout(teacher, tmp_path / "teacher")
 
     def argv(out, batch):
         return stage_argv("width", data_dir, teacher, tmp_path / out, "--distill", "--max_steps", "1",
-                          "--per_gpu_train_batch_size", str(batch), "--per_gpu_eval_batch_size", "16", *EXACT)
+                          "--per_gpu_train_batch_size", str(batch), "--per_gpu_eval_batch_size", "16",
+                          "--importance_data", "dev", *EXACT)
 
     launch(tmp_path, "dp", "sync", argv("dp", 16))
     assert main(argv("single", 32)) == 0
@@ -154,6 +160,8 @@ def test_a_width_step_on_two_ranks_equals_one_single_process_step_with_twice_the
     assert max_diff(saved(tmp_path / "half"), saved(tmp_path / "single")) > 1e-4
     rows = eval_rows(tmp_path / "dp.dump")
     assert sum(rows) == 4 * dev_size(data_dir) and abs(rows[0] - rows[1]) <= 4 * 16, rows  # 4 widths, 1 evaluation
+    rows = eval_rows(tmp_path / "dp.dump", "importance_rows")
+    assert sum(rows) == dev_size(data_dir) and abs(rows[0] - rows[1]) <= 16, rows  # rewiring, no graft
 
 
 def test_sharded_evaluation_gives_the_single_process_metrics_also_when_a_rank_has_no_batch(toy_width_model, tmp_path):
@@ -191,6 +199,22 @@ def test_shard_deals_batches_round_robin_and_gather_restores_their_order(monkeyp
     monkeypatch.setattr(paddle.distributed, "all_gather_object",
                         lambda out, obj: out.extend([parts[2], parts[3], parts[1], parts[0]]))
     assert distributed.gather(parts[1]) == ["a", "b", "c"]
+
+
+def test_sum_over_ranks_adds_in_rank_order_whatever_order_the_ranks_arrive_in(monkeypatch):
+    from ofa_flexbert import distributed
+
+    values = [1.0, 1.0, 1e16]
+    parts = [(r, (np.full([2], values[r]), np.array([r]))) for r in range(3)]
+    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    monkeypatch.setattr(distributed, "init", lambda: None)
+    monkeypatch.setattr(paddle.distributed, "all_gather_object",
+                        lambda out, obj: out.extend([parts[2], parts[0], parts[1]]))
+    first, second = distributed.sum_over_ranks(np.zeros([2]), np.zeros([1]))
+    # float64 addition is not associative: (1 + 1) + 1e16 = 1e16 + 2, but (1e16 + 1) + 1 = 1e16.
+    # Every rank must get the rank-order sum, whatever order the gathered parts come in.
+    assert first.tolist() == [1e16 + 2] * 2 and second.tolist() == [3]
+    assert parts[0][1][0].tolist() == [1.0, 1.0]  # the inputs are not modified
 
 
 def test_a_depth_step_on_two_ranks_equals_one_single_process_step_with_twice_the_batch(toy_width_model, tmp_path):

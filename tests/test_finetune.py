@@ -159,6 +159,24 @@ def test_bad_data_fails_before_anything_in_output_dir_is_touched(toy, tmp_path, 
     assert (out / "eval_results.json").read_text() == '{"earlier": true}'
 
 
+@pytest.mark.parametrize("stage", ["finetune", "width"])
+def test_bad_data_is_reported_before_the_model_is_loaded(toy, tmp_path, capsys, monkeypatch, stage):
+    """Reading the data is quick and loading a model is not: a typo in --data_dir must not wait for it."""
+    import importlib
+
+    data_dir, model_dir = toy
+    module = importlib.import_module(f"ofa_flexbert.stages.{stage}")
+
+    def load_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the data was read")
+
+    monkeypatch.setattr(module, "load_model", load_model)
+    argv = finetune_argv(str(tmp_path / "nodata"), model_dir, tmp_path / "out")
+    argv[argv.index("--stage") + 1] = stage
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().startswith(f"error: {tmp_path / 'nodata'}/train.tsv: no such file")
+
+
 def test_model_dir_without_vocabulary_is_refused(toy, tmp_path, capsys):
     import shutil
 

@@ -20,7 +20,26 @@ from .. import checkpoint, distributed
 from ..config import RunArgs, task_data_dir
 from ..data import TaskSpec, encode, get_task, make_loader, read_augmented, read_split
 from ..errors import UserError
+from ..models import save_model
 from ..outputs import SubnetResult, write_run_info
+from ..training import backward_each
+
+
+class SupernetStrategy:
+    """What the width and the depth/final strategies share: an OFA student trained on many subnets.
+
+    Subclasses set ``model`` (the supernet), ``tokenizer``, ``args`` and ``subnets``.
+    """
+
+    def backward_all(self, loss_of) -> dict[str, float]:
+        """``training.backward_each`` over every subnet, balanced if --balance_subnet_gradients."""
+        return backward_each(self.subnets, loss_of, self.model if self.args.balance_subnet_gradients else None)
+
+    def save(self, output_dir: str) -> None:
+        """A plain BERT directory: the supernet's weights under the dense model's names."""
+        from ..supernet import plain_state_dict  # paddleslim: imported only by the stages that need it
+
+        save_model(self.model, self.tokenizer, output_dir, state_dict=plain_state_dict(self.model))
 
 
 @dataclass

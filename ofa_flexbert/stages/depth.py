@@ -29,16 +29,16 @@ from ..data import TaskSpec
 from ..diagnostics import first_batches, shallow_depth_check
 from ..errors import UserError
 from ..losses import hidden_distillation, logit_distillation, task_loss, teacher_layer_map
-from ..models import load_model, save_model
+from ..models import load_model
 from ..outputs import SubnetResult, read_eval_results
-from ..supernet import FlexOFA, convert_to_supernet, depth_for, plain_state_dict
-from ..training import Subnet, backward_each, evaluate, save_best, score, train
-from .common import StageReport, TaskData, finish, load_task_data, start
+from ..supernet import FlexOFA, convert_to_supernet, depth_for
+from ..training import Subnet, evaluate, save_best, score, train
+from .common import StageReport, SupernetStrategy, TaskData, finish, load_task_data, start
 
 logger = logging.getLogger("ofa_flexbert")
 
 
-class GridStrategy:
+class GridStrategy(SupernetStrategy):
     """All (width, depth) subnets per batch, deepest then widest first, gradients summed.
 
     With a ``teacher``: logit and mapped hidden-state distillation (the depth stage); without:
@@ -77,13 +77,10 @@ class GridStrategy:
             loss = self.args.depth_lambda1 * logit_loss + self.args.depth_lambda2 * hidden_loss
             return tag, loss, {"logit_loss": logit_loss, "hidden_loss": hidden_loss}
 
-        return backward_each(self.subnets, loss_of, self.model if self.args.balance_subnet_gradients else None)
+        return self.backward_all(loss_of)
 
     def logits(self, subnet: Subnet, batch: dict) -> paddle.Tensor:
         return self._forward(subnet, batch)
-
-    def save(self, output_dir: str) -> None:
-        save_model(self.model, self.tokenizer, output_dir, state_dict=plain_state_dict(self.model))
 
 
 def check_depth_rule(args: RunArgs) -> None:

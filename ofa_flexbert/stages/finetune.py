@@ -43,7 +43,7 @@ class FinetuneStrategy:
 
 def run(args: RunArgs) -> StageReport:
     task, tokenizer = start(args)
+    data = load_task_data(args, task, tokenizer)  # bad data fails before the slow model load
     model = load_model(args.model_dir, task.num_labels)
-    data = load_task_data(args, task, tokenizer)
     result = train(FinetuneStrategy(model, tokenizer, task), task, args, data.train_loader, data.dev_loaders)
     return finish(args, task, data, result)

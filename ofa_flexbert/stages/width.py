@@ -21,13 +21,13 @@ from ..config import RunArgs
 from ..data import TaskSpec
 from ..grafting import GraftSchedule, default_schedule, graft
 from ..losses import logit_distillation, task_loss
-from ..models import load_model, save_model
-from ..supernet import FlexOFA, compute_importance, convert_to_supernet, mapping_layers, plain_state_dict, rewire
-from ..training import Subnet, backward_each, total_steps, train
-from .common import StageReport, finish, load_task_data, start
+from ..models import load_model
+from ..supernet import FlexOFA, compute_importance, convert_to_supernet, mapping_layers, rewire
+from ..training import Subnet, total_steps, train
+from .common import StageReport, SupernetStrategy, finish, load_task_data, start
 
 
-class WidthStrategy:
+class WidthStrategy(SupernetStrategy):
     """Every width per batch (widest first), gradients summed; optional grafting after steps."""
 
     name = "width"
@@ -56,7 +56,7 @@ class WidthStrategy:
             loss = self.args.width_lambda1 * logit_loss + self.args.width_lambda2 * hidden_loss
             return tag, loss, {"logit_loss": logit_loss, "hidden_loss": hidden_loss}
 
-        return backward_each(self.subnets, loss_of, self.model if self.args.balance_subnet_gradients else None)
+        return self.backward_all(loss_of)
 
     def logits(self, subnet: Subnet, batch: dict) -> paddle.Tensor:
         self.ofa.use(self.configs[subnet.width_mult])
@@ -73,20 +73,25 @@ class WidthStrategy:
         writer.add_scalar("graft/event", number, step)
         writer.add_text("graft", f"graft #{number} at step {step}: {counts}", step)
 
-    def save(self, output_dir: str) -> None:
-        save_model(self.model, self.tokenizer, output_dir, state_dict=plain_state_dict(self.model))
-
 
 def shared_importance(ofa: FlexOFA, loader, task: TaskSpec):
-    """Head and neuron importance, rank 0's on every rank (data parallel): one permutation, one graft."""
-    return distributed.broadcast_arrays(*compute_importance(ofa, loader, task))
+    """Head and neuron importance on ``loader``, the same on every rank: one permutation, one graft.
+
+    Importance is a sum over batches, so under data parallel each rank runs its share of the
+    batches and the ranks' sums are added (the single-process value up to summation order).
+    Its backward runs on the plain model, not through the DataParallel wrapper, so no gradient
+    is all-reduced and the ranks may run different numbers of batches (tests/test_distributed.py:
+    with one importance batch, rank 1 runs none).
+    """
+    batches = (batch for _, batch in distributed.shard_batches(loader))
+    return distributed.sum_over_ranks(*compute_importance(ofa, batches, task))
 
 
 def run(args: RunArgs) -> StageReport:
     task, tokenizer = start(args)
-    student = load_model(args.model_dir, task.num_labels, require_classifier=True)
     holdout = args.importance_holdout if args.importance_data == "holdout" else 0.0
-    data = load_task_data(args, task, tokenizer, holdout_fraction=holdout)
+    data = load_task_data(args, task, tokenizer, holdout_fraction=holdout)  # bad data fails first
+    student = load_model(args.model_dir, task.num_labels, require_classifier=True)
     importance_loader = data.holdout_loader or next(iter(data.dev_loaders.values()))
     distill = args.distill or args.data_aug
     teacher = load_model(args.model_dir, task.num_labels, require_classifier=True) if distill else None
