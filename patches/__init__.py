@@ -12,6 +12,9 @@ The patches:
     libpaddle.so 2.6.x exports its own old zlib; if it is loaded before Python's ``zlib``
     module, later gzip/zlib use segfaults (Paddle issue #70538).  Importing this package
     imports ``zlib`` -- so import ``patches`` (or ``ofa_flexbert``) before ``paddle``.
+``quiet_imports`` (import time, all versions)
+    Importing paddle prints up to six lines of harmless warnings and a numpy ``RuntimeError``
+    (an opencv built for numpy 1) before anything runs; see ``quiet_imports.py``.
 ``super_layernorm_forward`` (all versions)
     ``SuperLayerNorm.forward`` unpacks three outputs from ``_C_ops.layer_norm``, which
     returns one tensor since paddle 2.5: batch 2 or 4 raise, batch 3 is silently wrong.
@@ -38,6 +41,10 @@ import zlib  # noqa: F401  -- the zlib_first patch: must run before paddle is im
 
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from . import quiet_imports
+
+quiet_imports.install()  # the quiet_imports patch: also before paddle is imported
 
 __all__ = ["apply", "restore", "applied", "PATCHES"]
 

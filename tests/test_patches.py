@@ -36,6 +36,33 @@ def test_zlib_first_import_keeps_gzip_working_after_paddle():
         assert without.returncode != 0
 
 
+# --- quiet_imports -----------------------------------------------------------------------
+
+STACK_IMPORTS = "import paddle, paddleslim, paddlenlp.transformers"
+START_UP_NOISE = ("No ccache found", "Setuptools is replacing distutils", "module compiled against ABI version")
+
+
+def test_quiet_imports_leave_stderr_empty_where_the_stock_imports_print_noise():
+    quiet = subprocess.run([sys.executable, "-c", "import patches; " + STACK_IMPORTS], cwd=ROOT,
+                           capture_output=True, text=True)
+    assert quiet.returncode == 0, quiet.stderr[-500:]
+    assert quiet.stderr == ""
+    stock = subprocess.run([sys.executable, "-c", "import zlib; " + STACK_IMPORTS], cwd="/",
+                           capture_output=True, text=True)
+    assert stock.returncode == 0, stock.stderr[-500:]
+    assert any(message in stock.stderr for message in START_UP_NOISE), stock.stderr  # both stacks print some
+
+
+def test_quiet_imports_block_only_an_opencv_that_cannot_load():
+    probe = ("import patches, sys, numpy, paddle; cv2 = sys.modules.get('cv2', 'absent'); "
+             "print('blocked' if cv2 is None else 'absent' if cv2 == 'absent' else 'loaded', numpy.__version__[0])")
+    state, numpy_major = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                                        text=True).stdout.split()
+    # paddleslim's opencv-python 4.6.0.66 is built for numpy 1: it loads on the numpy-1 stack only.
+    # Without the patch, paddle's failed import leaves no cv2 entry at all ("absent").
+    assert state == ("blocked" if numpy_major == "2" else "loaded")
+
+
 # --- super_layernorm_forward ------------------------------------------------------------
 
 def _super_layernorm_outputs(batch):
