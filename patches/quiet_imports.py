@@ -40,15 +40,14 @@ def install() -> None:
 def _silenced_stderr():
     """Both Python's sys.stderr and file descriptor 2 (numpy prints through the former)."""
     sys.stderr.flush()
-    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    saved = os.dup(2)
     try:
-        os.dup2(null, 2)
         with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+            os.dup2(sink.fileno(), 2)
             yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-        os.close(null)
 
 
 def _block_unloadable_cv2() -> None:
