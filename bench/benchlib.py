@@ -4,10 +4,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # the benchmarks use the library's own rules (epoch length, holdout, atomic writes)
+
+from ofa_flexbert.outputs import atomic_write_text as atomic_write  # noqa: E402,F401  -- re-exported
 
 
 def run(cmd: list[str], log_path: str, append: bool = False) -> float:
@@ -18,14 +20,6 @@ def run(cmd: list[str], log_path: str, append: bool = False) -> float:
     if code != 0:
         sys.exit(f"failed ({code}): {' '.join(cmd)}; see {log_path}")
     return time.time() - start
-
-
-def atomic_write(path: str, text: str) -> None:
-    """Replace ``path`` by ``text`` in one step (temporary file, then rename)."""
-    handle, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)))
-    with os.fdopen(handle, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def axes(xlabel: str, ylabel: str, title: str):

@@ -29,13 +29,15 @@ import patches  # noqa: E402  -- before paddle
 
 from benchlib import atomic_write  # noqa: E402
 
+from ofa_flexbert.diagnostics import CHECK_EXAMPLES  # noqa: E402  -- the depth stage's own sample size
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", required=True)
     parser.add_argument("--model_dir", required=True)
     parser.add_argument("--out", required=True, help="markdown file to write")
-    parser.add_argument("--dev_examples", type=int, default=256)
+    parser.add_argument("--dev_examples", type=int, default=CHECK_EXAMPLES)
     parser.add_argument("--batches", type=int, default=3)
     parser.add_argument("--depths", default="0.5,0.75")
     args = parser.parse_args()
@@ -44,6 +46,7 @@ def main() -> None:
     import paddle
 
     from ofa_flexbert import data as D
+    from ofa_flexbert.config import task_data_dir
     from ofa_flexbert.diagnostics import SPREAD_WARNING_SHARE, cls_spread, shallow_depth_check
     from ofa_flexbert.losses import logit_distillation
     from ofa_flexbert.models import load_model, load_tokenizer
@@ -51,7 +54,7 @@ def main() -> None:
 
     paddle.seed(0)
     task = D.get_task(args.task)
-    data_dir = os.path.join(os.environ["GLUE_DIR"], task.dir_name)
+    data_dir = task_data_dir(None, task.dir_name)
     tokenizer = load_tokenizer(args.model_dir)
     student = load_model(args.model_dir, task.num_labels)
     teacher = load_model(args.model_dir, task.num_labels)

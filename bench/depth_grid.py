@@ -19,6 +19,8 @@ import sys
 
 from benchlib import atomic_write, axes, run, save
 
+from ofa_flexbert.data import batches_per_epoch  # noqa: E402  -- the stages' own epoch length
+
 
 def load(path: str) -> dict:
     with open(path, encoding="utf-8") as fh:
@@ -81,8 +83,10 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more flags for the stage")
     args = parser.parse_args()
-    width_info = load(os.path.join(args.width_dir, "flexbert.json"))
-    per_epoch = max(1, width_info["train_examples"] // args.batch_size)
+    # The depth stage trains on the whole training set, as the teacher's run did (the width
+    # stage held a slice out for importance, so its count is smaller).
+    teacher_info = load(os.path.join(args.teacher, "flexbert.json"))
+    per_epoch = batches_per_epoch(teacher_info["train_examples"], args.batch_size)
     cmd = [sys.executable, "run_ofa_glue.py", "--task", args.task, "--stage", "depth", "--model_dir", args.width_dir,
            "--output_dir", args.out, "--num_train_epochs", str(args.epochs),
            "--per_gpu_train_batch_size", str(args.batch_size),

@@ -19,11 +19,10 @@ import os
 import platform
 import sys
 
-from benchlib import ROOT, atomic_write, run
+from benchlib import atomic_write, run
 
-sys.path.insert(0, ROOT)
-DIR_NAMES = {"sst-2": "SST-2", "mrpc": "MRPC", "rte": "RTE"}
-TRAIN_SIZES = {"sst-2": 6920, "mrpc": 3668, "rte": 2490}
+from ofa_flexbert.config import task_data_dir  # noqa: E402  -- after benchlib, which puts the project on the path
+from ofa_flexbert.data import batches_per_epoch, get_task, read_split
 
 
 def minilm_dir() -> str:
@@ -55,7 +54,9 @@ def main() -> None:
     results = json.load(open(results_path)) if os.path.exists(results_path) else []
     done = {(r["task"], r["learning_rate"], r["epochs"], r["seed"]) for r in results}
     for task in args.tasks:
-        steps_per_epoch = -(-TRAIN_SIZES[task] // args.batch_size)
+        spec = get_task(task)
+        train_rows = len(read_split(spec, task_data_dir(None, spec.dir_name), "train"))
+        steps_per_epoch = batches_per_epoch(train_rows, args.batch_size)
         for lr in args.learning_rates:
             if (task, lr, args.epochs, args.seed) in done:
                 continue

@@ -24,7 +24,7 @@ import sys
 
 from benchlib import atomic_write, axes, run, save
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ofa_flexbert.data import batches_per_epoch  # noqa: E402  -- the stages' own epoch length
 from ofa_flexbert.stages.common import split_holdout  # noqa: E402  -- the stage's own holdout rule
 
 
@@ -101,7 +101,7 @@ def main() -> None:
             # importance, sized by the stage's own rule.
             probe = json.load(open(os.path.join(args.teacher, "flexbert.json")))
             train, _ = split_holdout(range(probe["train_examples"]), args.importance_holdout, seed)
-            per_epoch = max(1, int(len(train) / args.batch_size))
+            per_epoch = batches_per_epoch(len(train), args.batch_size)
             cmd[cmd.index("{logging_steps}")] = str(max(1, per_epoch // args.evals_per_epoch))
             if os.path.exists(os.path.join(out, "checkpoint")):
                 cmd.append("--resume")

@@ -37,11 +37,12 @@ def main() -> None:
     from ofa_flexbert.data import get_task
     from ofa_flexbert.losses import task_loss
     from ofa_flexbert.models import load_model
+    from ofa_flexbert.stages.common import math_threads
     from ofa_flexbert.stages.width import WidthStrategy
     from ofa_flexbert.supernet import FlexOFA, convert_to_supernet, mapping_layers
     from ofa_flexbert.training import build_optimizer
 
-    paddle.base.core.set_num_threads(os.cpu_count() or 1)
+    paddle.base.core.set_num_threads(math_threads())
     paddle.seed(0)
     task = get_task("rte")
     run_args = RunArgs(task="rte", stage="width", distill=True)

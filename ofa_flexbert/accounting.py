@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from .supernet import depth_for, width_for
+from .supernet import config_width, depth_for
 
 
 def layer_macs(hidden: int, heads: int, head_dim: int, ffn: int, length: int) -> dict[str, int]:
@@ -35,8 +35,8 @@ def subnet_macs(config, width_mult: float, depth_mult: float, length: int) -> in
     ``config`` is the model's BertConfig (hidden_size, num_attention_heads, num_hidden_layers,
     intermediate_size, num_labels).
     """
-    hidden, heads = config.hidden_size, config.num_attention_heads
-    width = width_for(width_mult, heads, hidden // heads, config.intermediate_size)
+    hidden = config.hidden_size
+    width = config_width(config, width_mult)
     layers = depth_for(config.num_hidden_layers, depth_mult)
     per_layer = layer_macs(hidden, width.heads, width.head_dim, width.ffn, length)
     return layers * (per_layer["linear"] + per_layer["attention"]) + hidden * hidden + hidden * config.num_labels

@@ -39,7 +39,6 @@ class LoopState:
     step: int = 0
     epoch: int = 0
     batch: int = 0
-    total_steps: int = 0
     best_score: Optional[float] = None
     best_step: Optional[int] = None
     best_results: list[dict[str, Any]] = field(default_factory=list)
@@ -47,10 +46,12 @@ class LoopState:
 
 
 def path(output_dir: str) -> str:
+    """The checkpoint folder of a run (``.old`` beside it while a new one is being written)."""
     return os.path.join(output_dir, NAME)
 
 
 def exists(output_dir: str) -> bool:
+    """True if ``output_dir`` holds a resumable checkpoint (the current one or the previous)."""
     return any(os.path.isfile(os.path.join(p, "state.json")) for p in (path(output_dir), path(output_dir) + ".old"))
 
 
@@ -109,6 +110,7 @@ def reseed(seed: int, step: int) -> None:
 
 
 def restore_rng(rng: dict[str, Any], seed: int, step: int) -> None:
+    """Put Python's and numpy's generators back as saved; paddle's is re-derived (:func:`reseed`)."""
     random.setstate(rng["python"])
     np.random.set_state(rng["numpy"])
     reseed(seed, step)

@@ -41,7 +41,7 @@ def _flag(help: str, default: Any = None, aliases: tuple[str, ...] = (), **extra
 
 @dataclass
 class RunArgs:
-    """Everything a stage needs to run; see README "Flags" for the full story."""
+    """Everything a stage needs to run; see README "Configuration" for the full story."""
 
     task: Optional[str] = _flag("GLUE task: cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte, wnli", aliases=("--task_name",))
     stage: Optional[str] = _flag("stage to run: " + ", ".join(STAGES))
@@ -137,8 +137,10 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             return value
         if kind == list[float]:
             return _parse_float_list(",".join(map(str, value)) if isinstance(value, list) else value)
+        if kind in (int, float) and isinstance(value, bool):
+            raise ValueError  # YAML's true is not 1
         if kind is int:
-            return int(value)
+            return int(str(value))  # as on the command line: 2.5 and 2.0 are not integers
         if kind is float:
             return float(value)
         return None if value is None else str(value)
@@ -147,7 +149,11 @@ def _coerce(name: str, value: Any, source: str) -> Any:
 
 
 def load_yaml_defaults(path: str, stage: Optional[str]) -> dict[str, Any]:
-    """Top-level keys of ``path``, overlaid with its ``stages: {stage: {...}}`` section."""
+    """Top-level keys of ``path``, overlaid with its ``stages: {stage: {...}}`` section.
+
+    Every section is validated, whichever stage runs: a misspelt key or stage name in the depth
+    section must fail the width run that precedes it, not surface hours later (or never).
+    """
     try:
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh) or {}
@@ -162,17 +168,23 @@ def load_yaml_defaults(path: str, stage: Optional[str]) -> dict[str, Any]:
     stages = data.pop("stages", {}) or {}
     if not isinstance(stages, dict):
         raise UserError(f"{path}: 'stages' must map stage names to settings")
-    values = dict(data)
-    section = stages.get(stage) if stage else None
-    if section is not None and not isinstance(section, dict):
-        raise UserError(f"{path}: 'stages.{stage}' must map flag names to values")
-    values.update(section or {})
-    out = {}
-    for key, value in values.items():
-        if key not in FIELDS:
-            raise UserError(f"{path}: unknown key '{key}' (expected flag names such as learning_rate)")
-        out[key] = _coerce(key, value, path)
-    return out
+    sections = {"": data}
+    for name, section in stages.items():  # every section is checked, not only the running stage's
+        if name not in STAGES:
+            raise UserError(f"{path}: unknown stage 'stages.{name}' (expected one of {', '.join(STAGES)})")
+        if section is not None and not isinstance(section, dict):
+            raise UserError(f"{path}: 'stages.{name}' must map flag names to values")
+        sections[name] = section or {}
+    checked = {name: {key: _coerce_known(key, value, path) for key, value in section.items()}
+               for name, section in sections.items()}
+    return {**checked[""], **checked.get(stage, {})}
+
+
+def _coerce_known(key: str, value: Any, path: str) -> Any:
+    """:func:`_coerce` for a key that must be a flag name."""
+    if key not in FIELDS:
+        raise UserError(f"{path}: unknown key '{key}' (expected flag names such as learning_rate)")
+    return _coerce(key, value, path)
 
 
 def resolve(flags: dict[str, Any]) -> RunArgs:
@@ -225,8 +237,8 @@ def validate(args: RunArgs) -> None:
     for name in ("max_seq_length", "per_gpu_train_batch_size", "per_gpu_eval_batch_size", "logging_steps"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name}: must be a positive integer, got {getattr(args, name)}")
-    if args.num_train_epochs <= 0 and not args.total_steps_override:
-        raise UserError(f"--num_train_epochs: must be positive, got {args.num_train_epochs:g}")
+    if not 0 < args.num_train_epochs < float("inf") and not args.total_steps_override:  # also catches nan
+        raise UserError(f"--num_train_epochs: must be a positive number, got {args.num_train_epochs:g}")
     for name in ("learning_rate", "max_grad_norm", "adam_epsilon"):
         value = getattr(args, name)
         if not value > 0 or value == float("inf"):  # also catches nan
@@ -245,10 +257,10 @@ def exact_multiplier(value: float) -> Fraction:
     return Fraction(repr(float(value)))
 
 
-def task_data_dir(args: RunArgs, dir_name: str) -> str:
-    """--data_dir, or $GLUE_DIR/<TASK> (GLUE's folder name) when it is not given."""
-    if args.data_dir:
-        return args.data_dir
+def task_data_dir(data_dir: Optional[str], dir_name: str) -> str:
+    """``data_dir`` (--data_dir), or $GLUE_DIR/<TASK> (GLUE's folder name) when it is not given."""
+    if data_dir:
+        return data_dir
     glue = os.environ.get("GLUE_DIR")
     if glue:
         return os.path.join(glue, dir_name)

@@ -14,7 +14,7 @@ import random
 from typing import Optional
 
 from .config import CONFIG_DIR
-from .stages import run
+from .stages import plan, run_stage
 from .stages.common import StageReport
 
 POSITIVE = ("good", "great", "fine", "nice", "superb", "lovely")
@@ -69,12 +69,16 @@ def write_tiny_bert(model_dir: str, seed: int = 0) -> None:
 
 
 def run_demo(output_dir: str, seed: int = 0, extra_flags: Optional[dict] = None) -> list[StageReport]:
-    """Make the task and model under ``output_dir``, then run every implemented stage."""
+    """Make the task and model under ``output_dir``, then run every implemented stage.
+
+    The flags are validated first, so a bad one leaves ``output_dir`` untouched.
+    """
     data_dir = os.path.join(output_dir, "data", "SST-2")
     model_dir = os.path.join(output_dir, "pretrained")
-    write_synthetic_task(data_dir, seed)
-    write_tiny_bert(model_dir, seed)
     flags = {"task": "sst-2", "stage": "all", "config": DEMO_CONFIG, "data_dir": data_dir,
              "model_dir": model_dir, "output_dir": output_dir, "seed": seed}
     flags.update(extra_flags or {})
-    return run(flags)
+    chain = plan(flags)
+    write_synthetic_task(data_dir, seed)
+    write_tiny_bert(model_dir, seed)
+    return [run_stage(args) for args in chain]

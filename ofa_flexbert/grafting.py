@@ -76,8 +76,8 @@ def _head_units(heads: np.ndarray, head_dim: int) -> np.ndarray:
     return (heads[:, None] * head_dim + np.arange(head_dim)[None, :]).reshape(-1)
 
 
-def graft(model, head_importance: np.ndarray, neuron_importance: np.ndarray, alpha: float = 0.1,
-          fraction: float = 0.5) -> dict[str, int]:
+def graft(model, head_importance: np.ndarray, neuron_importance: np.ndarray, alpha: float,
+          fraction: float) -> dict[str, int]:
     """Graft every encoder layer of ``model`` in place; returns how many units received material."""
     counts = {"heads": 0, "neurons": 0}
     with paddle.no_grad():

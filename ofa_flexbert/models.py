@@ -32,8 +32,6 @@ validate arguments) stays cheap and importing this module does not load Paddle.
 """
 from __future__ import annotations
 
-import zlib  # noqa: F401  (before any paddle import: paddle 2.6.2 otherwise breaks zlib, see patches/)
-
 import json
 import logging
 import os
@@ -57,7 +55,8 @@ HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what an HF check
 HF_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")  # sharded HF checkpoints
 
 # HuggingFace BertConfig defaults: an HF config.json that omits a key means *these*
-# values, not paddlenlp's (whose type_vocab_size default is 16 instead of 2).
+# values, not paddlenlp's (whose type_vocab_size default is 16 instead of 2).  The keys are
+# both config.json's names and paddlenlp BertConfig's arguments.
 _HF_BERT_DEFAULTS: Dict[str, Any] = {
     "vocab_size": 30522,
     "hidden_size": 768,
@@ -76,6 +75,29 @@ _HF_BERT_DEFAULTS: Dict[str, Any] = {
 # Activations whose HF meaning equals paddle.nn.functional's function of the same
 # name (HF "gelu" is the exact erf GELU, as is F.gelu); "gelu_new" etc. have none.
 _SUPPORTED_ACTS = ("gelu", "relu", "silu")
+
+
+
+def _hf_bert_settings(config: Dict[str, Any], where: str) -> Dict[str, Any]:
+    """The BERT settings of an HF config.json, defaults filled in, each checked for its type.
+
+    A hand-edited or foreign config.json must fail with the key's name, not with a
+    ZeroDivisionError or a paddle shape error deep inside model construction.
+    """
+    cfg = dict(_HF_BERT_DEFAULTS)
+    cfg.update({k: config[k] for k in _HF_BERT_DEFAULTS if config.get(k) is not None})
+    for key, default in _HF_BERT_DEFAULTS.items():
+        value = cfg[key]
+        if isinstance(default, int):
+            smallest = 0 if key == "pad_token_id" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < smallest:
+                raise UserError(f"{where}: config.json has {key} {value!r}; expected an integer >= {smallest}")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+                raise UserError(f"{where}: config.json has {key} {value!r}; expected a non-negative number")
+            cfg[key] = float(value)
+    return cfg
+
 
 _CONVERT_HINT = "convert it first: python run_ofa_glue.py convert --hf_dir {d} --output_dir <new dir>"
 
@@ -154,7 +176,7 @@ def check_model_dir(model_dir: str, *, flag: str = "--model_dir") -> None:
     paddlenlp's own errors for these cases are multi-line, mention internal file
     search orders, or (for an HF ``model.safetensors``) talk about "metadata";
     an HF checkpoint passed by mistake gets the ``convert`` command to run instead.
-    ``flag`` names the command-line option in messages (e.g. ``--teacher_dir``).
+    ``flag`` names the command-line option in messages (e.g. ``--model_dir``).
     """
     where = f"{flag} {model_dir}"
     if not os.path.exists(model_dir):
@@ -478,8 +500,7 @@ def convert_hf_checkpoint(hf_dir: str, output_dir: str, num_labels: int = 2) -> 
     if real_out == real_hf or real_out.startswith(real_hf + os.sep):
         raise UserError(f"--output_dir {output_dir}: must not be --hf_dir or inside it (the HF checkpoint is left untouched)")
 
-    cfg = dict(_HF_BERT_DEFAULTS)
-    cfg.update({k: config[k] for k in _HF_BERT_DEFAULTS if config.get(k) is not None})
+    cfg = _hf_bert_settings(config, where)
     if config.get("position_embedding_type", "absolute") != "absolute":
         raise UserError(
             f"{where}: config.json has position_embedding_type {config['position_embedding_type']!r}; "
@@ -489,7 +510,7 @@ def convert_hf_checkpoint(hf_dir: str, output_dir: str, num_labels: int = 2) -> 
         raise UserError(
             f"{where}: config.json has hidden_act {cfg['hidden_act']!r}; supported: {', '.join(_SUPPORTED_ACTS)}"
         )
-    if int(cfg["hidden_size"]) % int(cfg["num_attention_heads"]) != 0:
+    if cfg["hidden_size"] % cfg["num_attention_heads"] != 0:
         raise UserError(
             f"{where}: config.json hidden_size {cfg['hidden_size']} is not a multiple of "
             f"num_attention_heads {cfg['num_attention_heads']}"
@@ -539,23 +560,7 @@ def convert_hf_checkpoint(hf_dir: str, output_dir: str, num_labels: int = 2) -> 
     import paddle
     from paddlenlp.transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizer
 
-    bert_config = BertConfig(
-        vocab_size=int(cfg["vocab_size"]),
-        hidden_size=int(cfg["hidden_size"]),
-        num_hidden_layers=int(cfg["num_hidden_layers"]),
-        num_attention_heads=int(cfg["num_attention_heads"]),
-        intermediate_size=int(cfg["intermediate_size"]),
-        hidden_act=cfg["hidden_act"],
-        hidden_dropout_prob=float(cfg["hidden_dropout_prob"]),
-        attention_probs_dropout_prob=float(cfg["attention_probs_dropout_prob"]),
-        max_position_embeddings=int(cfg["max_position_embeddings"]),
-        type_vocab_size=int(cfg["type_vocab_size"]),
-        initializer_range=float(cfg["initializer_range"]),
-        pad_token_id=int(cfg["pad_token_id"]),
-        layer_norm_eps=float(cfg["layer_norm_eps"]),
-        num_labels=num_labels,
-        classifier_dropout=config.get("classifier_dropout"),
-    )
+    bert_config = BertConfig(**cfg, num_labels=num_labels, classifier_dropout=config.get("classifier_dropout"))
     if has_classifier:
         model = BertForSequenceClassification(bert_config)
         bert = model.bert
@@ -601,7 +606,7 @@ def convert_hf_checkpoint(hf_dir: str, output_dir: str, num_labels: int = 2) -> 
 
     tokenizer = BertTokenizer(
         vocab_file=os.path.join(hf_dir, "vocab.txt"),
-        **_hf_tokenizer_kwargs(hf_dir, where, int(cfg["max_position_embeddings"])),
+        **_hf_tokenizer_kwargs(hf_dir, where, cfg["max_position_embeddings"]),
     )
     if tokenizer.pad_token_id != bert_config.pad_token_id:
         # paddlenlp's BertModel masks attention where input_ids == pad_token_id.

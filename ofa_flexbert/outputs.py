@@ -23,6 +23,7 @@ from importlib import metadata
 from typing import Any, Optional
 
 from .config import RunArgs, to_dict
+from .errors import UserError
 
 PACKAGES = ("paddlepaddle", "paddlepaddle-gpu", "paddleslim", "paddlenlp", "visualdl", "numpy")
 
@@ -45,7 +46,7 @@ def atomic_write_text(path: str, text: str) -> None:
 
 
 def atomic_write_json(path: str, data: Any) -> None:
-    """JSON with sorted, indented keys; NaN is refused (strict JSON readers choke on it)."""
+    """Indented JSON, keys in the order given; NaN is refused (strict JSON readers choke on it)."""
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
@@ -87,6 +88,7 @@ class SubnetResult:
 
 def write_eval_results(output_dir: str, task: str, stage: str, metric: str, subnets: list[SubnetResult],
                        best_step: Optional[int]) -> None:
+    """eval_results.json: the saved model's metrics and MACs per subnet (format in the module docstring)."""
     atomic_write_json(
         os.path.join(output_dir, "eval_results.json"),
         {"task": task, "stage": stage, "metric": metric, "subnets": [s.to_json() for s in subnets],
@@ -95,11 +97,18 @@ def write_eval_results(output_dir: str, task: str, stage: str, metric: str, subn
 
 
 def read_eval_results(output_dir: str) -> Optional[dict[str, Any]]:
+    """The eval_results.json in ``output_dir``, None if there is none; UserError if it is not ours."""
     path = os.path.join(output_dir, "eval_results.json")
     if not os.path.exists(path):
         return None
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            results = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: cannot be read as JSON ({type(exc).__name__})") from None
+    if not isinstance(results, dict) or not isinstance(results.get("subnets"), list):
+        raise UserError(f"{path}: expected an object with a 'subnets' list (as the stages write)")
+    return results
 
 
 def write_run_info(args: RunArgs, task: str, extra: dict[str, Any]) -> None:

@@ -56,9 +56,8 @@ def width_for(width_mult: float, num_heads: int, head_dim: int, ffn_size: int) -
     return Width(heads, head_dim, max(1, int(heads / num_heads * ffn_size)))
 
 
-def model_width(model, width_mult: float) -> Width:
-    """:func:`width_for` with the sizes of ``model`` (a BertForSequenceClassification)."""
-    config = model.bert.config
+def config_width(config, width_mult: float) -> Width:
+    """:func:`width_for` with the sizes of a BertConfig (hidden_size, num_attention_heads, intermediate_size)."""
     heads = config.num_attention_heads
     return width_for(width_mult, heads, config.hidden_size // heads, config.intermediate_size)
 
@@ -85,7 +84,19 @@ def depth_layers(num_layers: int, depth_mult: float, rule: str = "prefix") -> li
         return list(range(count))
     if rule == "every_other":
         return [min(num_layers - 1, math.floor((i + 1) / exact_multiplier(depth_mult)) - 1) for i in range(count)]
-    raise ValueError(f"unknown depth rule {rule!r}; expected one of {DEPTH_RULES}")
+    raise ValueError(_unknown_rule(rule))
+
+
+def _unknown_rule(rule: str) -> str:
+    return f"unknown depth rule {rule!r}; expected one of {DEPTH_RULES}"
+
+
+def freeze(model: paddle.nn.Layer) -> paddle.nn.Layer:
+    """``model`` in eval mode with no parameter gradients: a distillation teacher, which never learns."""
+    model.eval()
+    for param in model.parameters():
+        param.stop_gradient = True
+    return model
 
 
 def linear(layer) -> paddle.nn.Layer:
@@ -130,14 +141,12 @@ class FlexOFA(OFA):
                  depth_mult_list: Optional[Iterable[float]] = None, depth_rule: str = "prefix"):
         distill = None
         if teacher is not None:
-            distill = DistillConfig(teacher_model=teacher, mapping_layers=list(mapping_layers or []))
-            for param in teacher.parameters():
-                param.stop_gradient = True
+            distill = DistillConfig(teacher_model=freeze(teacher), mapping_layers=list(mapping_layers or []))
         run_config, order = None, ["width"]
         if depth_mult_list:  # OFA's elastic depth: a 'depth' entry in the search space and the configs
             run_config, order = RunConfig(elastic_depth=sorted({float(d) for d in depth_mult_list})), ["width", "depth"]
         if depth_rule not in DEPTH_RULES:
-            raise ValueError(f"unknown depth rule {depth_rule!r}; expected one of {DEPTH_RULES}")
+            raise ValueError(_unknown_rule(depth_rule))
         super().__init__(model, run_config=run_config, distill_config=distill, elastic_order=order)
         self.depth_rule = depth_rule
         # not a sublayer (it would list the student's parameters twice): a plain attribute
@@ -198,7 +207,7 @@ class FlexOFA(OFA):
         narrows its input automatically; every other layer stays full.  ``depth_mult`` adds
         OFA's ``depth`` entry (the forward then runs :meth:`layers_for` it).
         """
-        width = model_width(self.model, width_mult)
+        width = config_width(self.model.bert.config, width_mult)
         config: dict[str, Any] = {}
         for name in self._ofa_layers:
             if name == "depth":  # OFA's search-space entry, not a layer

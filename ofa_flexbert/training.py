@@ -24,9 +24,9 @@ from tqdm.auto import tqdm
 
 from . import checkpoint, distributed
 from .accounting import lengths_of, mean_macs
-from .config import RunArgs
+from .config import RunArgs, task_data_dir
 from .data import TaskSpec
-from .metrics import compute_metrics
+from .metrics import compute_metrics, predictions
 from .outputs import SubnetResult, write_eval_results, write_run_info
 
 logger = logging.getLogger("ofa_flexbert")
@@ -38,6 +38,16 @@ class Subnet:
 
     width_mult: float = 1.0
     depth_mult: float = 1.0
+
+    @property
+    def tag(self) -> str:
+        """``w<w>_d<d>``: the subnet's name in VisualDL tags."""
+        return subnet_tag(self.width_mult, self.depth_mult)
+
+
+def subnet_tag(width_mult: float, depth_mult: float) -> str:
+    """``w<w>_d<d>`` (e.g. ``w0.25_d0.5``): how VisualDL tags name a subnet, in every stage."""
+    return f"w{width_mult:g}_d{depth_mult:g}"
 
 
 class Strategy(Protocol):
@@ -145,7 +155,7 @@ def evaluate(strategy: Strategy, task: TaskSpec, dev_loaders: dict[str, Iterable
                 prefix = "" if index == 0 else f"{split}_"
                 metrics.update({prefix + k: v for k, v in values.items()})
                 if not task.is_regression:
-                    classes.update(np.unique(logits.argmax(axis=-1)).tolist())
+                    classes.update(np.unique(predictions(task, logits)).tolist())
             macs = mean_macs(config, subnet.width_mult, subnet.depth_mult, lengths)
             single = None if task.is_regression else len(classes) == 1
             results.append(SubnetResult(subnet.width_mult, subnet.depth_mult, metrics, macs, single))
@@ -176,14 +186,22 @@ def format_results(results: list[SubnetResult], metric: str) -> str:
                      f"{' (one class)' if r.single_class else ''}" for r in results)
 
 
-def resume_fingerprint(strategy: Strategy, args: RunArgs, steps: int) -> dict:
-    """Settings that must be equal for a resumed run to end where the uninterrupted one ends."""
+def resume_fingerprint(strategy: Strategy, task: TaskSpec, args: RunArgs, steps: int) -> dict:
+    """Settings that must be equal for a resumed run to end where the uninterrupted one ends.
+
+    The input model and the data are named by their resolved paths: the teacher of the width
+    and depth stages is reloaded from --model_dir on resume, so another directory would
+    silently distil from another model.
+    """
     keys = ("task", "seed", "shuffle", "data_aug", "distill", "per_gpu_train_batch_size", "max_seq_length",
-            "learning_rate", "warmup_steps", "weight_decay", "logging_steps", "width_mult_list", "depth_mult_list", "depth_rule",
+            "learning_rate", "warmup_steps", "weight_decay", "max_grad_norm", "adam_epsilon", "logging_steps",
+            "width_mult_list", "depth_mult_list", "depth_rule",
             "graft_during_training", "graft_alpha", "graft_fraction", "graft_period", "graft_stop",
             "importance_data", "importance_holdout", "width_lambda1", "width_lambda2", "depth_lambda1",
             "depth_lambda2", "balance_subnet_gradients")
     return {"stage": strategy.name, "total_steps": steps, "world_size": distributed.world_size(),
+            "model_dir": os.path.realpath(args.model_dir) if args.model_dir else None,
+            "data_dir": os.path.realpath(task_data_dir(args.data_dir, task.dir_name)),
             **{k: getattr(args, k) for k in keys}}
 
 
@@ -232,8 +250,8 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
     steps = total_steps(args, len(train_loader))
     optimizer, scheduler = build_optimizer(strategy.model, args, steps)
     metric = task.primary_metric
-    fingerprint = resume_fingerprint(strategy, args, steps)
-    state = checkpoint.LoopState(total_steps=steps, best_score=initial_best, fingerprint=fingerprint)
+    fingerprint = resume_fingerprint(strategy, task, args, steps)
+    state = checkpoint.LoopState(best_score=initial_best, fingerprint=fingerprint)
     pending_rng = None
     main = distributed.is_main()
     if args.resume:
@@ -258,7 +276,7 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
         results = evaluate(strategy, task, dev_loaders)
         for r in results:
             for key, value in r.metrics.items():
-                writer.add_scalar(f"eval/w{r.width_mult:g}_d{r.depth_mult:g}/{key}", value, state.step)
+                writer.add_scalar(f"eval/{subnet_tag(r.width_mult, r.depth_mult)}/{key}", value, state.step)
         current = score(results, metric)
         improved = current > state.best_score
         log(f"step {state.step}/{steps}: {format_results(results, metric)}{'  (best, saved)' if improved else ''}")

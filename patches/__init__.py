@@ -18,7 +18,7 @@ The patches:
 ``super_layernorm_forward`` (all versions)
     ``SuperLayerNorm.forward`` unpacks three outputs from ``_C_ops.layer_norm``, which
     returns one tensor since paddle 2.5: batch 2 or 4 raise, batch 3 is silently wrong.
-``super_init_kwargs`` (paddle >= 3.2)
+``super_embedding_init`` / ``super_layernorm_init`` (paddle >= 3.2)
     ``SuperEmbedding.__init__`` / ``SuperLayerNorm.__init__`` pass arguments positionally
     that paddle 3.2+ (``Embedding``) and 3.3+ (``LayerNorm``) made keyword-only, so
     ``Convert`` raises ``TypeError``.

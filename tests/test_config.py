@@ -112,3 +112,32 @@ def test_a_malformed_flag_is_a_one_line_error():
     with pytest.raises(UserError) as info:
         stage_parser().parse_args(["--learning_rate", "fast"])
     assert str(info.value) == "run_ofa_glue.py: argument --learning_rate: invalid float value: 'fast'"
+
+
+def test_every_stage_section_is_checked_whichever_stage_runs(tmp_path):
+    config = write(tmp_path, "stages:\n  depth:\n    learning_rat: 1.0e-4\n")
+    with pytest.raises(UserError) as info:
+        resolve(parse("--task", "rte", "--stage", "width", "--config", config))
+    assert str(info.value) == f"{config}: unknown key 'learning_rat' (expected flag names such as learning_rate)"
+    config = write(tmp_path, "stages:\n  widht:\n    learning_rate: 1.0e-4\n")
+    with pytest.raises(UserError) as info:
+        resolve(parse("--task", "rte", "--stage", "width", "--config", config))
+    assert str(info.value) == (f"{config}: unknown stage 'stages.widht' (expected one of finetune, width, depth, "
+                               f"final, gate, infer, export, all)")
+
+
+@pytest.mark.parametrize("text", ["logging_steps: 2.5\n", "logging_steps: true\n", "learning_rate: true\n"])
+def test_yaml_numbers_must_be_numbers_of_the_flags_type(tmp_path, text):
+    config = write(tmp_path, text)
+    key, value = text.strip().split(": ")
+    kind = "int" if key == "logging_steps" else "float"
+    with pytest.raises(UserError) as info:
+        resolve(parse("--task", "rte", "--stage", "width", "--config", config))
+    assert str(info.value) == f"{config}: '{key}: {True if value == 'true' else value}' is not a valid {kind}"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_epochs_must_be_finite(value):
+    with pytest.raises(UserError) as info:
+        resolve(parse("--task", "rte", "--stage", "finetune", "--num_train_epochs", value))
+    assert str(info.value) == f"--num_train_epochs: must be a positive number, got {value}"

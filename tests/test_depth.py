@@ -270,6 +270,17 @@ def test_final_refuses_another_depth_rule_than_the_depth_stage_used(toy_width_mo
                    f"(see {depth / 'flexbert.json'})")
 
 
+@pytest.mark.parametrize("text", ["[]", '{"stage": "depth", "arguments": [1]}', "not json"])
+def test_a_foreign_flexbert_json_is_no_depth_rule_record(tmp_path, text):
+    """Only a description this toolkit wrote can refuse a rule; anything else is ignored, never a traceback."""
+    from types import SimpleNamespace
+
+    from ofa_flexbert.stages.depth import check_depth_rule
+
+    (tmp_path / "flexbert.json").write_text(text)
+    assert check_depth_rule(SimpleNamespace(model_dir=str(tmp_path), depth_rule="every_other")) is None
+
+
 def test_grid_table_puts_depths_in_rows_and_widths_in_columns():
     from ofa_flexbert.outputs import SubnetResult
     from ofa_flexbert.report import grid_table

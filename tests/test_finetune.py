@@ -200,3 +200,10 @@ def test_demo_runs_every_implemented_stage_with_its_own_config_section(tmp_path,
     assert info["arguments"]["learning_rate"] == 1e-3 and info["arguments"]["stage"] == "finetune"
     assert info["arguments"]["max_steps"] == 10
     assert info["source_model"] == str(tmp_path / "pretrained")
+
+
+def test_demo_with_a_bad_flag_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["--demo", "--output_dir", str(out), "--learning_rate", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --learning_rate: must be a positive number, got -1"
+    assert not out.exists()  # the demo's data and model used to be written before the flags were checked

@@ -16,7 +16,6 @@ import pytest
 from safetensors.numpy import save_file
 
 import numpy_bert
-from ofa_flexbert import models
 from ofa_flexbert.errors import UserError
 from ofa_flexbert.models import (
     check_model_dir,
@@ -268,6 +267,16 @@ def test_convert_errors(tmp_path):
     with pytest.raises(UserError, match=r"lacks 16 BERT tensor\(s\) that config.json needs"):
         convert_hf_checkpoint(hf_dir, str(tmp_path / "out"), num_labels=3)
 
+    # Values of the wrong type or range name the key (they used to raise ValueError / ZeroDivisionError).
+    for key, value, expected in (("hidden_size", "abc", "an integer >= 1"),
+                                 ("num_attention_heads", 0, "an integer >= 1"),
+                                 ("layer_norm_eps", "small", "a non-negative number")):
+        hf_dir, _ = write_hf_checkpoint(tmp_path / f"bad-{key}", config=dict(HF_CONFIG, **{key: value}),
+                                        weights=hf_weights(HF_CONFIG))
+        with pytest.raises(UserError) as e:
+            convert_hf_checkpoint(hf_dir, str(tmp_path / "out"), num_labels=3)
+        assert str(e.value) == f"--hf_dir {hf_dir}: config.json has {key} {value!r}; expected {expected}"
+
     with pytest.raises(UserError, match="must not be --hf_dir or inside it"):
         convert_hf_checkpoint(hf_dir, hf_dir)
     assert not os.path.exists(tmp_path / "out")  # no failed conversion wrote anything
@@ -373,6 +382,3 @@ def test_save_model_failure_keeps_previous_model(tmp_path, tiny_bert):
     np.testing.assert_array_equal(reloaded.classifier.bias.numpy(), tiny_bert.classifier.bias.numpy())
     assert tree_digest(out)["model_state.pdparams"] != before["model_state.pdparams"]
 
-
-def test_weight_files_constant():
-    assert models.WEIGHT_FILES == ("model_state.pdparams", "model.safetensors")

@@ -319,3 +319,21 @@ def test_resume_with_other_settings_is_refused(toy_teacher, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(f"error: --resume: the checkpoint in {out / 'checkpoint'} was made with other settings")
     assert "seed: 0 -> 5" in err
+
+
+def test_resume_refuses_another_teacher_or_clipping(toy_teacher, tmp_path, capsys):
+    """On resume the teacher is reloaded from --model_dir: another directory would distil from another model."""
+    import shutil
+
+    data_dir, teacher = toy_teacher
+    other = tmp_path / "other-teacher"
+    shutil.copytree(teacher, other, ignore=shutil.ignore_patterns("checkpoint*", "vdl"))
+    out = tmp_path / "run"
+    first = width_argv(data_dir, teacher, out, "--max_steps", "2", "--logging_steps", "2")
+    assert main(first) == 0
+    capsys.readouterr()
+    assert main(width_argv(data_dir, other, out, "--max_steps", "2", "--logging_steps", "2", "--resume")) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"model_dir: {os.path.realpath(teacher)} -> {os.path.realpath(other)}" in err
+    assert main(first + ["--max_grad_norm", "5", "--resume"]) == 2
+    assert "max_grad_norm: 1.0 -> 5.0" in capsys.readouterr().err

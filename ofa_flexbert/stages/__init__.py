@@ -44,8 +44,8 @@ IMPLEMENTED: dict[str, Callable[[RunArgs], StageReport]] = {"finetune": _finetun
                                                             "final": _final}
 
 
-def run(flags: dict[str, Any]) -> list[StageReport]:
-    """Resolve the flags and run the stage they name.
+def plan(flags: dict[str, Any]) -> list[RunArgs]:
+    """The resolved arguments of every stage the flags ask for, all validated before any runs.
 
     ``--stage all`` chains every implemented stage: <output_dir>/<stage>, each reading the
     previous output.  Each stage resolves the flags afresh, so it gets its own
@@ -53,14 +53,19 @@ def run(flags: dict[str, Any]) -> list[StageReport]:
     """
     args = resolve(flags)
     if args.stage != "all":
-        return [run_stage(args)]
+        return [args]
     require(args, "model_dir", "output_dir")
     chain, model_dir = [], args.model_dir
-    for stage in (s for s in ORDER if s in IMPLEMENTED):  # resolve all first: a bad section fails up front
+    for stage in (s for s in ORDER if s in IMPLEMENTED):
         output_dir = os.path.join(args.output_dir, stage)
         chain.append(resolve({**flags, "stage": stage, "model_dir": model_dir, "output_dir": output_dir}))
         model_dir = output_dir
-    return [run_stage(stage_args) for stage_args in chain]
+    return chain
+
+
+def run(flags: dict[str, Any]) -> list[StageReport]:
+    """Resolve the flags (:func:`plan`) and run the stage or stages they name."""
+    return [run_stage(args) for args in plan(flags)]
 
 
 def run_stage(args: RunArgs) -> StageReport:

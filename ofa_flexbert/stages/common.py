@@ -78,16 +78,23 @@ def setup(args: RunArgs) -> TaskSpec:
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"--device {args.device}: {str(exc).splitlines()[0]}") from None
     distributed.init()
-    # Paddle runs CPU math on one thread unless told otherwise: a 2x loss on a 2-core machine.
-    # Processes launched on one machine share its cores.
-    paddle.base.core.set_num_threads(args.num_threads or max(1, (os.cpu_count() or 1) // distributed.local_size()))
+    paddle.base.core.set_num_threads(math_threads(args.num_threads))
     random.seed(args.seed)
     np.random.seed(args.seed)
     paddle.seed(args.seed)
     return get_task(args.task)
 
 
+def math_threads(requested: int = 0) -> int:
+    """CPU math threads: ``requested`` (--num_threads), or 0 for this machine's cores shared among its processes.
+
+    Paddle runs CPU math on one thread unless told otherwise: a 2x loss on a 2-core machine.
+    """
+    return requested or max(1, (os.cpu_count() or 1) // distributed.local_size())
+
+
 def require(args: RunArgs, *names: str) -> None:
+    """UserError naming the first of ``names`` (flags) that was not given."""
     for name in names:
         if not getattr(args, name):
             raise UserError(f"--{name} is required for --stage {args.stage}")
@@ -132,7 +139,7 @@ def load_task_data(args: RunArgs, task: TaskSpec, tokenizer, holdout_fraction: f
     ``holdout_fraction`` > 0 keeps a seeded slice of the original training examples out of
     training (before augmentation is added) and returns it as ``holdout_loader``.
     """
-    data_dir = task_data_dir(args, task.dir_name)
+    data_dir = task_data_dir(args.data_dir, task.dir_name)
     train = read_split(task, data_dir, "train")
     holdout = []
     if holdout_fraction > 0:
@@ -153,7 +160,7 @@ def load_task_data(args: RunArgs, task: TaskSpec, tokenizer, holdout_fraction: f
     return TaskData(task, train_loader, dev_loaders, len(train), holdout_loader)
 
 
-def start(args: RunArgs):
+def start(args: RunArgs) -> tuple[TaskSpec, Any]:
     """What every stage does first, before touching --output_dir: validate, seed, load the tokenizer.
 
     Returns ``(task, tokenizer)``.

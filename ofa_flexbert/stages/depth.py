@@ -31,7 +31,7 @@ from ..errors import UserError
 from ..losses import hidden_distillation, logit_distillation, task_loss, teacher_layer_map
 from ..models import load_model
 from ..outputs import SubnetResult, read_eval_results
-from ..supernet import FlexOFA, convert_to_supernet, depth_for
+from ..supernet import FlexOFA, convert_to_supernet, depth_for, freeze
 from ..training import Subnet, evaluate, save_best, score, train
 from .common import StageReport, SupernetStrategy, TaskData, finish, load_task_data, start
 
@@ -68,14 +68,13 @@ class GridStrategy(SupernetStrategy):
                                                               output_hidden_states=True)
 
         def loss_of(subnet: Subnet):
-            tag = f"w{subnet.width_mult:g}_d{subnet.depth_mult:g}"
             if self.teacher is None:
-                return tag, task_loss(self.task, self._forward(subnet, batch), batch["labels"]), {}
+                return subnet.tag, task_loss(self.task, self._forward(subnet, batch), batch["labels"]), {}
             logits, hidden = self._forward(subnet, batch, hidden=True)
             logit_loss = logit_distillation(self.task, logits, teacher_logits)
             hidden_loss = hidden_distillation(hidden, teacher_hidden, self.teacher_layers[subnet.depth_mult])
             loss = self.args.depth_lambda1 * logit_loss + self.args.depth_lambda2 * hidden_loss
-            return tag, loss, {"logit_loss": logit_loss, "hidden_loss": hidden_loss}
+            return subnet.tag, loss, {"logit_loss": logit_loss, "hidden_loss": hidden_loss}
 
         return self.backward_all(loss_of)
 
@@ -91,7 +90,10 @@ def check_depth_rule(args: RunArgs) -> None:
             info = json.load(fh)
     except (OSError, ValueError):
         return
-    trained = (info.get("arguments") or {}).get("depth_rule")
+    arguments = info.get("arguments") if isinstance(info, dict) else None
+    if not isinstance(arguments, dict):  # not a description this toolkit wrote: nothing to check against
+        return
+    trained = arguments.get("depth_rule")
     if info.get("stage") in ("depth", "final") and trained and trained != args.depth_rule:
         raise UserError(f"--depth_rule {args.depth_rule}: the model in {args.model_dir} was trained with "
                         f"--depth_rule {trained} (see {path})")
@@ -118,14 +120,12 @@ def _student(args: RunArgs, task: TaskSpec) -> FlexOFA:
 
 
 def run_depth(args: RunArgs) -> StageReport:
+    """``--stage depth``: every width x depth subnet per batch, distilled from the frozen full input model."""
     task, tokenizer = start(args)
     check_depth_rule(args)
     data = load_task_data(args, task, tokenizer)
     ofa = _student(args, task)
-    teacher = load_model(args.model_dir, task.num_labels, require_classifier=True)
-    teacher.eval()
-    for param in teacher.parameters():
-        param.stop_gradient = True
+    teacher = freeze(load_model(args.model_dir, task.num_labels, require_classifier=True))
     shares = check_shallow_subnets(args, teacher, data)
     strategy = GridStrategy("depth", ofa, tokenizer, task, args, teacher)
     result = train(strategy, task, args, data.train_loader, data.dev_loaders)
@@ -133,6 +133,7 @@ def run_depth(args: RunArgs) -> StageReport:
 
 
 def run_final(args: RunArgs) -> StageReport:
+    """``--stage final``: labels only, over all subnets; replaces the input model only if it does better."""
     if args.data_aug:
         raise UserError("--data_aug: final fine-tuning trains on the original training data only (as the "
                         "reference does); drop the flag")

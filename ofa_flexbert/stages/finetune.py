@@ -42,6 +42,7 @@ class FinetuneStrategy:
 
 
 def run(args: RunArgs) -> StageReport:
+    """``--stage finetune``: train the task teacher on labels, keeping the best dev checkpoint."""
     task, tokenizer = start(args)
     data = load_task_data(args, task, tokenizer)  # bad data fails before the slow model load
     model = load_model(args.model_dir, task.num_labels)

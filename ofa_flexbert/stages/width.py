@@ -88,6 +88,7 @@ def shared_importance(ofa: FlexOFA, loader, task: TaskSpec):
 
 
 def run(args: RunArgs) -> StageReport:
+    """``--stage width``: supernet, rewiring, all widths per batch (distilled or on labels), grafting."""
     task, tokenizer = start(args)
     holdout = args.importance_holdout if args.importance_data == "holdout" else 0.0
     data = load_task_data(args, task, tokenizer, holdout_fraction=holdout)  # bad data fails first
