@@ -110,6 +110,7 @@ class TaskSpec:
     def primary_metric(self) -> str:
         return self.metrics[0]
 
+
 _BINARY = ("0", "1")
 _NLI2 = ("entailment", "not_entailment")
 _ACC = ("acc",)

@@ -86,7 +86,7 @@ def setup(args: RunArgs) -> TaskSpec:
 
 
 def math_threads(requested: int = 0) -> int:
-    """CPU math threads: ``requested`` (--num_threads), or 0 for this machine's cores shared among its processes.
+    """CPU math threads: ``requested`` (--num_threads) or, when it is 0, this machine's cores shared among its processes.
 
     Paddle runs CPU math on one thread unless told otherwise: a 2x loss on a 2-core machine.
     """
