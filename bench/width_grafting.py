@@ -81,13 +81,15 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--importance_holdout", type=float, default=0.1,
                         help="passed to the stage: the share of train kept out for importance")
+    parser.add_argument("--arms", nargs="+", choices=("plain", "graft"), default=["plain", "graft"],
+                        help="which arms to run (split a seed's two arms across cores, one --out each)")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more flags for every run")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     results_path = os.path.join(args.out, "results.json")
     results = json.load(open(results_path)) if os.path.exists(results_path) else []
     for seed in args.seeds:
-        for graft in (False, True):
+        for graft in (arm == "graft" for arm in args.arms):
             if any(r["seed"] == seed and r["graft"] == graft for r in results):
                 continue
             out = os.path.join(args.out, f"{args.task}-s{seed}-{'graft' if graft else 'plain'}")
@@ -120,7 +122,7 @@ def main() -> None:
     lines = summary(results, metric)
     atomic_write(os.path.join(args.out, "results.md"), "\n".join(lines) + "\n")
     plot(results, metric, os.path.join(args.out, "grafting.png"),
-         f"{args.task}: width stage, {args.epochs:g} epoch(s), {len(args.seeds)} seeds")
+         f"{args.task}: width stage, {args.epochs:g} epoch(s), {len({r['seed'] for r in results})} seeds")
     print("\n".join(lines))
 
 
