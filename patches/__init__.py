@@ -12,6 +12,10 @@ The patches:
     libpaddle.so 2.6.x exports its own old zlib; if it is loaded before Python's ``zlib``
     module, later gzip/zlib use segfaults (Paddle issue #70538).  Importing this package
     imports ``zlib`` -- so import ``patches`` (or ``ofa_flexbert``) before ``paddle``.
+``mkl_fastpath`` (import time, x86-64 CPUs not made by Intel)
+    Paddle's bundled MKL runs generic code on AMD CPUs (3x slower GEMMs); importing this
+    package interposes ``mkl_serv_intel_cpu_true`` or sets ``MKL_DEBUG_CPU_TYPE`` before paddle
+    loads MKL.  ``OFA_FLEXBERT_MKL_FASTPATH=0`` turns it off; see ``mkl_fastpath.py``.
 ``quiet_imports`` (import time, all versions)
     Importing paddle prints up to six lines of harmless warnings and a numpy ``RuntimeError``
     (an opencv built for numpy 1) before anything runs; see ``quiet_imports.py``.
@@ -30,6 +34,9 @@ The patches:
     The tutorial's monkey-patched ``BertModel.forward``: accepts ``[mask, head_mask]``,
     can return every hidden state and run only chosen layers.  It never imports
     ``paddleslim.nas.ofa.utils.nlp_utils`` (a global patch that drops the attention scaling).
+``no_strided_views`` (paddle >= 2.6, a flag)
+    ``FLAGS_use_stride_kernel`` off: views from transpose/reshape/slice make every CPU op
+    that reads them run a slow generic strided copy first (attention reads three per layer).
 ``bert_classifier_layer_indices`` (all versions)
     ``BertForSequenceClassification.forward`` also takes ``layer_indices`` and passes it to the
     encoder: the stock classifier cannot run a subset of layers, so OFA's elastic depth has
@@ -42,11 +49,12 @@ import zlib  # noqa: F401  -- the zlib_first patch: must run before paddle is im
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import quiet_imports
+from . import mkl_fastpath, quiet_imports
 
+mkl_fastpath.install()  # the mkl_fastpath patch: before paddle loads MKL
 quiet_imports.install()  # the quiet_imports patch: also before paddle is imported
 
-__all__ = ["apply", "restore", "applied", "PATCHES"]
+__all__ = ["apply", "restore", "applied", "PATCHES", "FLAG_PATCHES"]
 
 
 @dataclass(frozen=True)
@@ -159,8 +167,26 @@ PATCHES: tuple[Patch, ...] = (
     ),
 )
 
-# name -> (owner, attribute, original value).  The only global state of the project.
-_ORIGINALS: dict[str, tuple[Any, str, Any]] = {}
+
+@dataclass(frozen=True)
+class FlagPatch:
+    """One paddle flag set to ``value`` while the patches are applied."""
+
+    name: str
+    flag: str
+    value: Any
+    needed: Callable[[tuple[int, int]], bool]
+
+
+FLAG_PATCHES: tuple[FlagPatch, ...] = (
+    # strided views (paddle >= 2.6): transpose/reshape/slice return views, and every CPU op that reads
+    # one first runs a generic strided copy -- slower than the real transpose kernel it replaced;
+    # off, a MiniLM training step takes 0.77x the time (README, CPU speed)
+    FlagPatch("no_strided_views", "FLAGS_use_stride_kernel", False, lambda v: v >= (2, 6)),
+)
+
+# name -> the call that undoes it.  The only global state of the project.
+_UNDO: dict[str, Callable[[], None]] = {}
 
 
 def _with_requirements(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -173,6 +199,20 @@ def _with_requirements(names: tuple[str, ...]) -> tuple[str, ...]:
         wanted |= more
 
 
+def _set_attribute(owner: Any, attribute: str, value: Any) -> Callable[[], None]:
+    original = owner.__dict__[attribute]
+    setattr(owner, attribute, value)
+    return lambda: setattr(owner, attribute, original)
+
+
+def _set_flag(flag: str, value: Any) -> Callable[[], None]:
+    import paddle
+
+    original = paddle.get_flags([flag])[flag]
+    paddle.set_flags({flag: value})
+    return lambda: paddle.set_flags({flag: original})
+
+
 def apply(only: tuple[str, ...] | None = None) -> list[str]:
     """Install the patches the installed paddle needs; idempotent.
 
@@ -182,25 +222,25 @@ def apply(only: tuple[str, ...] | None = None) -> list[str]:
     version = paddle_version()
     if only is not None:
         only = _with_requirements(tuple(only))
-    for patch in PATCHES:
-        if patch.name in _ORIGINALS or not patch.needed(version):
+    for patch in PATCHES + FLAG_PATCHES:
+        if patch.name in _UNDO or not patch.needed(version):
             continue
         if only is not None and patch.name not in only:
             continue
-        owner = patch.target()
-        original = owner.__dict__[patch.attribute]
-        _ORIGINALS[patch.name] = (owner, patch.attribute, original)
-        setattr(owner, patch.attribute, patch.replacement(original))
+        if isinstance(patch, FlagPatch):
+            _UNDO[patch.name] = _set_flag(patch.flag, patch.value)
+        else:
+            owner = patch.target()
+            _UNDO[patch.name] = _set_attribute(owner, patch.attribute, patch.replacement(owner.__dict__[patch.attribute]))
     return applied()
 
 
 def restore() -> None:
-    """Put every patched attribute back (e.g. before ``paddle.jit.save`` of a stock model)."""
-    for name in list(_ORIGINALS):
-        owner, attribute, original = _ORIGINALS.pop(name)
-        setattr(owner, attribute, original)
+    """Undo every patch, newest first (e.g. before ``paddle.jit.save`` of a stock model)."""
+    for name in reversed(list(_UNDO)):
+        _UNDO.pop(name)()
 
 
 def applied() -> list[str]:
     """Names of the patches currently installed, in application order."""
-    return list(_ORIGINALS)
+    return list(_UNDO)

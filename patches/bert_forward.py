@@ -43,12 +43,32 @@ def additive_mask(model, input_ids: paddle.Tensor, mask: Optional[paddle.Tensor]
     return mask
 
 
+class ExpandedMask:
+    """An additive mask broadcast once per forward to the attention scores' full shape.
+
+    Adding a [B, 1, 1, T] mask to [B, heads, T, T] scores takes paddle's generic broadcast
+    kernel on CPU: 70 ms for MiniLM at batch 32 x 128, against 13 ms for tensors of equal shape
+    plus 15 ms to expand once.  Every layer with the same head count shares the expansion.
+    """
+
+    def __init__(self, mask: paddle.Tensor):
+        self.mask = mask
+        self._expanded: dict[tuple[int, ...], paddle.Tensor] = {}
+
+    def like(self, scores: paddle.Tensor) -> paddle.Tensor:
+        shape = tuple(int(d) for d in scores.shape)
+        if shape not in self._expanded:
+            self._expanded[shape] = paddle.expand(self.mask, list(shape))
+        return self._expanded[shape]
+
+
 def attention(mha, x: paddle.Tensor, mask, head_mask, need_weights: bool):
     """Self-attention of ``paddle.nn.MultiHeadAttention`` ``mha`` with an optional head mask.
 
     Same operations, in the same order, as the stock forward; the head count is the
     q projection's output width over ``head_dim`` so a narrowed (OFA) layer just works.
     ``head_mask`` is a vector over the layer's full head count; its prefix is used.
+    ``mask`` is a tensor, ``None`` or an :class:`ExpandedMask`.
     """
     q, k, v = mha.q_proj(x), mha.k_proj(x), mha.v_proj(x)
     heads = int(q.shape[-1]) // mha.head_dim
@@ -56,13 +76,14 @@ def attention(mha, x: paddle.Tensor, mask, head_mask, need_weights: bool):
     def split(t):
         return paddle.transpose(paddle.reshape(t, [0, 0, heads, mha.head_dim]), perm=[0, 2, 1, 3])
 
-    q, k, v = split(q), split(k), split(v)
-    product = paddle.matmul(x=q * (mha.head_dim**-0.5), y=k, transpose_y=True)
+    # scaled before the split: the same products as the stock forward's, on a contiguous tensor
+    q, k, v = split(q * (mha.head_dim**-0.5)), split(k), split(v)
+    product = paddle.matmul(x=q, y=k, transpose_y=True)
     if mask is not None:
-        product = product + mask
+        product = product + (mask.like(product) if isinstance(mask, ExpandedMask) else mask)
     weights = F.softmax(product)
-    if mha.dropout:
-        weights = F.dropout(weights, mha.dropout, training=mha.training, mode="upscale_in_train")
+    if mha.dropout and mha.training:
+        weights = F.dropout(weights, mha.dropout, training=True, mode="upscale_in_train")
     if head_mask is not None:
         weights = weights * paddle.reshape(head_mask[:heads], [1, heads, 1, 1])
     out = paddle.matmul(weights, v)
@@ -71,20 +92,26 @@ def attention(mha, x: paddle.Tensor, mask, head_mask, need_weights: bool):
     return mha.out_proj(out), (weights if need_weights else None)
 
 
+def dropout(module: paddle.nn.Dropout, x: paddle.Tensor) -> paddle.Tensor:
+    """``module(x)`` in training; ``x`` itself otherwise, since paddle's dropout op copies its input
+    even when it drops nothing (a 3 ms copy per [32, 128, 384] tensor on CPU, 20 per MiniLM forward)."""
+    return module(x) if module.training and module.p else x
+
+
 def encoder_layer(layer, x: paddle.Tensor, mask, head_mask, need_weights: bool = False):
     """One ``paddle.nn.TransformerEncoderLayer`` (post- or pre-norm) with a head mask."""
     residual = x
     if layer.normalize_before:
         x = layer.norm1(x)
     x, weights = attention(layer.self_attn, x, mask, head_mask, need_weights)
-    x = residual + layer.dropout1(x)
+    x = residual + dropout(layer.dropout1, x)
     if not layer.normalize_before:
         x = layer.norm1(x)
     residual = x
     if layer.normalize_before:
         x = layer.norm2(x)
-    x = layer.linear2(layer.dropout(layer.activation(layer.linear1(x))))
-    x = residual + layer.dropout2(x)
+    x = layer.linear2(dropout(layer.dropout, layer.activation(layer.linear1(x))))
+    x = residual + dropout(layer.dropout2, x)
     if not layer.normalize_before:
         x = layer.norm2(x)
     return x, weights
@@ -131,7 +158,7 @@ def bert_forward(
         mask, head_mask = (list(attention_mask) + [None, None])[:2]  # a copy: callers share lists
     else:
         mask, head_mask = attention_mask, None
-    mask = additive_mask(self, input_ids, mask)
+    mask = ExpandedMask(additive_mask(self, input_ids, mask))
     hidden = self.embeddings(input_ids=input_ids, position_ids=position_ids, token_type_ids=token_type_ids)
     all_hidden = [hidden] if output_hidden_states else None
     all_weights = [] if output_attentions else None
@@ -184,7 +211,7 @@ def classifier_forward(stock_forward):
         outputs = self.bert(input_ids, token_type_ids=token_type_ids, position_ids=position_ids,
                             attention_mask=attention_mask, output_hidden_states=output_hidden_states,
                             output_attentions=output_attentions, layer_indices=layer_indices)
-        logits = self.classifier(self.dropout(outputs[1]))
+        logits = self.classifier(dropout(self.dropout, outputs[1]))
         output = (logits,) + tuple(outputs[2:])
         return output[0] if len(output) == 1 else output
 

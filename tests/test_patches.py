@@ -270,3 +270,60 @@ def test_apply_is_idempotent_and_restore_brings_back_the_originals():
     patches.restore()
     assert patches.applied() == []
     assert BertModel.forward is stock_bert and SuperLayerNorm.forward is stock_sln
+
+
+# --- no_strided_views (a flag) --------------------------------------------------------------
+
+def test_no_strided_views_makes_transposes_real_copies_and_restore_brings_views_back():
+    """Stock paddle >= 2.6 returns a strided view from transpose, which every CPU op reading it must
+    first copy through a slow generic kernel; patched, transpose runs its own kernel and returns a
+    contiguous tensor with the same values."""
+    x = paddle.to_tensor(np.arange(24, dtype="float32").reshape(2, 3, 4))
+    stock = paddle.transpose(x, [0, 2, 1])
+    assert not stock.is_contiguous()
+    patches.apply(only=("no_strided_views",))
+    assert paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"] is False
+    patched = paddle.transpose(x, [0, 2, 1])
+    assert patched.is_contiguous()
+    np.testing.assert_array_equal(patched.numpy(), stock.numpy())
+    patches.restore()
+    assert not paddle.transpose(x, [0, 2, 1]).is_contiguous()
+
+
+# --- the BERT forward's expanded attention mask ------------------------------------------------
+
+def test_expanded_mask_is_made_once_per_score_shape_and_equals_broadcasting():
+    from patches.bert_forward import ExpandedMask
+
+    mask = paddle.to_tensor(np.random.RandomState(0).randn(2, 1, 1, 5).astype("float32"))
+    scores = paddle.to_tensor(np.random.RandomState(1).randn(2, 3, 5, 5).astype("float32"))
+    expanded = ExpandedMask(mask)
+    first = expanded.like(scores)
+    assert expanded.like(scores) is first  # every layer with 3 heads shares it
+    assert expanded.like(scores[:, :2]).shape == [2, 2, 5, 5]  # a narrower layer gets its own
+    np.testing.assert_array_equal((scores + first).numpy(), scores.numpy() + mask.numpy())
+
+
+def test_eval_forward_does_not_call_dropout(tiny_batch):
+    """Paddle's dropout op copies its input even in eval mode; the patched forward skips it there."""
+    from paddlenlp.transformers import BertForSequenceClassification
+
+    patches.apply()
+    model = BertForSequenceClassification(tiny_bert_config(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1))
+    ids, types = tiny_batch
+    calls = {True: 0, False: 0}
+
+    def count(layer, inputs, output):
+        calls[layer.training] += 1
+
+    hooks = [m.register_forward_post_hook(count) for m in model.sublayers() if isinstance(m, paddle.nn.Dropout)]
+    for training in (False, True):
+        model.train() if training else model.eval()
+        model(ids, token_type_ids=types)
+    for hook in hooks:
+        hook.remove()
+    layer = model.bert.encoder.layers[0]
+    per_layer = sum(1 for m in (layer.dropout1, layer.dropout, layer.dropout2) if m.p)  # BERT's FFN one has p 0
+    assert per_layer == 2
+    assert calls[False] == 2  # only BertEmbeddings' and the classifier's (paddlenlp's forwards, not ours)
+    assert calls[True] == 1 + per_layer * len(model.bert.encoder.layers) + 1  # embeddings, encoder, classifier

@@ -78,6 +78,8 @@ def setup(args: RunArgs) -> TaskSpec:
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"--device {args.device}: {str(exc).splitlines()[0]}") from None
     distributed.init()
+    if distributed.is_main():
+        patches.mkl_fastpath.log_status()
     paddle.base.core.set_num_threads(math_threads(args.num_threads))
     random.seed(args.seed)
     np.random.seed(args.seed)
