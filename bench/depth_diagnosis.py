@@ -50,7 +50,7 @@ def main() -> None:
     from ofa_flexbert.diagnostics import SPREAD_WARNING_SHARE, cls_spread, shallow_depth_check
     from ofa_flexbert.losses import logit_distillation
     from ofa_flexbert.models import load_model, load_tokenizer
-    from ofa_flexbert.supernet import depth_layers
+    from ofa_flexbert.routes import depth_layers
 
     paddle.seed(0)
     task = D.get_task(args.task)

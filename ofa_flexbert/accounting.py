@@ -9,17 +9,18 @@ token count T (no padding: padding depends on how examples happen to be batched)
   q, k, v and attention-out projections ``4·T·H·k·d_h``; attention scores QKᵀ and the
   weighted sum AV ``2·k·T²·d_h`` (the reference left these out, ~3% of BERT-base at T=128);
   the FFN ``2·T·H·f``;
-* the pooler ``H·H`` and the classifier ``H·C``, on the [CLS] vector only.
+* the pooler ``H·H`` and the classifier ``H·C``, on the pooled vector only; mean pooling
+  (``pooling: mean`` in the model's config) adds the masked mean over the tokens, ``T·H``.
 
 Embedding look-ups, LayerNorm, GELU, softmax and biases are not multiply-accumulates and are
-not counted.  Widths and depths go through :func:`supernet.width_for` and
-:func:`supernet.depth_for`, the single owners of those rules.
+not counted.  Widths and depths go through :func:`routes.width_for` and
+:func:`routes.depth_for`, the single owners of those rules.
 """
 from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from .supernet import config_width, depth_for
+from .routes import config_width, depth_for
 
 
 def layer_macs(hidden: int, heads: int, head_dim: int, ffn: int, length: int) -> dict[str, int]:
@@ -33,13 +34,15 @@ def subnet_macs(config, width_mult: float, depth_mult: float, length: int) -> in
     """MACs of the (width_mult, depth_mult) subnet of a BERT classifier on one ``length``-token example.
 
     ``config`` is the model's BertConfig (hidden_size, num_attention_heads, num_hidden_layers,
-    intermediate_size, num_labels).
+    intermediate_size, num_labels, and ``pooling`` when it is not cls).
     """
     hidden = config.hidden_size
     width = config_width(config, width_mult)
     layers = depth_for(config.num_hidden_layers, depth_mult)
     per_layer = layer_macs(hidden, width.heads, width.head_dim, width.ffn, length)
-    return layers * (per_layer["linear"] + per_layer["attention"]) + hidden * hidden + hidden * config.num_labels
+    pooling = length * hidden if getattr(config, "pooling", None) == "mean" else 0
+    return (layers * (per_layer["linear"] + per_layer["attention"]) + pooling + hidden * hidden
+            + hidden * config.num_labels)
 
 
 def mean_macs(config, width_mult: float, depth_mult: float, lengths: Sequence[int]) -> float:

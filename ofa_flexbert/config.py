@@ -12,21 +12,18 @@ import argparse
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any, Optional, get_type_hints
 
 import yaml
 
 from .errors import UserError
+from .routes import DEPTH_RULES, POOLINGS
 
 STAGES = ("finetune", "width", "depth", "final", "gate", "infer", "export", "all")
 # The reference's --training_phase values, mapped to our stages.  Its "finetuning" phase
 # runs the final-fine-tuning code path (flexible-bert-method.md §4), so it maps to "final".
 TRAINING_PHASES = {"dynabertw": "width", "dynabert": "depth", "final_finetuning": "final", "finetuning": "final",
                    "traingate": "gate"}
-# Which encoder layers a depth-d subnet runs (supernet.depth_layers): Flexible-BERT's prefix
-# (the first round(L·d), what early exit needs) or DynaBERT's every-other-layer rule.
-DEPTH_RULES = ("prefix", "every_other")
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
@@ -74,8 +71,13 @@ class RunArgs:
     graft_fraction: float = _flag("grafting: fraction of heads and of FFN neurons that receive", 0.5)
     graft_period: int = _flag("grafting: steps between grafts (0 = a third of an epoch)", 0)
     graft_stop: int = _flag("grafting: last step that may graft (-1 = until the last epoch starts)", -1)
-    depth_rule: str = _flag("layers of a depth-d subnet: prefix (Flexible-BERT: the first round(L*d)) or "
-                            "every_other (DynaBERT: layer floor((i+1)/d)-1)", "prefix")
+    depth_rule: str = _flag("layers of a depth-d subnet: prefix (Flexible-BERT: the first round(L*d)), "
+                            "every_other (PaddleNLP's variant of DynaBERT's rule: layer floor((i+1)/d)-1) or "
+                            "dynabert (DynaBERT's own code: layer floor(i/d))", "prefix")
+    pooling: Optional[str] = _flag("what the classifier reads: cls ([CLS], the reference's) or mean (the masked "
+                                   "mean of the tokens, as sentence-transformers are trained); chosen at --stage "
+                                   "finetune (default cls) and recorded in the model; later stages use the model's",
+                                   None)
     balance_subnet_gradients: bool = _flag("scale each subnet's gradient to unit norm before summing them into one "
                                            "step (off: the reference's plain sum; see README, depth stage)", False)
     distill: bool = _flag("width stage: distil from the teacher (implied by --data_aug); else CE on labels", False)
@@ -223,6 +225,8 @@ def validate(args: RunArgs) -> None:
                 raise UserError(f"--{name}: {value:g} is outside (0, 1]")
     if args.depth_rule not in DEPTH_RULES:
         raise UserError(f"--depth_rule: expected one of {', '.join(DEPTH_RULES)}, got '{args.depth_rule}'")
+    if args.pooling is not None and args.pooling not in POOLINGS:
+        raise UserError(f"--pooling: expected one of {', '.join(POOLINGS)}, got '{args.pooling}'")
     if args.importance_data not in ("holdout", "dev"):
         raise UserError(f"--importance_data: expected holdout or dev, got '{args.importance_data}'")
     if not 0.0 < args.importance_holdout < 1.0:
@@ -246,15 +250,6 @@ def validate(args: RunArgs) -> None:
     if args.warmup_steps < 0 or args.weight_decay < 0 or args.weight_decay != args.weight_decay:
         raise UserError(f"--warmup_steps/--weight_decay: must not be negative, got {args.warmup_steps}, "
                         f"{args.weight_decay:g}")
-
-
-def exact_multiplier(value: float) -> Fraction:
-    """A width/depth multiplier as the decimal the user typed (0.6 is 3/5, not 0.59999...).
-
-    Layer counts and teacher-layer floors computed on it are exact: 12 x 0.55 = 6.6 and
-    3 / 0.6 = 5, where float arithmetic can land on the wrong side of an integer.
-    """
-    return Fraction(repr(float(value)))
 
 
 def task_data_dir(data_dir: Optional[str], dir_name: str) -> str:

@@ -17,7 +17,9 @@ from typing import Iterable, Optional
 import numpy as np
 import paddle
 
-from .supernet import depth_layers
+from patches.bert_forward import additive_mask, pool_input, token_weights
+
+from .routes import depth_layers
 
 # Below this share of the full-depth [CLS] spread, a subnet's classifier input barely depends on
 # the input.  MiniLM's prefix subnets measure 0.0013 (3 of 6 layers) and 0.011 (4 layers), its
@@ -31,10 +33,11 @@ CHECK_EXAMPLES = 256
 
 def cls_spread(model: paddle.nn.Layer, batches: Iterable[dict],
                layer_indices: Optional[list[int]] = None) -> list[float]:
-    """How much [CLS] varies across inputs: after the embeddings, then after each layer run.
+    """How much the pooled vector varies across inputs: after the embeddings, then after each layer run.
 
-    For each hidden state, the standard deviation over all inputs of ``batches``, averaged over
-    features.  ``layer_indices`` chooses the layers as the patched BertModel forward does (all of
+    The vector the model's pooler would read there: [CLS], or the masked token mean for a model
+    with ``pooling: mean``.  For each hidden state, the standard deviation over all inputs of
+    ``batches``, averaged over features.  ``layer_indices`` chooses the layers as the patched BertModel forward does (all of
     them by default).  Runs in eval mode under no_grad and restores the model's mode.
     """
     was_training = model.training
@@ -46,8 +49,9 @@ def cls_spread(model: paddle.nn.Layer, batches: Iterable[dict],
                               output_hidden_states=True, layer_indices=layer_indices, return_dict=False)
             if not collected:
                 collected = [[] for _ in hidden]
+            weights = token_weights(additive_mask(model.bert, batch["input_ids"], None))
             for store, state in zip(collected, hidden):
-                store.append(state[:, 0].numpy().astype(np.float64))
+                store.append(pool_input(model.bert, state, weights).numpy().astype(np.float64))
     if was_training:
         model.train()
     return [float(np.concatenate(store).std(axis=0).mean()) for store in collected]

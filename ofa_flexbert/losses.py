@@ -14,7 +14,7 @@ from typing import Sequence
 import paddle
 import paddle.nn.functional as F
 
-from .config import exact_multiplier
+from .routes import exact_multiplier
 from .data import TaskSpec
 
 
@@ -43,7 +43,7 @@ def teacher_layer_map(student_layers: int, teacher_layers: int, depth_mult: floa
     DynaBERT's rule, which the reference keeps (flexible-bert-method.md §3.2): j -> floor(j/d)
     for j < n, and the last student layer -> the last teacher layer.  With 12 layers, d = 0.5
     gives [0, 2, 4, 6, 8, 10, 12] and d = 0.75 gives [0, 1, 2, 4, 5, 6, 8, 9, 10, 12].
-    ``student_layers`` is n, the layers the depth-d subnet runs (supernet.depth_for).
+    ``student_layers`` is n, the layers the depth-d subnet runs (routes.depth_for).
     """
     d = exact_multiplier(depth_mult)
     return [min(teacher_layers, math.floor(j / d)) for j in range(student_layers)] + [teacher_layers]

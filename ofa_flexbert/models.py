@@ -206,6 +206,17 @@ def check_model_dir(model_dir: str, *, flag: str = "--model_dir") -> None:
         raise UserError(f"{where}: no vocab.txt (expected the tokenizer files saved beside the model)")
 
 
+def recorded_pooling(model_dir: str, *, flag: str = "--model_dir") -> str:
+    """The pooling ``model_dir`` records in config.json (``pooling``; absent: ``cls``, stock BERT's)."""
+    from .routes import POOLINGS
+
+    where = f"{flag} {model_dir}"
+    pooling = _read_json(os.path.join(model_dir, "config.json"), where).get("pooling") or "cls"
+    if pooling not in POOLINGS:
+        raise UserError(f"{where}: config.json has pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
+    return pooling
+
+
 def _weights_path(model_dir: str) -> str:
     """The weights file paddlenlp's from_pretrained will read (model.safetensors wins)."""
     for name in ("model.safetensors", "model_state.pdparams"):

@@ -1,12 +1,12 @@
-"""The supernet: OFA conversion, the width rule, subnet configs, importance and rewiring.
+"""The supernet: OFA conversion, subnet configs, importance and rewiring.
 
 A BERT becomes a supernet with PaddleSlim's ``Convert(supernet(expand_ratio=...))``; OFA then
 routes every converted Linear through the current subnet config.  We give OFA absolute
-``channel`` configs built from :func:`width_for` -- the one place that turns a width
+``channel`` configs built from :func:`routes.width_for` -- the one place that turns a width
 multiplier into heads and FFN neurons -- because OFA's own ``int(ratio * size)`` truncation
 cannot express the reference's ``round(A*w)`` heads (w = 0.55 or 0.65 with 12 heads).
 
-Depth is OFA's ``depth`` config entry (``RunConfig(elastic_depth=...)``); :func:`depth_layers`
+Depth is OFA's ``depth`` config entry (``RunConfig(elastic_depth=...)``); :func:`routes.depth_layers`
 turns it into the encoder layers to run, which the patched classifier forward accepts.
 
 Rewiring sorts heads and FFN neurons by importance so each narrower subnet is a prefix of the
@@ -14,8 +14,6 @@ wider ones; the permutation itself is PaddleNLP's ``reorder_neuron_head``.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
 import numpy as np
@@ -25,70 +23,12 @@ from paddleslim.nas.ofa import utils as ofa_utils
 from paddleslim.nas.ofa.convert_super import Convert, supernet
 
 from . import distributed
-from .config import DEPTH_RULES, exact_multiplier
 from .data import TaskSpec
 from .losses import task_loss
+from .routes import DEPTH_RULES, config_width, depth_layers, unknown_rule
 
 ATTENTION_INPUTS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
 FFN_INPUT = "linear1"
-
-
-@dataclass(frozen=True)
-class Width:
-    """How much of every encoder layer a width multiplier keeps."""
-
-    heads: int
-    head_dim: int
-    ffn: int
-
-    @property
-    def attention_dim(self) -> int:
-        return self.heads * self.head_dim
-
-
-def width_for(width_mult: float, num_heads: int, head_dim: int, ffn_size: int) -> Width:
-    """Heads = round(A·w) (half to even, at least 1); FFN neurons = int(heads / A · F) (at least 1).
-
-    This is the reference's rule (flexible-bert-method.md §0.2): w = 0.55 and 0.6 keep 7 of 12
-    heads, 0.65 keeps 8.  Any head count from 1 to A is reachable.
-    """
-    heads = max(1, round(num_heads * exact_multiplier(width_mult)))
-    return Width(heads, head_dim, max(1, int(heads / num_heads * ffn_size)))
-
-
-def config_width(config, width_mult: float) -> Width:
-    """:func:`width_for` with the sizes of a BertConfig (hidden_size, num_attention_heads, intermediate_size)."""
-    heads = config.num_attention_heads
-    return width_for(width_mult, heads, config.hidden_size // heads, config.intermediate_size)
-
-
-def depth_for(num_layers: int, depth_mult: float) -> int:
-    """Layers a depth multiplier keeps: round(L·d), half to even (at least 1).
-
-    The reference's rule (flexible-bert-method.md §0.3): 12 layers at 0.5/0.75/1.0 keep 6/9/12;
-    all-MiniLM-L6-v2's 6 layers keep 3/4/6 (4.5 rounds to even, as Python's round and
-    :func:`width_for` do).  Computed on the exact decimal, so 12 x 0.55 = 6.6 keeps 7.
-    """
-    return max(1, round(num_layers * exact_multiplier(depth_mult)))
-
-
-def depth_layers(num_layers: int, depth_mult: float, rule: str = "prefix") -> list[int]:
-    """The encoder layers (0-based, in order) a depth-d subnet runs.
-
-    ``prefix`` (Flexible-BERT): the first :func:`depth_for` layers, so a shallower subnet is
-    "run the first layers and stop" -- what early exit needs.  ``every_other`` (DynaBERT):
-    layer floor((i+1)/d) - 1 for i < depth_for(L, d), e.g. 1,3,5,7,9,11 for L=12, d=0.5.
-    """
-    count = depth_for(num_layers, depth_mult)
-    if rule == "prefix":
-        return list(range(count))
-    if rule == "every_other":
-        return [min(num_layers - 1, math.floor((i + 1) / exact_multiplier(depth_mult)) - 1) for i in range(count)]
-    raise ValueError(_unknown_rule(rule))
-
-
-def _unknown_rule(rule: str) -> str:
-    return f"unknown depth rule {rule!r}; expected one of {DEPTH_RULES}"
 
 
 def freeze(model: paddle.nn.Layer) -> paddle.nn.Layer:
@@ -146,7 +86,7 @@ class FlexOFA(OFA):
         if depth_mult_list:  # OFA's elastic depth: a 'depth' entry in the search space and the configs
             run_config, order = RunConfig(elastic_depth=sorted({float(d) for d in depth_mult_list})), ["width", "depth"]
         if depth_rule not in DEPTH_RULES:
-            raise ValueError(_unknown_rule(depth_rule))
+            raise ValueError(unknown_rule(depth_rule))
         super().__init__(model, run_config=run_config, distill_config=distill, elastic_order=order)
         self.depth_rule = depth_rule
         # not a sublayer (it would list the student's parameters twice): a plain attribute
@@ -203,7 +143,7 @@ class FlexOFA(OFA):
     def subnet_config(self, width_mult: float, depth_mult: Optional[float] = None) -> dict[str, Any]:
         """A fresh config dict for every OFA layer at ``width_mult`` (no aliasing between calls).
 
-        q/k/v and FFN-in narrow to :func:`width_for`; what follows them (attention-out, FFN-out)
+        q/k/v and FFN-in narrow to :func:`routes.width_for`; what follows them (attention-out, FFN-out)
         narrows its input automatically; every other layer stays full.  ``depth_mult`` adds
         OFA's ``depth`` entry (the forward then runs :meth:`layers_for` it).
         """

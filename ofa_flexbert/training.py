@@ -28,26 +28,9 @@ from .config import RunArgs, task_data_dir
 from .data import TaskSpec
 from .metrics import compute_metrics, predictions
 from .outputs import SubnetResult, write_eval_results, write_run_info
+from .routes import Subnet, subnet_tag
 
 logger = logging.getLogger("ofa_flexbert")
-
-
-@dataclass(frozen=True)
-class Subnet:
-    """A point of the width x depth grid."""
-
-    width_mult: float = 1.0
-    depth_mult: float = 1.0
-
-    @property
-    def tag(self) -> str:
-        """``w<w>_d<d>``: the subnet's name in VisualDL tags."""
-        return subnet_tag(self.width_mult, self.depth_mult)
-
-
-def subnet_tag(width_mult: float, depth_mult: float) -> str:
-    """``w<w>_d<d>`` (e.g. ``w0.25_d0.5``): how VisualDL tags name a subnet, in every stage."""
-    return f"w{width_mult:g}_d{depth_mult:g}"
 
 
 class Strategy(Protocol):
@@ -198,7 +181,7 @@ def resume_fingerprint(strategy: Strategy, task: TaskSpec, args: RunArgs, steps:
             "width_mult_list", "depth_mult_list", "depth_rule",
             "graft_during_training", "graft_alpha", "graft_fraction", "graft_period", "graft_stop",
             "importance_data", "importance_holdout", "width_lambda1", "width_lambda2", "depth_lambda1",
-            "depth_lambda2", "balance_subnet_gradients")
+            "depth_lambda2", "balance_subnet_gradients", "pooling")
     return {"stage": strategy.name, "total_steps": steps, "world_size": distributed.world_size(),
             "model_dir": os.path.realpath(args.model_dir) if args.model_dir else None,
             "data_dir": os.path.realpath(task_data_dir(args.data_dir, task.dir_name)),

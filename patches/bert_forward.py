@@ -43,6 +43,29 @@ def additive_mask(model, input_ids: paddle.Tensor, mask: Optional[paddle.Tensor]
     return mask
 
 
+def pooling_of(bert) -> str:
+    """The model's pooling, recorded as ``pooling`` in its config.json (absent: ``cls``, stock BERT's)."""
+    return getattr(bert.config, "pooling", None) or "cls"
+
+
+def token_weights(additive: paddle.Tensor) -> paddle.Tensor:
+    """[B, T]: 1 for the tokens an additive [B, 1, 1, T] mask attends to, 0 for padding."""
+    return (additive[:, 0, 0, :] > MASK_VALUE / 2).astype(additive.dtype)
+
+
+def pool_input(bert, hidden: paddle.Tensor, weights: paddle.Tensor) -> paddle.Tensor:
+    """[B, H]: the vector the pooler reads -- [CLS] (``cls``) or the mean of the unpadded tokens (``mean``).
+
+    Mean pooling is what sentence-transformers such as all-MiniLM-L6-v2 were trained with: their
+    [CLS] carries almost nothing before the last layers, the token mean is informative at every
+    layer (README, Decisions), which prefix depth and early exit need.
+    """
+    if pooling_of(bert) == "cls":
+        return hidden[:, 0]
+    total = paddle.matmul(weights.unsqueeze(1), hidden).squeeze(1)  # [B, 1, T] x [B, T, H]
+    return total / weights.sum(axis=1, keepdim=True)
+
+
 class ExpandedMask:
     """An additive mask broadcast once per forward to the attention scores' full shape.
 
@@ -151,6 +174,8 @@ def bert_forward(
     Returns ``(sequence_output, pooled_output[, hidden_states][, attentions])`` like the
     stock forward; ``hidden_states[0]`` is the embedding output and entry j the output of
     the j-th layer run.  Extra keyword arguments (e.g. ``depth`` from OFA) are ignored.
+    The pooler reads [CLS], or the masked token mean when the model's config says
+    ``pooling: mean`` (:func:`pool_input`).
     """
     if past_key_values is not None or use_cache:
         raise NotImplementedError("the patched BertModel.forward does not support caches")
@@ -174,7 +199,8 @@ def bert_forward(
             all_hidden.append(hidden)
     if self.encoder.norm is not None:
         hidden = self.encoder.norm(hidden)
-    pooled = self.pooler(hidden)
+    pooled = self.pooler(hidden if pooling_of(self) == "cls" else
+                         pool_input(self, hidden, token_weights(mask.mask)).unsqueeze(1))  # pooler reads row 0
     if return_dict:
         return BaseModelOutputWithPoolingAndCrossAttentions(
             last_hidden_state=hidden, pooler_output=pooled, hidden_states=all_hidden, attentions=all_weights

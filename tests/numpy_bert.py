@@ -107,7 +107,12 @@ def bert_forward(
         ffn = linear(act(linear(x, w, p + "intermediate.dense")), w, p + "output.dense")
         x = layer_norm(x + ffn, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps)
 
-    pooled = np.tanh(linear(x[:, 0, :], w, "pooler.dense"))
+    if config.get("pooling", "cls") == "mean":  # ofa-flexbert's --pooling mean: the unpadded tokens' mean
+        keep = (input_ids != pad_id).astype(np.float64)[:, :, None]
+        pooled_input = (x * keep).sum(axis=1) / keep.sum(axis=1)
+    else:
+        pooled_input = x[:, 0, :]
+    pooled = np.tanh(linear(pooled_input, w, "pooler.dense"))
     return x, pooled
 
 

@@ -12,8 +12,8 @@ from conftest import assert_same_checkpoint, run_interrupted, stage_argv, tiny_b
 from numpy_bert import bert_forward, classifier_logits
 from ofa_flexbert.accounting import layer_macs, mean_macs, subnet_macs
 from ofa_flexbert.losses import hidden_distillation, teacher_layer_map
-from ofa_flexbert.supernet import (FlexOFA, convert_to_supernet, depth_for, depth_layers, mapping_layers,
-                                   plain_state_dict, width_for)
+from ofa_flexbert.routes import Subnet, width_for
+from ofa_flexbert.supernet import FlexOFA, convert_to_supernet, mapping_layers, plain_state_dict
 from run_ofa_glue import main
 from test_width import sliced_hf_weights
 
@@ -21,19 +21,6 @@ from test_width import sliced_hf_weights
 @pytest.fixture(autouse=True)
 def _patched():
     patches.apply()
-
-
-def test_depth_rules_match_the_reference_and_dynabert():
-    # flexible-bert-method.md §0.3 (prefix) and paddle-stack-notes §3.8 (PaddleNLP's DynaBERT rule), 12 layers
-    assert [depth_for(12, d) for d in (0.5, 0.75, 1.0, 0.55)] == [6, 9, 12, 7]
-    assert depth_layers(12, 0.5) == [0, 1, 2, 3, 4, 5]
-    assert depth_layers(12, 0.75) == [0, 1, 2, 3, 4, 5, 6, 7, 8]
-    assert depth_layers(12, 0.5, "every_other") == [1, 3, 5, 7, 9, 11]
-    assert depth_layers(12, 0.75, "every_other") == [0, 1, 3, 4, 5, 7, 8, 9, 11]
-    # all-MiniLM-L6-v2: 6 layers; 4.5 rounds to even like the width rule
-    assert [depth_for(6, d) for d in (0.5, 0.75, 1.0)] == [3, 4, 6]
-    assert depth_layers(6, 0.5, "every_other") == [1, 3, 5]
-    assert depth_for(6, 0.01) == 1 and depth_layers(6, 0.1, "every_other") == [5]  # never empty, never past L
 
 
 def test_teacher_mapping_pairs_the_right_layers():
@@ -247,7 +234,7 @@ def test_resumed_depth_run_equals_an_uninterrupted_one(toy_width_model, tmp_path
 
 
 @pytest.mark.parametrize("stage,extra,message", [
-    ("depth", ("--depth_rule", "odd"), "error: --depth_rule: expected one of prefix, every_other, got 'odd'"),
+    ("depth", ("--depth_rule", "odd"), "error: --depth_rule: expected one of prefix, every_other, dynabert, got 'odd'"),
     ("final", ("--data_aug",), "error: --data_aug: final fine-tuning trains on the original training data only"),
 ])
 def test_depth_and_final_refuse_bad_flags(toy_width_model, tmp_path, capsys, stage, extra, message):
@@ -301,7 +288,7 @@ def test_grid_table_puts_depths_in_rows_and_widths_in_columns():
 
 def test_evaluate_flags_a_subnet_that_predicts_one_class():
     from ofa_flexbert.data import get_task
-    from ofa_flexbert.training import Subnet, evaluate
+    from ofa_flexbert.training import evaluate
     from paddlenlp.transformers import BertForSequenceClassification
 
     class Fixed:

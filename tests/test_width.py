@@ -13,8 +13,9 @@ from numpy_bert import bert_forward, classifier_logits
 from ofa_flexbert.data import get_task
 from ofa_flexbert.grafting import GraftSchedule, default_schedule, graft, pairs
 from ofa_flexbert.losses import logit_distillation
+from ofa_flexbert.routes import width_for
 from ofa_flexbert.supernet import (FlexOFA, compute_importance, convert_to_supernet, mapping_layers,
-                                   plain_state_dict, rewire, width_for)
+                                   plain_state_dict, rewire)
 from run_ofa_glue import main
 
 

@@ -174,7 +174,25 @@ def start(args: RunArgs) -> tuple[TaskSpec, Any]:
     check_output_dir(args)
     tokenizer = load_tokenizer(args.model_dir)
     check_sequence_length(args)
+    check_pooling(args)
     return task, tokenizer
+
+
+def check_pooling(args: RunArgs) -> str:
+    """The pooling the stage's model uses: --pooling at finetune, else the input model's (a different --pooling is refused).
+
+    Pooling is part of what a model computes: a width or depth stage that switched it would
+    distil and evaluate a different function from the one its teacher learned.
+    """
+    from ..models import recorded_pooling
+
+    recorded = recorded_pooling(args.model_dir)
+    if args.stage == "finetune":
+        return args.pooling or recorded
+    if args.pooling and args.pooling != recorded:
+        raise UserError(f"--pooling {args.pooling}: the model in {args.model_dir} pools {recorded} (its config.json); "
+                        "pooling is chosen at --stage finetune")
+    return recorded
 
 
 def finish(args: RunArgs, task: TaskSpec, data: TaskData, result, extra: Optional[dict[str, Any]] = None) -> StageReport:

@@ -11,7 +11,7 @@ grid, no teacher, no augmentation.  It starts from the input model's score: the 
 evaluated first and copied to --output_dir, and training replaces it only with a better model
 (the reference overwrote it at its first evaluation, whatever the score: its §11.5 defect).
 
-A depth-d subnet runs ``supernet.depth_layers`` (--depth_rule: prefix or every_other).  The
+A depth-d subnet runs ``routes.depth_layers`` (--depth_rule: prefix, every_other or dynabert).  The
 output is a plain BERT directory; depth is chosen at run time.
 """
 from __future__ import annotations
@@ -31,8 +31,9 @@ from ..errors import UserError
 from ..losses import hidden_distillation, logit_distillation, task_loss, teacher_layer_map
 from ..models import load_model
 from ..outputs import SubnetResult, read_eval_results
-from ..supernet import FlexOFA, convert_to_supernet, depth_for, freeze
-from ..training import Subnet, evaluate, save_best, score, train
+from ..routes import Subnet, depth_for
+from ..supernet import FlexOFA, convert_to_supernet, freeze
+from ..training import evaluate, save_best, score, train
 from .common import StageReport, SupernetStrategy, TaskData, finish, load_task_data, start
 
 logger = logging.getLogger("ofa_flexbert")

@@ -12,8 +12,9 @@ from ..config import RunArgs
 from ..data import TaskSpec
 from ..losses import task_loss
 from ..models import load_model, save_model
-from ..training import Subnet, train
-from .common import StageReport, finish, load_task_data, start
+from ..routes import Subnet
+from ..training import train
+from .common import StageReport, check_pooling, finish, load_task_data, start
 
 
 class FinetuneStrategy:
@@ -46,5 +47,6 @@ def run(args: RunArgs) -> StageReport:
     task, tokenizer = start(args)
     data = load_task_data(args, task, tokenizer)  # bad data fails before the slow model load
     model = load_model(args.model_dir, task.num_labels)
+    model.bert.config.pooling = check_pooling(args)  # saved with the model (config.json)
     result = train(FinetuneStrategy(model, tokenizer, task), task, args, data.train_loader, data.dev_loaders)
     return finish(args, task, data, result)

@@ -22,8 +22,9 @@ from ..data import TaskSpec
 from ..grafting import GraftSchedule, default_schedule, graft
 from ..losses import logit_distillation, task_loss
 from ..models import load_model
+from ..routes import Subnet
 from ..supernet import FlexOFA, compute_importance, convert_to_supernet, mapping_layers, rewire
-from ..training import Subnet, total_steps, train
+from ..training import total_steps, train
 from .common import StageReport, SupernetStrategy, finish, load_task_data, start
 
 
