@@ -13,14 +13,15 @@ token count T (no padding: padding depends on how examples happen to be batched)
   (``pooling: mean`` in the model's config) adds the masked mean over the tokens, ``T·H``.
 
 Embedding look-ups, LayerNorm, GELU, softmax and biases are not multiply-accumulates and are
-not counted.  Widths and depths go through :func:`routes.width_for` and
-:func:`routes.depth_for`, the single owners of those rules.
+not counted.  Any :class:`routes.Route` is counted layer by layer at its own widths, up to its
+exit (:func:`route_macs`); a uniform subnet is one route.  Widths and depths go through
+:func:`routes.width_for` and :func:`routes.depth_for`, the single owners of those rules.
 """
 from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from .routes import config_width, depth_for
+from .routes import Route
 
 
 def layer_macs(hidden: int, heads: int, head_dim: int, ffn: int, length: int) -> dict[str, int]:
@@ -30,19 +31,29 @@ def layer_macs(hidden: int, heads: int, head_dim: int, ffn: int, length: int) ->
     return {"linear": linear, "attention": 2 * heads * length * length * head_dim}
 
 
+def route_macs(config, route: Route, length: int) -> int:
+    """MACs of one ``length``-token example that runs ``route``: each executed layer at its own width,
+    then the pooling, pooler and classifier at its exit.
+
+    ``config`` is the model's BertConfig (hidden_size, num_labels, and ``pooling`` when it is not cls).
+    """
+    hidden = config.hidden_size
+    encoder = 0
+    for _, width in route.executed:
+        per_layer = layer_macs(hidden, width.heads, width.head_dim, width.ffn, length)
+        encoder += per_layer["linear"] + per_layer["attention"]
+    pooling = length * hidden if getattr(config, "pooling", None) == "mean" else 0
+    return encoder + pooling + hidden * hidden + hidden * config.num_labels
+
+
 def subnet_macs(config, width_mult: float, depth_mult: float, length: int) -> int:
     """MACs of the (width_mult, depth_mult) subnet of a BERT classifier on one ``length``-token example.
 
     ``config`` is the model's BertConfig (hidden_size, num_attention_heads, num_hidden_layers,
-    intermediate_size, num_labels, and ``pooling`` when it is not cls).
+    intermediate_size, num_labels, and ``pooling`` when it is not cls).  Depth counts layers,
+    whichever rule picks them, so the prefix route stands for every rule's.
     """
-    hidden = config.hidden_size
-    width = config_width(config, width_mult)
-    layers = depth_for(config.num_hidden_layers, depth_mult)
-    per_layer = layer_macs(hidden, width.heads, width.head_dim, width.ffn, length)
-    pooling = length * hidden if getattr(config, "pooling", None) == "mean" else 0
-    return (layers * (per_layer["linear"] + per_layer["attention"]) + pooling + hidden * hidden
-            + hidden * config.num_labels)
+    return route_macs(config, Route.uniform(config, width_mult, depth_mult), length)
 
 
 def mean_macs(config, width_mult: float, depth_mult: float, lengths: Sequence[int]) -> float:

@@ -59,6 +59,8 @@ class RunArgs:
     logging_steps: int = _flag("evaluate, log and keep the best checkpoint every N steps (and at the end)", 200)
     seed: int = _flag("random seed (python, numpy, paddle, data order)", 42)
     shuffle: bool = _flag("shuffle training data each epoch (the reference does not: its defect §11.4)", True)
+    group_by_length: bool = _flag("batch training sentences of similar length (sorted within pools of 50 batches, "
+                                  "batches shuffled): less padding, other batches than the default", False)
     data_aug: bool = _flag("append augmented data (train_aug.tsv or train_<TASK>_aug_with_logits.tsv)", False)
     width_mult_list: list[float] = _flag("width multipliers, each in (0, 1]", default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
     depth_mult_list: list[float] = _flag("depth multipliers, each in (0, 1]", default_factory=lambda: [1.0])

@@ -25,7 +25,7 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Iterator, Optional, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 import paddle
@@ -388,6 +388,12 @@ def batches_per_epoch(num_examples: int, global_batch_size: int, drop_last: bool
     return -(-num_examples // global_batch_size)
 
 
+# --group_by_length sorts within pools of this many global batches: large enough that a pool's
+# batches are close in length, small enough that the batch order stays random (HuggingFace's
+# LengthGroupedSampler uses mega-batches of 50 as well).
+POOL_BATCHES = 50
+
+
 class EpochBatchSampler(paddle.io.BatchSampler):
     """Batches whose order is a pure function of ``(seed, epoch)``.
 
@@ -405,13 +411,21 @@ class EpochBatchSampler(paddle.io.BatchSampler):
     ``DistributedBatchSampler`` interleaves ranks and seeds its shuffle with the epoch alone,
     ignoring the run's seed.)
 
+    ``lengths`` (``--group_by_length``): the epoch's order is cut into pools of
+    :data:`POOL_BATCHES` global batches, each pool is sorted by token count (longest first,
+    ties in visiting order) and cut into batches, and the batches are shuffled (all but a short
+    last one, which stays last) with the same ``(seed, epoch)`` generator.  Batches then hold
+    sentences of similar length, so dynamic padding pads little, while every example is still
+    visited once per epoch in an order that is a pure function of ``(seed, epoch)``.
+
     ``paddle.io.BatchSampler.__init__`` is deliberately not called: it insists on a dataset or
     sampler and builds a global-RNG sampler we don't want.  The attributes Paddle's DataLoader
     reads (``batch_size``, ``drop_last``, ``shuffle``) are set here.
     """
 
     def __init__(self, num_examples: int, batch_size: int, shuffle: bool, seed: int,
-                 drop_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
+                 drop_last: bool = False, rank: int = 0, world_size: int = 1,
+                 lengths: Optional[Sequence[int]] = None) -> None:
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
         if num_examples < 0:
@@ -424,26 +438,41 @@ class EpochBatchSampler(paddle.io.BatchSampler):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside a world of {world_size}")
         self.rank, self.world_size = int(rank), int(world_size)
+        if lengths is not None and len(lengths) != num_examples:
+            raise ValueError(f"lengths has {len(lengths)} entries for {num_examples} examples")
+        self.lengths = None if lengths is None else np.asarray(lengths)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def order(self) -> np.ndarray:
-        """Example indices in the order the current epoch visits them."""
+    def global_batches(self) -> list[list[int]]:
+        """The current epoch's global batches (``batch_size x world_size`` indices; the last may be short)."""
+        rng = np.random.RandomState(self.seed + self.epoch)
+        order = rng.permutation(self.num_examples) if self.shuffle else np.arange(self.num_examples)
+        size = self.batch_size * self.world_size
+        if self.lengths is None:
+            return [order[i:i + size].tolist() for i in range(0, self.num_examples, size)]
+        batches = []
+        pool = size * POOL_BATCHES
+        for start in range(0, self.num_examples, pool):
+            chunk = order[start:start + pool]
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+            batches += [chunk[i:i + size].tolist() for i in range(0, len(chunk), size)]
+        short = batches[-1:] if batches and len(batches[-1]) < size else []
+        full = batches[:len(batches) - len(short)]
         if self.shuffle:
-            return np.random.RandomState(self.seed + self.epoch).permutation(self.num_examples)
-        return np.arange(self.num_examples)
+            full = [full[i] for i in rng.permutation(len(full))]
+        return full + short
 
     def __iter__(self) -> Iterator[list[int]]:
-        order = self.order().tolist()
-        size = self.batch_size * self.world_size
-        for start in range(0, self.num_examples, size):
-            batch = order[start:start + size]
-            if len(batch) < size:
+        batches = self.global_batches()
+        first = [i for batch in batches for i in batch][:self.world_size]
+        for batch in batches:
+            if len(batch) < self.batch_size * self.world_size:
                 if self.drop_last:
                     return
-                batch += order[:max(0, self.world_size - len(batch))]  # one example per rank at least
+                batch = batch + first[:max(0, self.world_size - len(batch))]  # one example per rank at least
             yield [int(i) for i in np.array_split(batch, self.world_size)[self.rank]]
 
     def __len__(self) -> int:
@@ -482,16 +511,19 @@ def _is_regression(dataset) -> Optional[bool]:
 
 
 def make_loader(dataset, tokenizer, batch_size: int, shuffle: bool = False,
-                seed: int = 0, rank: int = 0, world_size: int = 1) -> paddle.io.DataLoader:
+                seed: int = 0, rank: int = 0, world_size: int = 1,
+                group_by_length: bool = False) -> paddle.io.DataLoader:
     """A DataLoader over an :func:`encode`-d dataset with dynamic padding.
 
     Each batch is padded to its own longest sequence (truncation already happened in
     :func:`encode`).  The :class:`EpochBatchSampler` is ``loader.batch_sampler``; call its
     ``set_epoch`` before each epoch.  ``labels`` is int64 ``[B]`` (classification) or float32
-    ``[B]`` (regression).  ``rank``/``world_size`` shard it for data parallel training.
+    ``[B]`` (regression).  ``rank``/``world_size`` shard it for data parallel training;
+    ``group_by_length`` batches examples of similar token counts (:class:`EpochBatchSampler`).
     """
+    lengths = [len(row["input_ids"]) for row in dataset] if group_by_length else None
     sampler = EpochBatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=seed, rank=rank,
-                                world_size=world_size)
+                                world_size=world_size, lengths=lengths)
     return paddle.io.DataLoader(dataset, batch_sampler=sampler,
                                 collate_fn=_Collate(tokenizer, _is_regression(dataset)),
                                 num_workers=0)

@@ -176,7 +176,7 @@ def resume_fingerprint(strategy: Strategy, task: TaskSpec, args: RunArgs, steps:
     and depth stages is reloaded from --model_dir on resume, so another directory would
     silently distil from another model.
     """
-    keys = ("task", "seed", "shuffle", "data_aug", "distill", "per_gpu_train_batch_size", "max_seq_length",
+    keys = ("task", "seed", "shuffle", "group_by_length", "data_aug", "distill", "per_gpu_train_batch_size", "max_seq_length",
             "learning_rate", "warmup_steps", "weight_decay", "max_grad_norm", "adam_epsilon", "logging_steps",
             "width_mult_list", "depth_mult_list", "depth_rule",
             "graft_during_training", "graft_alpha", "graft_fraction", "graft_period", "graft_stop",

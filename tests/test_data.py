@@ -449,3 +449,58 @@ def test_epoch_batch_sampler_is_deterministic():
     plain = EpochBatchSampler(5, 2, shuffle=False, seed=0)
     plain.set_epoch(4)
     assert list(plain) == [[0, 1], [2, 3], [4]]
+
+
+# --- --group_by_length --------------------------------------------------------------------------
+
+def _padded_tokens(batches, lengths):
+    return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+
+def test_group_by_length_visits_each_example_once_in_batches_of_similar_length():
+    from ofa_flexbert.data import POOL_BATCHES
+
+    rng = np.random.RandomState(0)
+    n, size = 2 * POOL_BATCHES * 8 + 13, 8  # two full pools and a partial one with a short last batch
+    lengths = rng.randint(5, 128, size=n)
+
+    def batches(seed, epoch, grouped=True, **kw):
+        s = EpochBatchSampler(n, size, shuffle=True, seed=seed, lengths=lengths if grouped else None, **kw)
+        s.set_epoch(epoch)
+        return list(s)
+
+    grouped = batches(3, 0)
+    assert grouped == batches(3, 0) and grouped != batches(3, 1)  # a pure function of (seed, epoch)
+    assert sorted(i for b in grouped for i in b) == list(range(n))  # every example once
+    assert [len(b) for b in grouped] == [size] * (n // size) + [n % size]  # only the last batch is short
+    plain = batches(3, 0, grouped=False)
+    assert _padded_tokens(grouped, lengths) < 0.6 * _padded_tokens(plain, lengths)
+    # the pools are the plain order's: pool k holds exactly the plain order's k-th 400 examples
+    order = np.random.RandomState(3).permutation(n)
+    pool = size * POOL_BATCHES
+    pools = [set(order[s:s + pool].tolist()) for s in range(0, n, pool)]
+    assert all(any(set(b) <= p for p in pools) for b in grouped)
+    in_full_pools = [b for b in grouped if not set(b) <= pools[-1]]  # the last pool has only 13 examples
+    assert len(in_full_pools) == 2 * POOL_BATCHES
+    assert all(lengths[b].max() - lengths[b].min() <= 10 for b in in_full_pools)  # 400 lengths of 5..127 a pool
+    # and the batch order is shuffled, not longest-first
+    firsts = [lengths[b].max() for b in grouped[:-1]]
+    assert firsts != sorted(firsts, reverse=True)
+
+
+def test_group_by_length_without_shuffle_keeps_the_file_pools_in_order():
+    lengths = [3, 9, 1, 7, 5, 2]
+    sampler = EpochBatchSampler(6, 2, shuffle=False, seed=0, lengths=lengths)
+    assert list(sampler) == [[1, 3], [4, 0], [5, 2]]  # one pool, longest first, batches in order
+
+
+def test_group_by_length_shards_each_global_batch_across_ranks():
+    lengths = np.random.RandomState(1).randint(5, 128, size=203)
+    single = EpochBatchSampler(203, 20, shuffle=True, seed=5, lengths=lengths)
+    ranks = [EpochBatchSampler(203, 10, shuffle=True, seed=5, rank=r, world_size=2, lengths=lengths) for r in (0, 1)]
+    for s in (single, *ranks):
+        s.set_epoch(2)
+    for batch, first, second in zip(list(single), *[list(s) for s in ranks]):
+        assert first + second == batch
+    with pytest.raises(ValueError, match="lengths has 3 entries for 4 examples"):
+        EpochBatchSampler(4, 2, shuffle=True, seed=0, lengths=[1, 2, 3])

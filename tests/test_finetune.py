@@ -207,3 +207,28 @@ def test_demo_with_a_bad_flag_writes_nothing(tmp_path, capsys):
     assert main(["--demo", "--output_dir", str(out), "--learning_rate", "-1"]) == 2
     assert capsys.readouterr().err.strip() == "error: --learning_rate: must be a positive number, got -1"
     assert not out.exists()  # the demo's data and model used to be written before the flags were checked
+
+
+def test_group_by_length_changes_the_batches_and_resumes_exactly(toy_teacher, tmp_path, monkeypatch):
+    """--group_by_length reaches the training loader (other weights than the default batches) and an
+    interrupted run resumes to the uninterrupted one's weights (its order is a function of seed and epoch)."""
+    import numpy as np
+    import paddle
+
+    from conftest import assert_same_checkpoint, run_interrupted, stage_argv
+    from ofa_flexbert.stages.finetune import FinetuneStrategy
+
+    data_dir, teacher = toy_teacher
+    extra = ("--max_steps", "6", "--logging_steps", "3", "--learning_rate", "5e-4")
+    plain, whole, broken = tmp_path / "plain", tmp_path / "whole", tmp_path / "broken"
+    assert main(stage_argv("finetune", data_dir, teacher, plain, *extra)) == 0
+    assert main(stage_argv("finetune", data_dir, teacher, whole, *extra, "--group_by_length")) == 0
+    run_interrupted(monkeypatch, FinetuneStrategy, 5, stage_argv("finetune", data_dir, teacher, broken, *extra,
+                                                                 "--group_by_length"))
+    assert json.loads((broken / "checkpoint" / "state.json").read_text())["step"] == 3
+    assert main(stage_argv("finetune", data_dir, teacher, broken, *extra, "--group_by_length", "--resume")) == 0
+    assert_same_checkpoint(whole, broken)
+    a = paddle.load(str(plain / "checkpoint" / "model.pdparams"))
+    b = paddle.load(str(whole / "checkpoint" / "model.pdparams"))
+    assert max(float(np.abs(a[k].numpy() - b[k].numpy()).max()) for k in a) > 1e-4
+    assert json.loads((whole / "flexbert.json").read_text())["arguments"]["group_by_length"] is True

@@ -80,3 +80,21 @@ def test_a_route_with_per_layer_widths_and_an_exit():
 
 def test_subnet_tags_name_grid_points():
     assert subnet_tag(0.25, 0.5) == "w0.25_d0.5" and subnet_tag(1.0, 1.0) == "w1_d1"
+
+
+def test_route_macs_count_each_executed_layer_at_its_width_and_the_head_at_the_exit():
+    from ofa_flexbert.accounting import layer_macs, route_macs, subnet_macs
+
+    config = SimpleNamespace(**vars(MINILM), num_labels=2)
+    widths = tuple(heads_width(h, 12, 32, 1536) for h in (12, 6, 3, 12))
+    route = Route((0, 1, 2, 3), widths, exit_after=3)
+    T, H = 50, 384
+
+    def layer(heads):
+        counted = layer_macs(H, heads, 32, heads * 1536 // 12, T)
+        return counted["linear"] + counted["attention"]
+
+    head = H * H + H * 2  # pooler and classifier, once, at the exit
+    assert route_macs(config, route, T) == layer(12) + layer(6) + layer(3) + head  # layer 3 never runs
+    assert route_macs(config, Route((0, 1, 2, 3), widths), T) == layer(12) + layer(6) + layer(3) + layer(12) + head
+    assert subnet_macs(config, 0.5, 0.5, T) == 3 * layer(6) + head  # a uniform subnet is a route

@@ -151,7 +151,8 @@ def load_task_data(args: RunArgs, task: TaskSpec, tokenizer, holdout_fraction: f
     dev = {split: read_split(task, data_dir, split) for split in task.dev_splits}
     train_loader = make_loader(encode(train, task, tokenizer, args.max_seq_length), tokenizer,
                                args.per_gpu_train_batch_size, shuffle=args.shuffle, seed=args.seed,
-                               rank=distributed.rank(), world_size=distributed.world_size())
+                               rank=distributed.rank(), world_size=distributed.world_size(),
+                               group_by_length=args.group_by_length)
     dev_loaders = {split: make_loader(encode(examples, task, tokenizer, args.max_seq_length), tokenizer,
                                       args.per_gpu_eval_batch_size)
                    for split, examples in dev.items()}
