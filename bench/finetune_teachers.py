@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--num_threads", type=int, default=0, help="CPU threads per run (0 = one per core)")
+    parser.add_argument("--pooling", choices=("cls", "mean"), default="cls",
+                        help="the teachers' --pooling (mean-pooled runs are named ...-mean)")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     pretrained = os.path.join(args.out, "minilm-paddle")
@@ -52,37 +54,38 @@ def main() -> None:
              "--output_dir", pretrained], os.path.join(args.out, "convert.log"))
     results_path = os.path.join(args.out, "results.json")
     results = json.load(open(results_path)) if os.path.exists(results_path) else []
-    done = {(r["task"], r["learning_rate"], r["epochs"], r["seed"]) for r in results}
+    done = {(r["task"], r["learning_rate"], r["epochs"], r["seed"], r.get("pooling", "cls")) for r in results}
     for task in args.tasks:
         spec = get_task(task)
         train_rows = len(read_split(spec, task_data_dir(None, spec.dir_name), "train"))
         steps_per_epoch = batches_per_epoch(train_rows, args.batch_size)
         for lr in args.learning_rates:
-            if (task, lr, args.epochs, args.seed) in done:
+            if (task, lr, args.epochs, args.seed, args.pooling) in done:
                 continue
-            out = os.path.join(args.out, f"{task}-lr{lr:g}-ep{args.epochs:g}-s{args.seed}")
+            suffix = "-mean" if args.pooling == "mean" else ""
+            out = os.path.join(args.out, f"{task}-lr{lr:g}-ep{args.epochs:g}-s{args.seed}{suffix}")
             cmd = [sys.executable, "run_ofa_glue.py", "--task", task, "--stage", "finetune",
                    "--model_dir", pretrained, "--output_dir", out, "--learning_rate", str(lr),
                    "--num_train_epochs", str(args.epochs), "--seed", str(args.seed),
                    "--per_gpu_train_batch_size", str(args.batch_size),
                    "--logging_steps", str(max(1, steps_per_epoch // args.evals_per_epoch)),
-                   "--num_threads", str(args.num_threads)]
+                   "--num_threads", str(args.num_threads), "--pooling", args.pooling]
             if os.path.exists(os.path.join(out, "checkpoint")):  # an interrupted run continues
                 cmd.append("--resume")
             seconds = run(cmd, out + ".log", append=True)
             evaluation = json.load(open(os.path.join(out, "eval_results.json")))
             info = json.load(open(os.path.join(out, "flexbert.json")))
-            results.append({"task": task, "learning_rate": lr, "epochs": args.epochs, "seed": args.seed,
+            results.append({"task": task, "pooling": args.pooling, "learning_rate": lr, "epochs": args.epochs, "seed": args.seed,
                             "metrics": evaluation["subnets"][0]["metrics"], "best_step": evaluation["best_step"],
                             "steps": info["steps"], "train_seconds": info["seconds"], "wall_seconds": round(seconds, 1),
                             "machine": f"{platform.machine()}, {os.cpu_count()} cores", "versions": info["versions"]})
             atomic_write(results_path, json.dumps(results, indent=2))
             print(f"{task} lr={lr:g}: {evaluation['subnets'][0]['metrics']} in {seconds:.0f}s", flush=True)
-    lines = ["| task | lr | epochs | seed | dev metrics (best checkpoint) | best step / steps | wall time (s) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| task | pooling | lr | epochs | seed | dev metrics (best checkpoint) | best step / steps | wall time (s) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in r["metrics"].items())
-        lines.append(f"| {r['task']} | {r['learning_rate']:g} | {r['epochs']:g} | {r['seed']} | {metrics} | "
+        lines.append(f"| {r['task']} | {r.get('pooling', 'cls')} | {r['learning_rate']:g} | {r['epochs']:g} | {r['seed']} | {metrics} | "
                      f"{r['best_step']} / {r['steps']} | {r['wall_seconds']:.0f} |")
     atomic_write(os.path.join(args.out, "results.md"), "\n".join(lines) + "\n")
     print("\n".join(lines))

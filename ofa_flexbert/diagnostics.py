@@ -17,8 +17,7 @@ from typing import Iterable, Optional
 import numpy as np
 import paddle
 
-from patches.bert_forward import additive_mask, pool_input, token_weights
-
+from .encoder import additive_mask, pool_input, token_weights
 from .routes import depth_layers
 
 # Below this share of the full-depth [CLS] spread, a subnet's classifier input barely depends on

@@ -27,12 +27,13 @@ The patches:
     that paddle 3.2+ (``Embedding``) and 3.3+ (``LayerNorm``) made keyword-only, so
     ``Convert`` raises ``TypeError``.
 ``encoder_layer_list_mask_forward`` (all versions)
-    ``TransformerEncoderLayer.forward`` also accepts ``[mask, head_mask]`` (the stock forward
+    ``TransformerEncoderLayer.forward`` also accepts ``[mask, head_mask, width]`` (the stock forward
     runs for a tensor mask).  Layers are then called through ``__call__``, so forward hooks
     -- PaddleSlim's ``DistillConfig`` captures hidden states with them -- fire.
 ``bert_list_mask_forward`` (all versions)
     The tutorial's monkey-patched ``BertModel.forward``: accepts ``[mask, head_mask]``,
-    can return every hidden state and run only chosen layers.  It never imports
+    can return every hidden state and run only chosen layers or a route.  The forward is
+    ``ofa_flexbert.encoder``'s, the engine every stage runs; the patch installs it.  It never imports
     ``paddleslim.nas.ofa.utils.nlp_utils`` (a global patch that drops the attention scaling).
 ``no_strided_views`` (paddle >= 2.6, a flag)
     ``FLAGS_use_stride_kernel`` off: views from transpose/reshape/slice make every CPU op
@@ -109,12 +110,14 @@ def _encoder_layer():
 
 
 def _replacement(module: str, name: str, wraps_original: bool = False) -> Callable[[Any], Any]:
-    """Load ``patches.<module>.<name>``; with ``wraps_original`` it is a factory taking the original."""
+    """Load ``<module>.<name>`` (``patches.<module>`` for a bare name); with ``wraps_original`` it is a
+    factory taking the original.  The flexible forwards live in ``ofa_flexbert.encoder``, the engine
+    every stage runs; installing them on PaddleNLP's classes is the patch."""
 
     def load(original):
         import importlib
 
-        value = getattr(importlib.import_module(f"patches.{module}"), name)
+        value = getattr(importlib.import_module(module if "." in module else f"patches.{module}"), name)
         return value(original) if wraps_original else value
 
     return load
@@ -146,14 +149,14 @@ PATCHES: tuple[Patch, ...] = (
         "encoder_layer_list_mask_forward",
         _encoder_layer,
         "forward",
-        _replacement("bert_forward", "list_mask_encoder_layer_forward", wraps_original=True),
+        _replacement("ofa_flexbert.encoder", "list_mask_encoder_layer_forward", wraps_original=True),
         lambda v: True,
     ),
     Patch(
         "bert_list_mask_forward",
         _bert_model,
         "forward",
-        _replacement("bert_forward", "bert_forward"),
+        _replacement("ofa_flexbert.encoder", "bert_forward"),
         lambda v: True,
         requires=("encoder_layer_list_mask_forward",),
     ),
@@ -161,7 +164,7 @@ PATCHES: tuple[Patch, ...] = (
         "bert_classifier_layer_indices",
         _bert_classifier,
         "forward",
-        _replacement("bert_forward", "classifier_forward", wraps_original=True),
+        _replacement("ofa_flexbert.encoder", "classifier_forward", wraps_original=True),
         lambda v: True,
         requires=("bert_list_mask_forward",),
     ),

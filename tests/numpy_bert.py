@@ -89,6 +89,8 @@ def bert_forward(
     for i in range(int(config["num_hidden_layers"])):
         p = f"encoder.layer.{i}."
 
+        heads = w[p + "attention.self.query.weight"].shape[0] // head_dim  # per layer: a route's may differ
+
         def split(t: np.ndarray) -> np.ndarray:  # [B, T, H] -> [B, heads, T, head_dim]
             return t.reshape(batch, seq_len, heads, head_dim).transpose(0, 2, 1, 3)
 
@@ -127,3 +129,55 @@ def mean_pool_normalised(sequence_output: np.ndarray, input_ids: np.ndarray, pad
     keep = (np.asarray(input_ids) != pad_token_id).astype(np.float64)[:, :, None]
     emb = (sequence_output * keep).sum(axis=1) / np.maximum(keep.sum(axis=1), 1e-9)
     return emb / np.linalg.norm(emb, axis=-1, keepdims=True)
+
+
+# --- a supernet's weights as an independent dense model ---------------------------------------------
+
+HF_NAMES = {"self_attn.q_proj": "attention.self.query", "self_attn.k_proj": "attention.self.key",
+            "self_attn.v_proj": "attention.self.value", "self_attn.out_proj": "attention.output.dense",
+            "norm1": "attention.output.LayerNorm", "linear1": "intermediate.dense", "linear2": "output.dense",
+            "norm2": "output.LayerNorm"}
+
+
+def sliced_hf_weights(state, heads, head_dim, ffn, layers=None):
+    """A paddle (super)net's weights as a *dense* HF-layout model keeping the first heads and FFN neurons.
+
+    ``heads`` and ``ffn`` are one count for every layer, or a sequence with one count per kept
+    layer; ``layers`` (default: all) are the encoder layers kept, renumbered 0, 1, ... in order,
+    so a route (its layers, each at its own width) becomes an ordinary shallower, narrower BERT
+    that :func:`bert_forward` runs with no knowledge of routes.
+    """
+    names = sorted({int(n.split(".")[3]) for n in state if n.startswith("bert.encoder.layers.")})
+    layers = names if layers is None else list(layers)
+    per_layer = lambda v: list(v) if isinstance(v, (list, tuple)) else [v] * len(layers)  # noqa: E731
+    sizes = {old: (h, f) for old, h, f in zip(layers, per_layer(heads), per_layer(ffn))}
+    out = {}
+    for name, value in state.items():
+        value = value.numpy().astype("float64")
+        parts = name.split(".")
+        if parts[1] == "encoder":
+            old, sub, kind = int(parts[3]), ".".join(parts[4:-1]), parts[-1]
+            if old not in sizes:
+                continue
+            hf = f"bert.encoder.layer.{layers.index(old)}.{HF_NAMES[sub]}.{kind}"
+            if sub.startswith("norm"):
+                out[hf] = value
+                continue
+            value = value.T if kind == "weight" else value  # paddle [in, out] -> torch [out, in]
+            keep, neurons = sizes[old][0] * head_dim, sizes[old][1]
+            if sub in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
+                value = value[:keep]
+            elif sub == "self_attn.out_proj" and kind == "weight":
+                value = value[:, :keep]
+            elif sub == "linear1":
+                value = value[:neurons]
+            elif sub == "linear2" and kind == "weight":
+                value = value[:, :neurons]
+            out[hf] = value
+        elif "layer_norm" in name:
+            out[name.replace("layer_norm", "LayerNorm")] = value
+        elif name.startswith(("bert.pooler", "classifier")) and name.endswith("weight"):
+            out[name] = value.T
+        else:
+            out[name] = value
+    return out

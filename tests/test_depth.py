@@ -9,13 +9,13 @@ import pytest
 
 import patches
 from conftest import assert_same_checkpoint, run_interrupted, stage_argv, tiny_bert_config
-from numpy_bert import bert_forward, classifier_logits
+from numpy_bert import bert_forward, classifier_logits, sliced_hf_weights
 from ofa_flexbert.accounting import layer_macs, mean_macs, subnet_macs
 from ofa_flexbert.losses import hidden_distillation, teacher_layer_map
 from ofa_flexbert.routes import Subnet, width_for
 from ofa_flexbert.supernet import FlexOFA, convert_to_supernet, mapping_layers, plain_state_dict
 from run_ofa_glue import main
-from test_width import sliced_hf_weights
+
 
 
 @pytest.fixture(autouse=True)

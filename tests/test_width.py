@@ -9,7 +9,7 @@ import pytest
 
 import patches
 from conftest import assert_same_checkpoint, run_interrupted, stage_argv, tiny_bert_config
-from numpy_bert import bert_forward, classifier_logits
+from numpy_bert import bert_forward, classifier_logits, sliced_hf_weights
 from ofa_flexbert.data import get_task
 from ofa_flexbert.grafting import GraftSchedule, default_schedule, graft, pairs
 from ofa_flexbert.losses import logit_distillation
@@ -84,44 +84,6 @@ def test_rewiring_preserves_the_full_width_function_and_sorts_importance():
     order = np.argsort(-heads, axis=1, kind="stable")
     np.testing.assert_allclose(after_heads, np.take_along_axis(heads, order, axis=1), rtol=1e-4, atol=1e-7)
     assert np.all(np.diff(after_neurons, axis=1) <= 1e-6 * after_neurons.max())  # descending
-
-
-HF_NAMES = {"self_attn.q_proj": "attention.self.query", "self_attn.k_proj": "attention.self.key",
-            "self_attn.v_proj": "attention.self.value", "self_attn.out_proj": "attention.output.dense",
-            "norm1": "attention.output.LayerNorm", "linear1": "intermediate.dense", "linear2": "output.dense",
-            "norm2": "output.LayerNorm"}
-
-
-def sliced_hf_weights(state, heads, head_dim, ffn):
-    """The supernet's weights as a *dense* HF-layout model of ``heads`` heads and ``ffn`` neurons."""
-    out = {}
-    for name, value in state.items():
-        value = value.numpy().astype("float64")
-        parts = name.split(".")
-        if parts[1] == "encoder":
-            layer, sub, kind = parts[3], ".".join(parts[4:-1]), parts[-1]
-            hf = f"bert.encoder.layer.{layer}.{HF_NAMES[sub]}.{kind}"
-            if sub.startswith("norm"):
-                out[hf] = value
-                continue
-            value = value.T if kind == "weight" else value  # paddle [in, out] -> torch [out, in]
-            keep = heads * head_dim
-            if sub in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
-                value = value[:keep]
-            elif sub == "self_attn.out_proj" and kind == "weight":
-                value = value[:, :keep]
-            elif sub == "linear1":
-                value = value[:ffn]
-            elif sub == "linear2" and kind == "weight":
-                value = value[:, :ffn]
-            out[hf] = value
-        elif "layer_norm" in name:
-            out[name.replace("layer_norm", "LayerNorm")] = value
-        elif name.startswith(("bert.pooler", "classifier")) and name.endswith("weight"):
-            out[name] = value.T
-        else:
-            out[name] = value
-    return out
 
 
 @pytest.mark.parametrize("width", [0.5, 0.25, 0.75])  # 0.75 was never a candidate: 3 of 4 heads
