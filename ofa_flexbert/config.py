@@ -86,6 +86,18 @@ class RunArgs:
     importance_data: str = _flag("data for head/neuron importance: holdout (a slice of train, kept out of "
                                  "training) or dev (the reference; dev labels then shape the model)", "holdout")
     importance_holdout: float = _flag("fraction of the training set held out for importance", 0.1)
+    num_gates: int = _flag("gate stage: gates per model; each decides the width of the next L/num_gates layers "
+                           "(0 = one per layer, the reference's default of 12 on BERT-base); must divide L", 0)
+    gate_setting: list[float] = _flag("gate stage: widths whose uniform subnets define the gate targets, increasing "
+                                      "(class k = the smallest width that gets an input right)",
+                                      default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
+    gate_class_weights: list[float] = _flag("gate stage: loss weight per gate class (default: balanced weights "
+                                            "n/(K*n_k) from the training targets)", default_factory=list)
+    off_ramps: list[int] = _flag("gate stage: 0-based layers after which an input may exit early (default: the "
+                                 "last of the first L/2 and of the first 3L/4 layers; the reference's 5,8 of 12)",
+                                 default_factory=list)
+    regression_tolerance: float = _flag("gate stage, regression tasks: a width 'gets an input right' when "
+                                        "|prediction - label| <= this", 0.5)
     training_phase: Optional[str] = _flag("reference alias of --stage: " + ", ".join(TRAINING_PHASES))
     resume: bool = _flag("continue an interrupted run from <output_dir>/checkpoint", False)
     device: Optional[str] = _flag("paddle device, e.g. cpu or gpu:0 (default: paddle's choice)")
@@ -115,6 +127,13 @@ def _parse_float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
 
 
+def _parse_int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in str(text).replace(" ", "").split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
+
+
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per RunArgs field; defaults are None so we can tell which flags were given."""
     for name, f in FIELDS.items():
@@ -125,6 +144,9 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
                                 help=f.metadata["help"])
         elif kind == list[float]:
             parser.add_argument(*names, dest=name, type=_parse_float_list, default=None, metavar="W1,W2,...",
+                                help=f.metadata["help"])
+        elif kind == list[int]:
+            parser.add_argument(*names, dest=name, type=_parse_int_list, default=None, metavar="I1,I2,...",
                                 help=f.metadata["help"])
         else:
             base = {int: int, float: float}.get(kind, str)
@@ -141,6 +163,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             return value
         if kind == list[float]:
             return _parse_float_list(",".join(map(str, value)) if isinstance(value, list) else value)
+        if kind == list[int]:
+            return _parse_int_list(",".join(map(str, value)) if isinstance(value, list) else value)
         if kind in (int, float) and isinstance(value, bool):
             raise ValueError  # YAML's true is not 1
         if kind is int:
@@ -225,6 +249,18 @@ def validate(args: RunArgs) -> None:
         for value in values:
             if not 0.0 < value <= 1.0:
                 raise UserError(f"--{name}: {value:g} is outside (0, 1]")
+    if args.num_gates < 0:
+        raise UserError(f"--num_gates: must be 0 (one per layer) or positive, got {args.num_gates}")
+    if len(args.gate_setting) < 2 or args.gate_setting != sorted(set(args.gate_setting)) or \
+            not all(0.0 < w <= 1.0 for w in args.gate_setting):
+        raise UserError("--gate_setting: needs two or more increasing widths in (0, 1], got "
+                        + ",".join(f"{w:g}" for w in args.gate_setting))
+    if args.gate_class_weights and (len(args.gate_class_weights) != len(args.gate_setting)
+                                    or any(not w >= 0 for w in args.gate_class_weights)):
+        raise UserError(f"--gate_class_weights: needs one non-negative weight per --gate_setting width "
+                        f"({len(args.gate_setting)}), got " + ",".join(f"{w:g}" for w in args.gate_class_weights))
+    if not args.regression_tolerance >= 0:
+        raise UserError(f"--regression_tolerance: must not be negative, got {args.regression_tolerance:g}")
     if args.depth_rule not in DEPTH_RULES:
         raise UserError(f"--depth_rule: expected one of {', '.join(DEPTH_RULES)}, got '{args.depth_rule}'")
     if args.pooling is not None and args.pooling not in POOLINGS:

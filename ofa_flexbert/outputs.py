@@ -28,14 +28,14 @@ from .errors import UserError
 PACKAGES = ("paddlepaddle", "paddlepaddle-gpu", "paddleslim", "paddlenlp", "visualdl", "numpy")
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    """Replace ``path`` by ``text`` in one step (temporary file + rename)."""
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Replace ``path`` by ``data`` in one step (temporary file in the same folder, fsync, rename)."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -43,6 +43,11 @@ def atomic_write_text(path: str, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Replace ``path`` by ``text`` (UTF-8) in one step (:func:`atomic_write_bytes`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str, data: Any) -> None:
@@ -87,12 +92,13 @@ class SubnetResult:
 
 
 def write_eval_results(output_dir: str, task: str, stage: str, metric: str, subnets: list[SubnetResult],
-                       best_step: Optional[int]) -> None:
-    """eval_results.json: the saved model's metrics and MACs per subnet (format in the module docstring)."""
+                       best_step: Optional[int], extra: Optional[dict[str, Any]] = None) -> None:
+    """eval_results.json: the saved model's metrics and MACs per subnet (format in the module docstring),
+    plus a stage's own keys (``extra``; the gate stage's ``gates``)."""
     atomic_write_json(
         os.path.join(output_dir, "eval_results.json"),
         {"task": task, "stage": stage, "metric": metric, "subnets": [s.to_json() for s in subnets],
-         "best_step": best_step},
+         "best_step": best_step, **(extra or {})},
     )
 
 

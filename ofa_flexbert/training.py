@@ -50,6 +50,21 @@ class Strategy(Protocol):
         """Write the trained model (and tokenizer) atomically into ``output_dir``."""
 
     # Optional: ``after_step(step, log, writer)`` runs after every optimizer step (grafting).
+    # Optional: ``evaluate(dev_loaders) -> Evaluation``: the strategy's own evaluation and selection
+    # score (the gate stage selects by its loss, not by the task metric).
+    # Optional: ``resume_at(step)``: told the step a resumed run continues from.
+
+
+@dataclass
+class Evaluation:
+    """One evaluation: results per subnet, the selection score (higher is better), a log line,
+    VisualDL scalars and anything more for eval_results.json."""
+
+    results: list[SubnetResult]
+    score: float
+    summary: str
+    scalars: dict[str, float]
+    extra: Optional[dict] = None
 
 
 @dataclass
@@ -181,7 +196,8 @@ def resume_fingerprint(strategy: Strategy, task: TaskSpec, args: RunArgs, steps:
             "width_mult_list", "depth_mult_list", "depth_rule",
             "graft_during_training", "graft_alpha", "graft_fraction", "graft_period", "graft_stop",
             "importance_data", "importance_holdout", "width_lambda1", "width_lambda2", "depth_lambda1",
-            "depth_lambda2", "balance_subnet_gradients", "pooling")
+            "depth_lambda2", "balance_subnet_gradients", "pooling",
+            "num_gates", "gate_setting", "gate_class_weights", "regression_tolerance", "off_ramps")
     return {"stage": strategy.name, "total_steps": steps, "world_size": distributed.world_size(),
             "model_dir": os.path.realpath(args.model_dir) if args.model_dir else None,
             "data_dir": os.path.realpath(task_data_dir(args.data_dir, task.dir_name)),
@@ -201,7 +217,17 @@ class _NoWriter:
         pass
 
 
-def save_best(strategy: Strategy, task: TaskSpec, args: RunArgs, results: list[SubnetResult], step: int) -> None:
+def default_evaluation(strategy: Strategy, task: TaskSpec, dev_loaders: dict[str, Iterable]) -> Evaluation:
+    """Every subnet's dev metrics; the score is the sum of the primary metric (the reference's rule)."""
+    results = evaluate(strategy, task, dev_loaders)
+    scalars = {f"eval/{subnet_tag(r.width_mult, r.depth_mult)}/{key}": value
+               for r in results for key, value in r.metrics.items()}
+    return Evaluation(results, score(results, task.primary_metric), format_results(results, task.primary_metric),
+                      scalars)
+
+
+def save_best(strategy: Strategy, task: TaskSpec, args: RunArgs, results: list[SubnetResult], step: int,
+              extra: Optional[dict] = None) -> None:
     """Replace the model in --output_dir by ``strategy``'s, with the results and description that go with it.
 
     flexbert.json is written first and says ``complete: false`` until the stage finishes and
@@ -210,7 +236,7 @@ def save_best(strategy: Strategy, task: TaskSpec, args: RunArgs, results: list[S
     """
     write_run_info(args, task.name, {"complete": False, "best_step": step})
     strategy.save(args.output_dir)
-    write_eval_results(args.output_dir, task.name, strategy.name, task.primary_metric, results, step)
+    write_eval_results(args.output_dir, task.name, strategy.name, task.primary_metric, results, step, extra)
 
 
 def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_loaders: dict[str, Iterable],
@@ -232,13 +258,14 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
     output_dir = args.output_dir
     steps = total_steps(args, len(train_loader))
     optimizer, scheduler = build_optimizer(strategy.model, args, steps)
-    metric = task.primary_metric
     fingerprint = resume_fingerprint(strategy, task, args, steps)
     state = checkpoint.LoopState(best_score=initial_best, fingerprint=fingerprint)
     pending_rng = None
     main = distributed.is_main()
     if args.resume:
         state, pending_rng = checkpoint.load(output_dir, strategy.model, optimizer, fingerprint)
+        if hasattr(strategy, "resume_at"):
+            strategy.resume_at(state.step)
     else:
         if main:
             checkpoint.clear(output_dir)
@@ -254,20 +281,21 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
             progress.write(f"[{strategy.name}] {message}", file=sys.stderr)
 
     def evaluate_and_keep() -> None:
-        """Evaluate every subnet; save the model and eval_results.json if the score improved."""
+        """Evaluate; save the model and eval_results.json if the score improved."""
         nonlocal best_results
-        results = evaluate(strategy, task, dev_loaders)
-        for r in results:
-            for key, value in r.metrics.items():
-                writer.add_scalar(f"eval/{subnet_tag(r.width_mult, r.depth_mult)}/{key}", value, state.step)
-        current = score(results, metric)
-        improved = current > state.best_score
-        log(f"step {state.step}/{steps}: {format_results(results, metric)}{'  (best, saved)' if improved else ''}")
+        if hasattr(strategy, "evaluate"):
+            evaluation = strategy.evaluate(dev_loaders)
+        else:
+            evaluation = default_evaluation(strategy, task, dev_loaders)
+        for key, value in evaluation.scalars.items():
+            writer.add_scalar(key, value, state.step)
+        improved = evaluation.score > state.best_score
+        log(f"step {state.step}/{steps}: {evaluation.summary}{'  (best, saved)' if improved else ''}")
         if improved:
-            state.best_score, state.best_step, best_results = current, state.step, results
-            state.best_results = [r.to_json() for r in results]
+            state.best_score, state.best_step, best_results = evaluation.score, state.step, evaluation.results
+            state.best_results = [r.to_json() for r in evaluation.results]
             if main:
-                save_best(strategy, task, args, results, state.step)
+                save_best(strategy, task, args, evaluation.results, state.step, evaluation.extra)
 
     after_step = getattr(strategy, "after_step", None)
     try:

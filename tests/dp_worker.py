@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 def main() -> int:
     dump_dir, mode, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
     from ofa_flexbert import distributed, training
-    from ofa_flexbert.stages import depth, finetune, width
+    from ofa_flexbert.stages import depth, finetune, gate, width
     from ofa_flexbert.supernet import plain_state_dict
     from run_ofa_glue import main as cli
 
@@ -40,13 +40,14 @@ def main() -> int:
         return original_importance(ofa, counted(), task)
 
     def train_and_dump(strategy, *args, **kwargs):
-        logits = strategy.logits
+        logits = getattr(strategy, "logits", None)  # the gate stage evaluates its own way
 
         def counting_logits(subnet, batch):
             rows["eval_rows"] += int(batch["input_ids"].shape[0])
             return logits(subnet, batch)
 
-        strategy.logits = counting_logits
+        if logits is not None:
+            strategy.logits = counting_logits
         result = original_train(strategy, *args, **kwargs)
         weights = {name: value.numpy() for name, value in plain_state_dict(strategy.model).items()}
         os.makedirs(dump_dir, exist_ok=True)
@@ -55,7 +56,7 @@ def main() -> int:
             json.dump(rows, fh)
         return result
 
-    for stage in (finetune, width, depth):
+    for stage in (finetune, width, depth, gate):
         stage.train = train_and_dump
     width.compute_importance = counting_importance
     if mode == "nosync":

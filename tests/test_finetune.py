@@ -120,12 +120,12 @@ def test_cli_bad_input_is_one_line_and_exit_2_without_traceback(toy, tmp_path):
                              "mrpc, sts-b, qqp, mnli, qnli, rte, wnli\n")
 
 
-@pytest.mark.parametrize("stage", ["gate", "infer", "export"])
+@pytest.mark.parametrize("stage", ["infer", "export"])
 def test_stages_not_implemented_yet_exit_cleanly(stage, capsys):
     assert main(["--task", "rte", "--stage", stage, "--model_dir", "m", "--output_dir", "o"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: --stage {stage}: not implemented yet (planned in ")
-    assert err.endswith("available: finetune, width, depth, final")
+    assert err.endswith("available: finetune, width, depth, final, gate")
 
 
 def write_rows(path, rows):
@@ -195,6 +195,8 @@ def test_demo_runs_every_implemented_stage_with_its_own_config_section(tmp_path,
     table = capsys.readouterr().out
     assert table.splitlines()[0].split()[:2] == ["stage", "task"]
     assert "finetune  sst-2" in table
+    assert any(line.split()[:3] == ["gate", "sst-2", "gated"] for line in table.splitlines())  # the last stage
+    assert (tmp_path / "gate" / "gates.json").exists()
     info = json.loads((tmp_path / "finetune" / "flexbert.json").read_text())
     # configs/demo.yaml's stages.finetune section applies under --stage all (not the 2e-5 default)
     assert info["arguments"]["learning_rate"] == 1e-3 and info["arguments"]["stage"] == "finetune"

@@ -1,0 +1,97 @@
+"""The gate MLPs, what each reads, and the hook that lets them route the encoder.
+
+Architecture as in the reference (flexible-bert-method.md §5.1): Linear(H, H) -> ReLU ->
+Linear(H, K), weights N(0, 0.02), zero biases, no dropout.  What differs: gate 0 reads the
+masked mean of the embedding output.  The reference's reads position 0 of the embeddings,
+``LayerNorm(E[CLS] + P[0] + T[0])``, the same vector for every input, so its first block's
+width could never depend on the input (§5.2).  Later gates read the model's own pooled vector
+(``cls`` or ``mean``) of the layer they follow.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import paddle
+
+from ofa_flexbert.encoder import Between, pool
+from ofa_flexbert.routes import Width, config_width
+
+from .settings import GateSettings
+
+
+class WidthGate(paddle.nn.Layer):
+    """One gate: hidden vector [n, H] -> class logits [n, K]."""
+
+    def __init__(self, hidden: int, classes: int):
+        super().__init__()
+        init = paddle.ParamAttr(initializer=paddle.nn.initializer.Normal(std=0.02))
+        zero = paddle.ParamAttr(initializer=paddle.nn.initializer.Constant(0.0))
+        self.dense = paddle.nn.Linear(hidden, hidden, weight_attr=init, bias_attr=zero)
+        self.out = paddle.nn.Linear(hidden, classes, weight_attr=init, bias_attr=zero)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return self.out(paddle.nn.functional.relu(self.dense(x)))
+
+
+class Gates(paddle.nn.Layer):
+    """All gates of a model, with the settings that say where they sit and what they mean."""
+
+    def __init__(self, hidden: int, settings: GateSettings):
+        super().__init__()
+        self.settings = settings
+        self.hidden = hidden
+        self.gates = paddle.nn.LayerList([WidthGate(hidden, settings.num_classes) for _ in range(settings.num_gates)])
+
+    def forward(self, features: Sequence[paddle.Tensor]) -> list[paddle.Tensor]:
+        """Logits [n, K] of gate g on ``features[g]`` [n, H], for every gate."""
+        return [gate(x) for gate, x in zip(self.gates, features)]
+
+
+def gate_input(state: Between) -> paddle.Tensor:
+    """[n, H]: what the gate deciding at ``state.step`` reads -- the masked token mean of the
+    embeddings at step 0 (input-dependent, unlike [CLS] there), else the model's pooled vector."""
+    if state.step == 0:
+        return pool("mean", state.hidden, state.weights)
+    return state.pooled()
+
+
+class FeatureRecorder:
+    """A between-layers hook that records every gate's input (``features[g]``, rows in batch order).
+
+    Used with uniform routes (no row leaves early), so every row reaches every gate step.
+    """
+
+    def __init__(self, settings: GateSettings):
+        self.steps = settings.gate_steps()
+        self.features: list[Optional[paddle.Tensor]] = [None] * len(self.steps)
+
+    def __call__(self, state: Between) -> None:
+        if state.step in self.steps:
+            order = np.argsort(state.rows)
+            x = gate_input(state)
+            if list(order) != list(range(len(order))):
+                x = paddle.gather(x, paddle.to_tensor(order, dtype="int64"), axis=0)
+            self.features[self.steps.index(state.step)] = x
+
+
+class GateRouter:
+    """The between-layers hook of width-dynamic inference: each gate's argmax sets the next block's width.
+
+    ``decisions[g]`` records, per original batch row, the class gate g chose (-1: the row had
+    left before gate g).
+    """
+
+    def __init__(self, gates: Gates, config, batch_size: int):
+        self.gates, self.settings = gates, gates.settings
+        self.widths: list[Width] = [config_width(config, w) for w in self.settings.class_widths]
+        self.steps = self.settings.gate_steps()
+        self.decisions = np.full((self.settings.num_gates, batch_size), -1, dtype="int64")
+
+    def __call__(self, state: Between) -> None:
+        if state.step not in self.steps:
+            return
+        g = self.steps.index(state.step)
+        classes = self.gates.gates[g](gate_input(state)).argmax(axis=-1).numpy()
+        self.decisions[g, state.rows] = classes
+        state.set_widths([self.widths[int(c)] for c in classes], self.settings.layers_per_gate)

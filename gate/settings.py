@@ -1,0 +1,85 @@
+"""Where the gates sit and what their classes mean: pure rules, no paddle.
+
+Why separate: accounting (a gate's MACs), search and export manifests need these facts
+without loading a model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def check_num_gates(num_gates: int, num_layers: int) -> None:
+    """``num_gates`` must divide the layer count (the reference silently coerces other values to 12)."""
+    if num_gates < 1 or num_layers % num_gates:
+        raise ValueError(f"--num_gates {num_gates}: must divide the model's {num_layers} layers "
+                         f"(one of {', '.join(map(str, divisors(num_layers)))})")
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """The gates of one model.
+
+    ``gate_setting`` are the widths whose uniform subnets define the training targets, in
+    increasing order: class k means "width ``gate_setting[k]`` is the smallest that gets this
+    input right" (the last class also means "none does").  ``class_widths`` maps class k to
+    the width the input then runs at (the reference's ``--width_mult_list`` at inference; four
+    equal values make a static subnet).  ``num_gates`` gates each decide the width of the next
+    ``num_layers / num_gates`` layers; gate 0 reads the embeddings.
+    """
+
+    num_gates: int
+    num_layers: int
+    gate_setting: tuple[float, ...]
+    class_widths: tuple[float, ...]
+
+    def __post_init__(self):
+        check_num_gates(self.num_gates, self.num_layers)
+        if len(self.gate_setting) < 2:
+            raise ValueError(f"--gate_setting: needs at least two widths, got {list(self.gate_setting)}")
+        if list(self.gate_setting) != sorted(set(self.gate_setting)):
+            raise ValueError(f"--gate_setting: widths must increase, got {','.join(f'{w:g}' for w in self.gate_setting)}")
+        if len(self.class_widths) != len(self.gate_setting):
+            raise ValueError(f"--width_mult_list: the gates have {len(self.gate_setting)} classes (--gate_setting), "
+                             f"so it needs {len(self.gate_setting)} widths, got {len(self.class_widths)}")
+        for w in (*self.gate_setting, *self.class_widths):
+            if not 0.0 < w <= 1.0:
+                raise ValueError(f"gate widths must be in (0, 1], got {w:g}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.gate_setting)
+
+    @property
+    def layers_per_gate(self) -> int:
+        return self.num_layers // self.num_gates
+
+    def gate_steps(self) -> list[int]:
+        """The encoder step (layers run so far) at which each gate decides: 0, R, 2R, ..."""
+        return [g * self.layers_per_gate for g in range(self.num_gates)]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"num_gates": self.num_gates, "num_layers": self.num_layers,
+                "gate_setting": list(self.gate_setting), "class_widths": list(self.class_widths)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "GateSettings":
+        return cls(int(data["num_gates"]), int(data["num_layers"]), tuple(float(w) for w in data["gate_setting"]),
+                   tuple(float(w) for w in data["class_widths"]))
+
+    def with_class_widths(self, widths: Sequence[float]) -> "GateSettings":
+        """The same gates, mapping their classes to other widths (an inference-time choice)."""
+        return GateSettings(self.num_gates, self.num_layers, self.gate_setting, tuple(float(w) for w in widths))
+
+
+def gate_macs(settings: GateSettings, hidden: int, length: int, pooling: str) -> int:
+    """MACs the gates add to one ``length``-token input: each gate's MLP (H·H + H·K) and what it
+    reads -- gate 0 the masked mean of the embeddings (T·H), later gates the model's pooled vector
+    (T·H for mean pooling, nothing for [CLS])."""
+    mlp = hidden * hidden + hidden * settings.num_classes
+    reads = length * hidden + (settings.num_gates - 1) * (length * hidden if pooling == "mean" else 0)
+    return settings.num_gates * mlp + reads
