@@ -57,19 +57,20 @@ def gate_input(state: Between) -> paddle.Tensor:
 
 
 class FeatureRecorder:
-    """A between-layers hook that records every gate's input (``features[g]``, rows in batch order).
+    """A between-layers hook that records, at each of ``steps``, a vector per row (rows in batch order):
+    by default what the gate deciding there reads (:func:`gate_input`), or ``read(state)``.
 
-    Used with uniform routes (no row leaves early), so every row reaches every gate step.
+    Used with uniform routes (no row leaves early), so every row reaches every step.
     """
 
-    def __init__(self, settings: GateSettings):
-        self.steps = settings.gate_steps()
+    def __init__(self, steps: Sequence[int], read=gate_input):
+        self.steps, self.read = list(steps), read
         self.features: list[Optional[paddle.Tensor]] = [None] * len(self.steps)
 
     def __call__(self, state: Between) -> None:
         if state.step in self.steps:
             order = np.argsort(state.rows)
-            x = gate_input(state)
+            x = self.read(state)
             if list(order) != list(range(len(order))):
                 x = paddle.gather(x, paddle.to_tensor(order, dtype="int64"), axis=0)
             self.features[self.steps.index(state.step)] = x

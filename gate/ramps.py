@@ -14,8 +14,9 @@ from typing import Optional, Sequence
 import numpy as np
 import paddle
 
-from ofa_flexbert.encoder import Between, Head
-from ofa_flexbert.routes import depth_for
+from ofa_flexbert.encoder import Between, Head, classify
+from ofa_flexbert.losses import soft_cross_entropy
+from ofa_flexbert.routes import Route, depth_for
 
 
 def default_ramp_layers(num_layers: int) -> list[int]:
@@ -58,6 +59,10 @@ class OffRamps(paddle.nn.Layer):
         pooler, classifier = self.poolers[index], self.classifiers[index]
         return lambda pooled: classifier(paddle.tanh(pooler(pooled)))
 
+    def forward(self, pooled: Sequence[paddle.Tensor]) -> list[paddle.Tensor]:
+        """Each off-ramp's logits on what it reads (``pooled[i]`` [n, H])."""
+        return [self.head(i)(x) for i, x in enumerate(pooled)]
+
     def heads(self) -> dict[int, Head]:
         """``{layers run: head}`` for ``encoder.classify(exit_heads=...)``."""
         return {layer + 1: self.head(i) for i, layer in enumerate(self.layers)}
@@ -98,3 +103,20 @@ def chain(*hooks):
             hook(state)
 
     return run
+
+
+def ramp_inputs(model, batch: dict, ramps: OffRamps) -> tuple[list[paddle.Tensor], paddle.Tensor]:
+    """Eval mode, no gradient, the full model: what each off-ramp reads (the pooled vector after
+    its layer, [B, H] each) and the final logits [B, C] it is distilled from (--train_off_ramps)."""
+    from .modules import FeatureRecorder
+
+    recorder = FeatureRecorder([layer + 1 for layer in ramps.layers], read=lambda state: state.pooled())
+    with paddle.no_grad():
+        out = classify(model, batch["input_ids"], batch["token_type_ids"], Route.uniform(model.bert.config),
+                       hook=recorder)
+    return recorder.features, out.logits
+
+
+def ramp_loss(logits: Sequence[paddle.Tensor], teacher: paddle.Tensor) -> paddle.Tensor:
+    """Mean over off-ramps of the soft cross-entropy between each off-ramp's logits and the final ones."""
+    return paddle.add_n([soft_cross_entropy(x, teacher) for x in logits]) / len(logits)

@@ -49,7 +49,7 @@ def width_passes(model, batch: dict, settings: GateSettings, task: TaskSpec,
     try:
         with paddle.no_grad():
             for width in settings.gate_setting:
-                recorder = FeatureRecorder(settings)
+                recorder = FeatureRecorder(settings.gate_steps())
                 out = classify(model, batch["input_ids"], batch["token_type_ids"],
                                Route.uniform(model.bert.config, width), hook=recorder)
                 logits.append(out.logits.numpy())

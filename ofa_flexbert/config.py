@@ -96,6 +96,8 @@ class RunArgs:
     off_ramps: list[int] = _flag("gate stage: 0-based layers after which an input may exit early (default: the "
                                  "last of the first L/2 and of the first 3L/4 layers; the reference's 5,8 of 12)",
                                  default_factory=list)
+    train_off_ramps: bool = _flag("gate stage: also distil each off-ramp from the final classifier's logits "
+                                  "(backbone frozen); off: copies of the final head, as in the reference", False)
     regression_tolerance: float = _flag("gate stage, regression tasks: a width 'gets an input right' when "
                                         "|prediction - label| <= this", 0.5)
     training_phase: Optional[str] = _flag("reference alias of --stage: " + ", ".join(TRAINING_PHASES))

@@ -280,3 +280,25 @@ def test_gate_stage_saves_off_ramps_and_refuses_one_after_the_last_layer(toy_gat
     assert main(gate_argv(data_dir, width_dir, tmp_path / "out", "--off_ramps", "3")) == 2
     assert capsys.readouterr().err.strip() == ("error: --off_ramps: layer 3 is not one an input can leave after "
                                                "(0-based, 0..2 for this 4-layer model)")
+
+
+def test_off_ramps_stay_copies_of_the_final_head_unless_trained_and_training_lowers_their_loss(
+        toy_gates, toy_width_model, tmp_path):
+    _, width_dir, out = toy_gates
+    final = paddle.load(os.path.join(width_dir, "model_state.pdparams"))
+    ramps = load_off_ramps(str(out))
+    for pooler, classifier in zip(ramps.poolers, ramps.classifiers):  # untrained: exact copies
+        np.testing.assert_array_equal(pooler.weight.numpy(), final["bert.pooler.dense.weight"].numpy())
+        np.testing.assert_array_equal(classifier.weight.numpy(), final["classifier.weight"].numpy())
+    results = json.loads((out / "eval_results.json").read_text())
+    assert [r["layer"] for r in results["off_ramps"]] == [1, 2]
+    data_dir, _ = toy_width_model
+    trained = tmp_path / "trained"
+    assert main(gate_argv(data_dir, width_dir, trained, "--train_off_ramps")) == 0
+    losses = [value for _, value in vdl_scalars(trained, "gate")["eval/ramp_loss"]]
+    assert losses[-1] < losses[0]
+    moved = load_off_ramps(str(trained))
+    assert not np.array_equal(moved.classifiers[0].weight.numpy(), final["classifier.weight"].numpy())
+    before = paddle.load(os.path.join(width_dir, "model_state.pdparams"))  # the backbone still untouched
+    after = paddle.load(os.path.join(trained, "model_state.pdparams"))
+    assert all(np.array_equal(before[k].numpy(), after[k].numpy()) for k in before)
