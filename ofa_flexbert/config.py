@@ -100,6 +100,8 @@ class RunArgs:
                                   "(backbone frozen); off: copies of the final head, as in the reference", False)
     regression_tolerance: float = _flag("gate stage, regression tasks: a width 'gets an input right' when "
                                         "|prediction - label| <= this", 0.5)
+    model_type: Optional[str] = _flag("reference flag: the model family; only bert is supported", None)
+    do_train: bool = _flag("reference flag: accepted so its command lines run; a training stage always trains", False)
     training_phase: Optional[str] = _flag("reference alias of --stage: " + ", ".join(TRAINING_PHASES))
     resume: bool = _flag("continue an interrupted run from <output_dir>/checkpoint", False)
     device: Optional[str] = _flag("paddle device, e.g. cpu or gpu:0 (default: paddle's choice)")
@@ -251,6 +253,8 @@ def validate(args: RunArgs) -> None:
         for value in values:
             if not 0.0 < value <= 1.0:
                 raise UserError(f"--{name}: {value:g} is outside (0, 1]")
+    if args.model_type is not None and args.model_type.lower() != "bert":
+        raise UserError(f"--model_type {args.model_type}: only bert is supported (BertForSequenceClassification)")
     if args.num_gates < 0:
         raise UserError(f"--num_gates: must be 0 (one per layer) or positive, got {args.num_gates}")
     if len(args.gate_setting) < 2 or args.gate_setting != sorted(set(args.gate_setting)) or \
@@ -305,3 +309,18 @@ def task_data_dir(data_dir: Optional[str], dir_name: str) -> str:
 def to_dict(args: RunArgs) -> dict[str, Any]:
     """JSON-ready copy of the arguments (recorded in flexbert.json)."""
     return dataclasses.asdict(args)
+
+
+# Flags the reference needs and we accept so its command lines run, but which change nothing here.
+NO_EFFECT = {"model_type": "only BERT exists here", "do_train": "a training stage always trains"}
+
+
+def no_effect_notes(args: RunArgs) -> list[str]:
+    """One line per accepted flag that changes nothing, for the stage to log (never silence)."""
+    notes = []
+    for name, why in NO_EFFECT.items():
+        value = getattr(args, name)
+        if value:
+            shown = f" {value}" if not isinstance(value, bool) else ""
+            notes.append(f"--{name}{shown}: accepted for the reference's command lines, no effect ({why})")
+    return notes

@@ -302,3 +302,30 @@ def test_off_ramps_stay_copies_of_the_final_head_unless_trained_and_training_low
     before = paddle.load(os.path.join(width_dir, "model_state.pdparams"))  # the backbone still untouched
     after = paddle.load(os.path.join(trained, "model_state.pdparams"))
     assert all(np.array_equal(before[k].numpy(), after[k].numpy()) for k in before)
+
+
+def test_the_reference_gate_command_line_runs_with_only_the_script_name_changed(toy_width_model, tmp_path, caplog):
+    """The seed README's train_gate.py command (flexible-bert-method.md §13.2), on the toy task."""
+    import logging
+
+    data_dir, width_dir = toy_width_model
+    out = tmp_path / "gates"
+    argv = ["--model_type", "bert", "--task_name", "SST-2", "--do_train", "--data_dir", str(data_dir),
+            "--model_dir", str(width_dir), "--output_dir", str(out), "--max_seq_length", "40",
+            "--learning_rate", "2e-4", "--per_gpu_train_batch_size", "32", "--per_gpu_eval_batch_size", "32",
+            "--num_train_epochs", "8", "--logging_steps", "40", "--width_mult_list", "0.25,0.5,0.75,1.0",
+            "--gate_setting", "0.25,0.5,0.75,1.0", "--training_phase", "traingate",
+            "--max_steps", "40"]  # (only to keep the test short)
+    with caplog.at_level(logging.INFO, logger="ofa_flexbert"):
+        assert main(argv) == 0
+    assert json.loads((out / "flexbert.json").read_text())["stage"] == "gate" and (out / "gates.json").exists()
+    notes = [r.getMessage() for r in caplog.records if "no effect" in r.getMessage()]
+    assert notes == ["--model_type bert: accepted for the reference's command lines, no effect (only BERT exists here)",
+                     "--do_train: accepted for the reference's command lines, no effect (a training stage always trains)"]
+
+
+def test_another_model_type_is_refused(capsys):
+    assert main(["--model_type", "roberta", "--task", "rte", "--stage", "gate", "--model_dir", "m",
+                 "--output_dir", "o"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: --model_type roberta: only bert is supported "
+                                               "(BertForSequenceClassification)")

@@ -6,6 +6,7 @@ failed run never overwrites what an earlier run wrote.
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
 from dataclasses import dataclass, field
@@ -17,12 +18,14 @@ import paddle
 import patches
 
 from .. import checkpoint, distributed
-from ..config import RunArgs, task_data_dir
+from ..config import RunArgs, no_effect_notes, task_data_dir
 from ..data import TaskSpec, encode, get_task, make_loader, read_augmented, read_split
 from ..errors import UserError
 from ..models import save_model
 from ..outputs import SubnetResult, write_run_info
 from ..training import backward_each
+
+logger = logging.getLogger("ofa_flexbert")
 
 
 class SupernetStrategy:
@@ -172,6 +175,9 @@ def start(args: RunArgs) -> tuple[TaskSpec, Any]:
 
     require(args, "model_dir", "output_dir")
     task = setup(args)
+    if distributed.is_main():
+        for note in no_effect_notes(args):
+            logger.info(note)
     check_output_dir(args)
     tokenizer = load_tokenizer(args.model_dir)
     check_sequence_length(args)
