@@ -83,9 +83,10 @@ class GateRouter:
     left before gate g).
     """
 
-    def __init__(self, gates: Gates, config, batch_size: int):
+    def __init__(self, gates: Gates, config, batch_size: int, class_widths: Optional[Sequence[float]] = None):
         self.gates, self.settings = gates, gates.settings
-        self.widths: list[Width] = [config_width(config, w) for w in self.settings.class_widths]
+        widths = self.settings.class_widths if class_widths is None else class_widths
+        self.widths: list[Width] = [config_width(config, w) for w in widths]
         self.steps = self.settings.gate_steps()
         self.decisions = np.full((self.settings.num_gates, batch_size), -1, dtype="int64")
 

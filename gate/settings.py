@@ -76,10 +76,12 @@ class GateSettings:
         return GateSettings(self.num_gates, self.num_layers, self.gate_setting, tuple(float(w) for w in widths))
 
 
-def gate_macs(settings: GateSettings, hidden: int, length: int, pooling: str) -> int:
+def gate_macs(settings: GateSettings, hidden: int, length: int, pooling: str, layers_run: int = 0) -> int:
     """MACs the gates add to one ``length``-token input: each gate's MLP (H·H + H·K) and what it
     reads -- gate 0 the masked mean of the embeddings (T·H), later gates the model's pooled vector
-    (T·H for mean pooling, nothing for [CLS])."""
+    (T·H for mean pooling, nothing for [CLS]).  With ``layers_run`` > 0 only the gates that decide
+    before one of those layers ran (an input that left early, or a shallower route, skips the rest)."""
+    ran = [s for s in settings.gate_steps() if not layers_run or s < layers_run]
     mlp = hidden * hidden + hidden * settings.num_classes
-    reads = length * hidden + (settings.num_gates - 1) * (length * hidden if pooling == "mean" else 0)
-    return settings.num_gates * mlp + reads
+    reads = sum(length * hidden if s == 0 or pooling == "mean" else 0 for s in ran)
+    return len(ran) * mlp + reads

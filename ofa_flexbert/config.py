@@ -100,6 +100,17 @@ class RunArgs:
                                   "(backbone frozen); off: copies of the final head, as in the reference", False)
     regression_tolerance: float = _flag("gate stage, regression tasks: a width 'gets an input right' when "
                                         "|prediction - label| <= this", 0.5)
+    static: bool = _flag("infer stage: a static subnet: --width_mult_list (identical values) at the first "
+                         "--depth_mult_list depth, no gates", False)
+    w_dynamic: bool = _flag("infer stage: the gates pick each block's width (class k -> --width_mult_list[k])", False)
+    d_dynamic: bool = _flag("infer stage: one width, inputs leave early at the off-ramps (needs --early_exit)", False)
+    wd_dynamic: bool = _flag("infer stage: gates pick widths and inputs leave early (with --early_exit)", False)
+    early_exit: bool = _flag("infer stage: check the off-ramps; leave when the entropy < --exit_threshold", False)
+    exit_threshold: float = _flag("infer stage: early-exit entropy threshold (natural log; strict <)", 0.57)
+    normalized_entropy: bool = _flag("infer stage: divide the exit entropy by ln(classes)", False)
+    record_cpu_time: bool = _flag("reference flag: latency is always measured, on the device in use", False)
+    record_gpu_time: bool = _flag("reference flag: latency is always measured, on the device in use", False)
+    do_eval: bool = _flag("reference flag: without --do_train and --stage, runs --stage infer", False)
     model_type: Optional[str] = _flag("reference flag: the model family; only bert is supported", None)
     do_train: bool = _flag("reference flag: accepted so its command lines run; a training stage always trains", False)
     training_phase: Optional[str] = _flag("reference alias of --stage: " + ", ".join(TRAINING_PHASES))
@@ -222,6 +233,9 @@ def _coerce_known(key: str, value: Any, path: str) -> Any:
 def resolve(flags: dict[str, Any]) -> RunArgs:
     """Merge defaults, the task's YAML file and the given flags; validate the result."""
     given = {k: v for k, v in flags.items() if v is not None and k in FIELDS}
+    if given.get("do_eval") and not given.get("do_train") and not given.get("stage") \
+            and not given.get("training_phase"):  # the reference's train_gate.py --do_eval: inference
+        given["stage"] = "infer"
     if given.get("training_phase") and not given.get("stage"):
         phase = given["training_phase"]
         if phase not in TRAINING_PHASES:
@@ -312,7 +326,8 @@ def to_dict(args: RunArgs) -> dict[str, Any]:
 
 
 # Flags the reference needs and we accept so its command lines run, but which change nothing here.
-NO_EFFECT = {"model_type": "only BERT exists here", "do_train": "a training stage always trains"}
+NO_EFFECT = {"model_type": "only BERT exists here", "do_train": "a training stage always trains",
+             "record_cpu_time": "latency is always measured", "record_gpu_time": "latency is always measured"}
 
 
 def no_effect_notes(args: RunArgs) -> list[str]:

@@ -39,7 +39,7 @@ def results_table(reports: list[StageReport]) -> str:
         if gated:  # the gate stage: the model whose gates pick each input's widths
             share = f"{gated['macs_share']:.0%}"
             others = ", ".join(f"{k}={v:.4f}" for k, v in gated["metrics"].items() if k != report.metric)
-            rows.append((report.stage, report.task, "gated", "1", report.metric,
+            rows.append((report.stage, report.task, gated.get("label", "gated"), "1", report.metric,
                          f"{gated['metrics'][report.metric]:.4f}", share, others or "-", str(report.best_step),
                          f"{report.seconds:.1f}"))
     return _table(header, rows)

@@ -1,0 +1,227 @@
+"""Stage ``infer``: static, width-, depth- and width+depth-dynamic inference on dev, batched,
+with each input's route and cost (flexible-bert-method.md §7).
+
+Every mode is one call of the routed encoder (``encoder.classify``) with a hook: the gates
+(``GateRouter``) pick widths, the exit check (``ExitCheck``) retires inputs, both chained in the
+reference's order (the exit check first).  Inputs of one batch take different routes, so any
+``--per_gpu_eval_batch_size`` gives the predictions of batch size 1 (the reference needs 1).
+
+Cost per input is counted from the route it took at its real length: its layers at their widths,
+the head at its exit, the gates that ran and the exit checks it passed (``accounting.route_macs``,
+``gate.settings.gate_macs``, ``gate.ramps.exit_check_macs``).  A static subnet runs no gates: it
+needs none, so none are counted (the reference runs and counts them in every mode).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import paddle
+
+from gate.io import load_gates, load_off_ramps
+from gate.modules import GateRouter
+from gate.ramps import ExitCheck, chain, exit_check_macs
+from gate.settings import gate_macs
+
+from ..accounting import mean_macs, route_macs, sequence_lengths
+from ..config import RunArgs, task_data_dir
+from ..data import encode, make_loader, read_split
+from ..encoder import classify, pooling_of
+from ..errors import UserError
+from ..metrics import compute_metrics, predictions
+from ..models import load_model
+from ..outputs import atomic_write_json, atomic_write_text, write_run_info
+from ..routes import Route
+from .common import StageReport, check_pooling, start
+
+logger = logging.getLogger("ofa_flexbert")
+
+MODES = ("static", "w_dynamic", "d_dynamic", "wd_dynamic")
+LATENCY_INPUTS = 500  # dev inputs timed at batch 1 (after WARMUP): enough for a stable median and p90
+WARMUP = 10
+THROUGHPUT_BATCH = 32
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What runs: the mode, class k -> width, the depth, and the exit rule."""
+
+    mode: str
+    widths: tuple[float, ...]
+    depth_mult: float
+    early_exit: bool
+    threshold: float
+    normalized: bool
+
+    @property
+    def gated(self) -> bool:
+        return self.mode in ("w_dynamic", "wd_dynamic")
+
+    @property
+    def exits(self) -> bool:
+        return self.early_exit and self.mode in ("d_dynamic", "wd_dynamic")
+
+
+def plan_of(args: RunArgs) -> Plan:
+    """The one mode the flags name, checked: a one-line error for none, two, or a static mode with
+    different widths."""
+    modes = [m for m in MODES if getattr(args, m)]
+    if len(modes) != 1:
+        raise UserError("--stage infer: give exactly one of --static, --w_dynamic, --d_dynamic, --wd_dynamic"
+                        + (f" (got {', '.join('--' + m for m in modes)})" if modes else ""))
+    mode, widths = modes[0], tuple(args.width_mult_list)
+    if mode in ("static", "d_dynamic") and len(set(widths)) != 1:
+        raise UserError(f"--{mode}: one width for every input, so --width_mult_list needs identical values "
+                        f"(e.g. 0.5,0.5,0.5,0.5), got {','.join(f'{w:g}' for w in widths)}")
+    if mode == "d_dynamic" and not args.early_exit:
+        raise UserError("--d_dynamic: depth-dynamic inference exits early; add --early_exit")
+    if mode in ("d_dynamic", "wd_dynamic") and args.depth_mult_list[0] != 1.0:
+        raise UserError(f"--{mode}: early exit starts from the full model; --depth_mult_list must be 1.0, "
+                        f"got {args.depth_mult_list[0]:g}")
+    return Plan(mode, widths, args.depth_mult_list[0], args.early_exit, args.exit_threshold, args.normalized_entropy)
+
+
+class DynamicModel:
+    """A backbone with its gates and off-ramps, run as a :class:`Plan` says."""
+
+    def __init__(self, model, gates, ramps, plan: Plan):
+        self.model, self.gates, self.ramps, self.plan = model, gates, ramps, plan
+        self.config = model.bert.config
+        self.pooling = pooling_of(model.bert)
+        start_width = 1.0 if plan.gated else plan.widths[0]
+        self.route = Route.uniform(self.config, start_width, plan.depth_mult)
+        if plan.gated and len(plan.widths) != gates.settings.num_classes:
+            raise UserError(f"--width_mult_list: the gates have {gates.settings.num_classes} classes, so it needs "
+                            f"{gates.settings.num_classes} widths, got {len(plan.widths)}")
+
+    def run(self, batch: dict):
+        """(logits [B, C], the routes taken) for one batch, eval mode, no gradient."""
+        rows = int(batch["input_ids"].shape[0])
+        router = GateRouter(self.gates, self.config, rows, self.plan.widths) if self.plan.gated else None
+        check = None
+        if self.plan.exits:
+            check = ExitCheck(self.ramps, self.plan.threshold, self.plan.normalized, len(self.route.layers))
+        hooks = [h for h in (check, router) if h is not None]
+        with paddle.no_grad():
+            out = classify(self.model, batch["input_ids"], batch["token_type_ids"], self.route,
+                           hook=chain(*hooks) if hooks else None,
+                           exit_heads=self.ramps.heads() if self.plan.exits else None)
+        return out.logits.numpy(), out.routes
+
+    def macs(self, route: Route, length: int) -> int:
+        """Everything one input of ``length`` tokens ran on ``route``: layers, head, gates, exit checks."""
+        run = len(route.executed)
+        total = route_macs(self.config, route, length)
+        if self.plan.gated:
+            total += gate_macs(self.gates.settings, self.config.hidden_size, length, self.pooling, run)
+        if self.plan.exits:
+            total += exit_check_macs(self.ramps, self.config.hidden_size, length, self.pooling, run,
+                                     len(route.layers), route.exit_after is not None)
+        return total
+
+
+def timed(dynamic: DynamicModel, loader) -> list[float]:
+    """Seconds per batch of ``loader`` (model time only: collation excluded)."""
+    seconds = []
+    for batch in loader:
+        start = time.perf_counter()
+        dynamic.run(batch)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def run(args: RunArgs) -> StageReport:
+    """``--stage infer``: run the plan on dev; write infer_results.json and predictions.jsonl."""
+    task, tokenizer = start(args)
+    plan = plan_of(args)
+    if plan.exits and task.is_regression:
+        raise UserError(f"--early_exit: exits use a classifier's entropy; {task.name} is a regression task")
+    model = load_model(args.model_dir, task.num_labels, require_classifier=True)
+    model.bert.config.pooling = check_pooling(args)
+    model.eval()
+    gates = load_gates(args.model_dir) if plan.gated else None
+    if plan.gated and gates is None:
+        raise UserError(f"--{plan.mode}: {args.model_dir} has no gates (gates.json); run --stage gate first")
+    ramps = load_off_ramps(args.model_dir) if plan.exits else None
+    if plan.exits and (ramps is None or not ramps.layers):
+        raise UserError(f"--early_exit: {args.model_dir} has no off-ramps (off_ramps.json); run --stage gate first")
+    dynamic = DynamicModel(model, gates, ramps, plan)
+    split = task.dev_splits[0]
+    examples = read_split(task, task_data_dir(args.data_dir, task.dir_name), split)
+    dataset = encode(examples, task, tokenizer, args.max_seq_length)
+    loader = make_loader(dataset, tokenizer, args.per_gpu_eval_batch_size)
+    lengths = sequence_lengths(loader)
+    started = time.time()
+    logits, routes = [], []
+    for batch in loader:
+        batch_logits, batch_routes = dynamic.run(batch)
+        logits.append(batch_logits)
+        routes.extend(batch_routes)
+    logits = np.concatenate(logits)
+    labels = np.array([row["labels"] for row in dataset])
+    metrics = compute_metrics(task, logits, labels)
+    macs = np.array([dynamic.macs(r, t) for r, t in zip(routes, lengths)], dtype="float64")
+    full = mean_macs(model.bert.config, 1.0, 1.0, lengths)
+    layers_run = np.array([len(r.executed) for r in routes])
+    timing = latency(dynamic, dataset, tokenizer)
+    summary: dict[str, Any] = {
+        "task": task.name, "split": split, "mode": plan.mode, "width_mult_list": list(plan.widths),
+        "depth_mult": plan.depth_mult, "early_exit": plan.exits, "exit_threshold": plan.threshold if plan.exits else None,
+        "normalized_entropy": plan.normalized if plan.exits else None, "metric": task.primary_metric,
+        "metrics": metrics, "macs": float(macs.mean()), "full_macs": float(full),
+        "macs_share": float(macs.mean() / full), "reduction": float(1 - macs.mean() / full),
+        "mean_layers": float(layers_run.mean()),
+        "exit_histogram": {str(k): int(v) for k, v in zip(*np.unique(layers_run, return_counts=True))},
+        "width_histogram": width_histogram(routes, model.bert.config.num_hidden_layers),
+        "examples": len(routes), "batch_size": args.per_gpu_eval_batch_size, **timing,
+        "seconds": round(time.time() - started, 1),
+    }
+    write_outputs(args.output_dir, summary, routes, logits, labels, macs, task)
+    logger.info(f"infer {task.name} {plan.mode}: {task.primary_metric}={metrics[task.primary_metric]:.4f} at "
+                f"{summary['macs_share']:.0%} of the full model's MACs, {summary['mean_layers']:.2f} layers on average")
+    write_run_info(args, task.name, {"complete": True, "mode": plan.mode})
+    return StageReport("infer", task.name, args.output_dir, task.primary_metric, [], None, summary["seconds"],
+                       {"gated": {"metrics": metrics, "macs_share": summary["macs_share"], "label": plan.mode},
+                        "inference": summary})
+
+
+def width_histogram(routes: list[Route], num_layers: int) -> dict[str, dict[str, int]]:
+    """Per encoder layer, how many inputs ran it with how many heads."""
+    counts: dict[str, dict[str, int]] = {str(i): {} for i in range(num_layers)}
+    for route in routes:
+        for layer, width in route.executed:
+            cell = counts[str(layer)]
+            cell[str(width.heads)] = cell.get(str(width.heads), 0) + 1
+    return counts
+
+
+def latency(dynamic: DynamicModel, dataset, tokenizer) -> dict[str, float]:
+    """Per input at batch 1 (median and p90 in ms, warm-up excluded) and throughput at batch 32, on the
+    first inputs of the split (:data:`LATENCY_INPUTS`): the device in use, model time only."""
+    from paddlenlp.datasets import MapDataset
+
+    subset = MapDataset([dataset[i] for i in range(min(len(dataset), LATENCY_INPUTS + WARMUP))])
+    single = timed(dynamic, make_loader(subset, tokenizer, 1))[WARMUP:] or [float("nan")]
+    batched = timed(dynamic, make_loader(subset, tokenizer, THROUGHPUT_BATCH))
+    return {"latency_ms_batch1_median": float(np.median(single) * 1e3),
+            "latency_ms_batch1_p90": float(np.percentile(single, 90) * 1e3),
+            "throughput_per_s_batch32": float(len(subset) / sum(batched)),
+            "latency_inputs": len(single), "device": paddle.get_device()}
+
+
+def write_outputs(output_dir: str, summary: dict, routes: list[Route], logits: np.ndarray, labels: np.ndarray,
+                  macs: np.ndarray, task) -> None:
+    """infer_results.json (the summary) and predictions.jsonl (one row per input), atomically."""
+    preds = predictions(task, logits)
+    lines = [json.dumps({"index": i, "label": labels[i].item(), "prediction": preds[i].item(),
+                         "layers": [layer for layer, _ in r.executed], "heads": [w.heads for _, w in r.executed],
+                         "exit_after": len(r.executed), "macs": int(m)})
+             for i, (r, m) in enumerate(zip(routes, macs))]
+    os.makedirs(output_dir, exist_ok=True)
+    atomic_write_text(os.path.join(output_dir, "predictions.jsonl"), "\n".join(lines) + "\n")
+    atomic_write_json(os.path.join(output_dir, "infer_results.json"), summary)

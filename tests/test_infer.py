@@ -1,0 +1,123 @@
+"""--stage infer: the four modes, batch-size independence, honest per-input cost, the reference's command lines."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import patches
+from conftest import stage_argv
+from ofa_flexbert.accounting import subnet_macs
+from ofa_flexbert.models import load_model
+from run_ofa_glue import main
+
+
+@pytest.fixture(autouse=True)
+def _patched():
+    patches.apply()
+
+
+@pytest.fixture(scope="module")
+def toy_gated(toy_width_model, tmp_path_factory):
+    """The toy width model with briefly trained gates and off-ramps: ``(data_dir, width_dir, gate_dir)``."""
+    data_dir, width_dir = toy_width_model
+    out = tmp_path_factory.mktemp("infer") / "gates"
+    assert main(stage_argv("gate", data_dir, width_dir, out, "--max_steps", "60", "--logging_steps", "60",
+                           "--learning_rate", "1e-3")) == 0
+    return data_dir, width_dir, out
+
+
+def infer(data_dir, model_dir, out, *flags):
+    assert main(stage_argv("infer", data_dir, model_dir, out, *flags)) == 0
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    return json.loads((out / "infer_results.json").read_text()), rows
+
+
+def test_static_inference_equals_the_stage_s_own_evaluation_of_that_subnet(toy_width_model, tmp_path):
+    data_dir, width_dir = toy_width_model
+    summary, rows = infer(data_dir, width_dir, tmp_path / "out", "--static", "--width_mult_list", "0.5,0.5,0.5,0.5",
+                          "--depth_mult_list", "1.0")
+    stage = json.loads(open(os.path.join(width_dir, "eval_results.json")).read())
+    expected = next(s for s in stage["subnets"] if s["width_mult"] == 0.5)
+    assert summary["metrics"]["acc"] == pytest.approx(expected["metrics"]["acc"], abs=1e-9)
+    config = load_model(width_dir, 2).bert.config
+    lengths = [len(r) for r in _dev_ids(data_dir, width_dir)]
+    assert [r["macs"] for r in rows] == [subnet_macs(config, 0.5, 1.0, t) for t in lengths]  # no gates run
+    assert summary["macs"] == pytest.approx(expected["macs"]) and summary["mean_layers"] == 4
+    assert summary["latency_ms_batch1_median"] > 0 and summary["throughput_per_s_batch32"] > 0
+
+
+def _dev_ids(data_dir, model_dir):
+    from ofa_flexbert.data import encode, get_task, read_split
+    from ofa_flexbert.models import load_tokenizer
+
+    task = get_task("sst-2")
+    return [row["input_ids"] for row in encode(read_split(task, str(data_dir), "dev"), task,
+                                               load_tokenizer(str(model_dir)), 40)]
+
+
+def test_dynamic_inference_gives_every_batch_size_the_answers_of_batch_size_one(toy_gated, tmp_path):
+    data_dir, _, gates = toy_gated
+    flags = ("--wd_dynamic", "--early_exit", "--exit_threshold", "0.5", "--width_mult_list", "0.25,0.5,0.75,1.0")
+    one, rows_one = infer(data_dir, gates, tmp_path / "one", *flags, "--per_gpu_eval_batch_size", "1")
+    many, rows_many = infer(data_dir, gates, tmp_path / "many", *flags, "--per_gpu_eval_batch_size", "64")
+    assert rows_one == rows_many
+    assert one["metrics"] == many["metrics"] and one["macs"] == many["macs"]
+    exits = {r["exit_after"] for r in rows_one}
+    assert len(exits) > 1 and len({tuple(r["heads"]) for r in rows_one}) > 1  # routes really differ
+    assert one["macs_share"] < 1 and sum(one["exit_histogram"].values()) == len(rows_one)
+
+
+def test_gates_and_exit_checks_are_counted_in_each_input_s_cost(toy_gated, tmp_path):
+    """Everything forced to full width and no exit can happen: the cost is the full model's plus
+    exactly the gates' and exit checks' MACs."""
+    from gate.io import load_gates
+    from gate.settings import gate_macs
+
+    data_dir, _, gates_dir = toy_gated
+    summary, rows = infer(data_dir, gates_dir, tmp_path / "out", "--wd_dynamic", "--early_exit", "--exit_threshold",
+                          "0", "--width_mult_list", "1,1,1,1")
+    config = load_model(str(gates_dir), 2).bert.config
+    settings = load_gates(str(gates_dir)).settings
+    hidden = config.hidden_size
+    checks = 2 * (hidden * hidden + hidden * 2)  # two off-ramps passed (pooler H*H + classifier H*C; cls pooling)
+    lengths = [len(r) for r in _dev_ids(data_dir, gates_dir)]
+    assert [r["macs"] for r in rows] == [subnet_macs(config, 1.0, 1.0, t) + gate_macs(settings, hidden, t, "cls")
+                                         + checks for t in lengths]
+
+
+def test_the_reference_inference_command_lines_run_with_only_the_script_name_changed(toy_gated, tmp_path):
+    data_dir, _, gates = toy_gated
+    # --max_seq_length is 128 there; the toy model has 64 positions
+    common = ["--model_type", "bert", "--task_name", "SST-2", "--data_dir", str(data_dir), "--model_dir", str(gates),
+              "--max_seq_length", "64", "--per_gpu_eval_batch_size", "1", "--depth_mult_list", "1.0", "--do_eval",
+              "--record_gpu_time"]
+    for name, extra in (("static", ["--width_mult_list", "0.5,0.5,0.5,0.5", "--static"]),
+                        ("w", ["--width_mult_list", "0.5,0.75,0.75,0.75", "--w_dynamic"]),
+                        ("wd", ["--width_mult_list", "0.25,0.25,0.25,0.5", "--wd_dynamic", "--early_exit",
+                                "--exit_threshold", "0.15"])):
+        out = tmp_path / name
+        assert main([*common, "--output_dir", str(out), *extra]) == 0
+        assert json.loads((out / "infer_results.json").read_text())["mode"] == extra[-1 if name != "wd" else 2][2:]
+
+
+@pytest.mark.parametrize("flags,message", [
+    ((), "--stage infer: give exactly one of --static, --w_dynamic, --d_dynamic, --wd_dynamic"),
+    (("--static", "--w_dynamic"), "--stage infer: give exactly one of --static, --w_dynamic, --d_dynamic, "
+                                  "--wd_dynamic (got --static, --w_dynamic)"),
+    (("--static", "--width_mult_list", "0.5,1"), "--static: one width for every input, so --width_mult_list needs "
+                                                 "identical values (e.g. 0.5,0.5,0.5,0.5), got 0.5,1"),
+    (("--d_dynamic", "--width_mult_list", "1,1"), "--d_dynamic: depth-dynamic inference exits early; add --early_exit"),
+])
+def test_bad_mode_flags_get_one_line(toy_width_model, tmp_path, capsys, flags, message):
+    data_dir, width_dir = toy_width_model
+    assert main(stage_argv("infer", data_dir, width_dir, tmp_path / "out", *flags)) == 2
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_dynamic_modes_need_gates(toy_width_model, tmp_path, capsys):
+    data_dir, width_dir = toy_width_model
+    assert main(stage_argv("infer", data_dir, width_dir, tmp_path / "out", "--w_dynamic")) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --w_dynamic: {width_dir} has no gates (gates.json); "
+                                               "run --stage gate first")
