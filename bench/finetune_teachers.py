@@ -75,6 +75,8 @@ def main() -> None:
             seconds = run(cmd, out + ".log", append=True)
             evaluation = json.load(open(os.path.join(out, "eval_results.json")))
             info = json.load(open(os.path.join(out, "flexbert.json")))
+            # re-read: another invocation (another task, run at the same time) may have added its rows
+            results = json.load(open(results_path)) if os.path.exists(results_path) else []
             results.append({"task": task, "pooling": args.pooling, "learning_rate": lr, "epochs": args.epochs, "seed": args.seed,
                             "metrics": evaluation["subnets"][0]["metrics"], "best_step": evaluation["best_step"],
                             "steps": info["steps"], "train_seconds": info["seconds"], "wall_seconds": round(seconds, 1),

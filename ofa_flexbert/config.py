@@ -108,6 +108,9 @@ class RunArgs:
     early_exit: bool = _flag("infer stage: check the off-ramps; leave when the entropy < --exit_threshold", False)
     exit_threshold: float = _flag("infer stage: early-exit entropy threshold (natural log; strict <)", 0.57)
     normalized_entropy: bool = _flag("infer stage: divide the exit entropy by ln(classes)", False)
+    inference_config: Optional[str] = _flag("infer stage: a JSON file of per-task settings (mode, width_mult_list, "
+                                            "depth_mult, early_exit, exit_threshold), e.g. "
+                                            "configs/best_tradeoff_inference_config.json; replaces the mode flags", None)
     record_cpu_time: bool = _flag("reference flag: latency is always measured, on the device in use", False)
     record_gpu_time: bool = _flag("reference flag: latency is always measured, on the device in use", False)
     do_eval: bool = _flag("reference flag: without --do_train and --stage, runs --stage infer", False)

@@ -121,3 +121,26 @@ def test_dynamic_modes_need_gates(toy_width_model, tmp_path, capsys):
     assert main(stage_argv("infer", data_dir, width_dir, tmp_path / "out", "--w_dynamic")) == 2
     assert capsys.readouterr().err.strip() == (f"error: --w_dynamic: {width_dir} has no gates (gates.json); "
                                                "run --stage gate first")
+
+
+def test_the_reference_trade_off_settings_are_valid_json_and_run_from_the_file(toy_gated, tmp_path, capsys):
+    from ofa_flexbert.config import CONFIG_DIR
+
+    path = os.path.join(CONFIG_DIR, "best_tradeoff_inference_config.json")
+    reference = json.load(open(path))
+    assert reference["mrpc"] == {"mode": "wd_dynamic", "width_mult_list": [0.5, 0.55, 0.75, 0.75], "depth_mult": 1.0,
+                                 "early_exit": True, "exit_threshold": 0.25}  # flexible-bert-method.md §9
+    assert sorted(k for k in reference if not k.startswith("_")) == ["cola", "mnli", "mrpc", "qnli", "qqp", "rte",
+                                                                     "sst-2"]
+    data_dir, _, gates = toy_gated
+    summary, _ = infer(data_dir, gates, tmp_path / "out", "--inference_config", path)
+    assert (summary["mode"], summary["width_mult_list"], summary["exit_threshold"]) == \
+        ("wd_dynamic", [0.5, 0.55, 0.55, 0.75], 0.4)  # the sst-2 entry
+    broken = tmp_path / "broken.json"
+    broken.write_text('{\n  "sst-2": {"mode": "static"},\n}\n')  # the reference's trailing comma
+    assert main(stage_argv("infer", data_dir, gates, tmp_path / "b", "--inference_config", str(broken))) == 2
+    assert capsys.readouterr().err.strip().startswith(f"error: --inference_config {broken}:3: not valid JSON")
+    assert main(stage_argv("infer", data_dir, gates, tmp_path / "b", "--inference_config", path, "--static")) == 2
+    assert capsys.readouterr().err.strip() == ("error: --inference_config and --static: give one of them "
+                                               "(the file names the mode)")
+    assert not (tmp_path / "b").exists()

@@ -67,6 +67,55 @@ class Plan:
         return self.early_exit and self.mode in ("d_dynamic", "wd_dynamic")
 
 
+SETTINGS_KEYS = {"mode", "width_mult_list", "depth_mult", "early_exit", "exit_threshold", "normalized_entropy"}
+
+
+def read_inference_config(path: str, task: str) -> dict[str, Any]:
+    """The ``task`` entry of an --inference_config file (the format --stage search writes), checked.
+
+    A one-line error names the file and line for invalid JSON, a missing task, an unknown key or
+    mode; keys starting with ``_`` are comments.
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except OSError as exc:
+        raise UserError(f"--inference_config {path}: cannot be read ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--inference_config {path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    tasks = [k for k in data if not k.startswith("_")] if isinstance(data, dict) else []
+    if task not in tasks:
+        raise UserError(f"--inference_config {path}: no settings for {task} (it has {', '.join(tasks) or 'none'})")
+    entry = data[task]
+    unknown = set(entry) - SETTINGS_KEYS if isinstance(entry, dict) else {"(not an object)"}
+    if unknown:
+        raise UserError(f"--inference_config {path}: {task}: unknown key(s) {', '.join(sorted(unknown))}; "
+                        f"expected {', '.join(sorted(SETTINGS_KEYS))}")
+    if entry.get("mode") not in MODES:
+        raise UserError(f"--inference_config {path}: {task}: mode must be one of {', '.join(MODES)}, "
+                        f"got {entry.get('mode')!r}")
+    return entry
+
+
+def with_inference_config(args: RunArgs, task: str) -> RunArgs:
+    """``args`` with the mode flags replaced by the --inference_config entry of ``task``."""
+    import dataclasses
+
+    if not args.inference_config:
+        return args
+    given = [m for m in MODES if getattr(args, m)]
+    if given:
+        raise UserError(f"--inference_config and --{given[0]}: give one of them (the file names the mode)")
+    entry = read_inference_config(args.inference_config, task)
+    values = {m: m == entry["mode"] for m in MODES}
+    values["width_mult_list"] = [float(w) for w in entry.get("width_mult_list", args.width_mult_list)]
+    values["depth_mult_list"] = [float(entry.get("depth_mult", 1.0))]
+    for key in ("early_exit", "exit_threshold", "normalized_entropy"):
+        if key in entry:
+            values[key] = entry[key]
+    return dataclasses.replace(args, **values)
+
+
 def plan_of(args: RunArgs) -> Plan:
     """The one mode the flags name, checked: a one-line error for none, two, or a static mode with
     different widths."""
@@ -138,6 +187,7 @@ def timed(dynamic: DynamicModel, loader) -> list[float]:
 def run(args: RunArgs) -> StageReport:
     """``--stage infer``: run the plan on dev; write infer_results.json and predictions.jsonl."""
     task, tokenizer = start(args)
+    args = with_inference_config(args, task.name)
     plan = plan_of(args)
     if plan.exits and task.is_regression:
         raise UserError(f"--early_exit: exits use a classifier's entropy; {task.name} is a regression task")
