@@ -627,3 +627,12 @@ def convert_hf_checkpoint(hf_dir: str, output_dir: str, num_labels: int = 2) -> 
         )
     model.eval()
     save_model(model, tokenizer, output_dir)
+
+
+def freeze(model: Any) -> Any:
+    """``model`` in eval mode with no parameter gradients: a distillation teacher or the gate stage's
+    backbone, which never learn."""
+    model.eval()
+    for param in model.parameters():
+        param.stop_gradient = True
+    return model

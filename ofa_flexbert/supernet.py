@@ -25,18 +25,11 @@ from paddleslim.nas.ofa.convert_super import Convert, supernet
 from . import distributed
 from .data import TaskSpec
 from .losses import task_loss
+from .models import freeze
 from .routes import DEPTH_RULES, config_width, depth_layers, unknown_rule
 
 ATTENTION_INPUTS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
 FFN_INPUT = "linear1"
-
-
-def freeze(model: paddle.nn.Layer) -> paddle.nn.Layer:
-    """``model`` in eval mode with no parameter gradients: a distillation teacher, which never learns."""
-    model.eval()
-    for param in model.parameters():
-        param.stop_gradient = True
-    return model
 
 
 def linear(layer) -> paddle.nn.Layer:

@@ -29,10 +29,10 @@ from ..data import TaskSpec
 from ..diagnostics import first_batches, shallow_depth_check
 from ..errors import UserError
 from ..losses import hidden_distillation, logit_distillation, task_loss, teacher_layer_map
-from ..models import load_model
+from ..models import freeze, load_model
 from ..outputs import SubnetResult, read_eval_results
 from ..routes import Subnet, depth_for
-from ..supernet import FlexOFA, convert_to_supernet, freeze
+from ..supernet import FlexOFA, convert_to_supernet
 from ..training import evaluate, save_best, score, train
 from .common import StageReport, SupernetStrategy, TaskData, finish, load_task_data, start
 

@@ -41,7 +41,7 @@ from ..data import EpochBatchSampler, TaskSpec, make_loader
 from ..encoder import classify, pooling_of
 from ..errors import UserError
 from ..metrics import compute_metrics, predictions
-from ..models import load_model, save_model
+from ..models import freeze, load_model, save_model
 from ..outputs import SubnetResult, read_eval_results
 from ..routes import Route, Subnet
 from ..training import Evaluation, total_steps, train
@@ -118,14 +118,6 @@ def feature_loader(data: GateData, args: RunArgs) -> paddle.io.DataLoader:
     sampler = EpochBatchSampler(len(data.targets), args.per_gpu_train_batch_size, shuffle=args.shuffle,
                                 seed=args.seed, rank=distributed.rank(), world_size=distributed.world_size())
     return paddle.io.DataLoader(FeatureSet(data), batch_sampler=sampler, collate_fn=_stack, num_workers=0)
-
-
-def frozen(model: paddle.nn.Layer) -> paddle.nn.Layer:
-    """``model`` in eval mode with no parameter gradients: the gate stage never changes it."""
-    model.eval()
-    for param in model.parameters():
-        param.stop_gradient = True
-    return model
 
 
 class GateModules(paddle.nn.Layer):
@@ -221,8 +213,7 @@ class GateStrategy:
         at_target = [l.numpy().argmax(-1) for l in logits]
         gated_logits, macs, decisions = self.routed()
         metrics = compute_metrics(task, gated_logits, dev.labels)
-        full = self.static[-1].macs if settings.gate_setting[-1] == 1.0 else mean_macs(
-            self.backbone.bert.config, 1.0, 1.0, sequence_lengths(self.dev_loader))
+        full = mean_macs(self.backbone.bert.config, 1.0, 1.0, sequence_lengths(self.dev_loader))
         majority = majority_rate(dev.targets, settings.num_classes)
         gates = []
         for g in range(settings.num_gates):
@@ -312,7 +303,7 @@ def run(args: RunArgs) -> StageReport:
     """``--stage gate``: train width gates on the frozen input model; keep the lowest dev gate loss."""
     task, tokenizer = start(args)
     data = load_task_data(args, task, tokenizer)
-    backbone = frozen(load_model(args.model_dir, task.num_labels, require_classifier=True))
+    backbone = freeze(load_model(args.model_dir, task.num_labels, require_classifier=True))
     backbone.bert.config.pooling = check_pooling(args)
     settings = gate_settings(args, backbone.bert.config.num_hidden_layers)
     ramps = off_ramps(args, task, backbone)
