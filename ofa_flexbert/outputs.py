@@ -127,3 +127,25 @@ def write_run_info(args: RunArgs, task: str, extra: dict[str, Any]) -> None:
     info = {"stage": args.stage, "task": task, "source_model": source, "arguments": to_dict(args),
             "versions": package_versions(), **extra}
     atomic_write_json(os.path.join(args.output_dir, "flexbert.json"), info)
+
+
+def read_run_info(model_dir: str) -> Optional[dict[str, Any]]:
+    """The flexbert.json beside a model, None if there is none or it is not one this toolkit wrote
+    (a model from elsewhere is described by nothing, never an error)."""
+    try:
+        with open(os.path.join(model_dir, "flexbert.json"), encoding="utf-8") as fh:
+            info = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and isinstance(info.get("arguments"), dict) else None
+
+
+def recorded_depth_rule(model_dir: str) -> Optional[str]:
+    """The --depth_rule the model's depth training used, None if it had none.
+
+    The depth and final stages record it in flexbert.json, and every later stage (gate) copies it
+    from its input, so it follows the weights: a static depth-d subnet and early exit both need it.
+    """
+    info = read_run_info(model_dir)
+    rule = info.get("depth_rule") if info else None
+    return rule if isinstance(rule, str) else None

@@ -144,3 +144,27 @@ def test_the_reference_trade_off_settings_are_valid_json_and_run_from_the_file(t
     assert capsys.readouterr().err.strip() == ("error: --inference_config and --static: give one of them "
                                                "(the file names the mode)")
     assert not (tmp_path / "b").exists()
+
+
+def test_the_depth_rule_follows_the_weights_through_the_gate_stage(toy_width_model, tmp_path, capsys):
+    """A model depth-trained with --depth_rule every_other keeps that rule after --stage gate: its static
+    depth-0.5 subnet runs layers 1 and 3 of 4, and early exit (which needs prefix subnets) is refused."""
+    import shutil
+
+    data_dir, width_dir = toy_width_model
+    depth_dir = tmp_path / "depth"
+    shutil.copytree(width_dir, depth_dir)
+    info = json.loads((depth_dir / "flexbert.json").read_text())
+    (depth_dir / "flexbert.json").write_text(json.dumps({**info, "stage": "depth", "depth_rule": "every_other"}))
+    gates = tmp_path / "gates"
+    assert main(stage_argv("gate", data_dir, depth_dir, gates, "--max_steps", "2")) == 0
+    assert json.loads((gates / "flexbert.json").read_text())["depth_rule"] == "every_other"
+    _, rows = infer(data_dir, gates, tmp_path / "static", "--static", "--width_mult_list", "1,1,1,1",
+                    "--depth_mult_list", "0.5")
+    assert {tuple(r["layers"]) for r in rows} == {(1, 3)}
+    capsys.readouterr()
+    assert main(stage_argv("infer", data_dir, gates, tmp_path / "exit", "--d_dynamic", "--early_exit",
+                           "--width_mult_list", "1,1,1,1")) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: --early_exit: the model in {gates} was depth-trained with --depth_rule every_other, whose shallow "
+        "subnets are not the first layers; early exit needs a --depth_rule prefix model")

@@ -16,7 +16,6 @@ output is a plain BERT directory; depth is chosen at run time.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Optional
@@ -30,7 +29,7 @@ from ..diagnostics import first_batches, shallow_depth_check
 from ..errors import UserError
 from ..losses import hidden_distillation, logit_distillation, task_loss, teacher_layer_map
 from ..models import freeze, load_model
-from ..outputs import SubnetResult, read_eval_results
+from ..outputs import SubnetResult, read_eval_results, recorded_depth_rule
 from ..routes import Subnet, depth_for
 from ..supernet import FlexOFA, convert_to_supernet
 from ..training import evaluate, save_best, score, train
@@ -85,19 +84,10 @@ class GridStrategy(SupernetStrategy):
 
 def check_depth_rule(args: RunArgs) -> None:
     """Refuse a --depth_rule other than the one the input model's depth training used."""
-    path = os.path.join(args.model_dir, "flexbert.json")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            info = json.load(fh)
-    except (OSError, ValueError):
-        return
-    arguments = info.get("arguments") if isinstance(info, dict) else None
-    if not isinstance(arguments, dict):  # not a description this toolkit wrote: nothing to check against
-        return
-    trained = arguments.get("depth_rule")
-    if info.get("stage") in ("depth", "final") and trained and trained != args.depth_rule:
+    trained = recorded_depth_rule(args.model_dir)
+    if trained and trained != args.depth_rule:
         raise UserError(f"--depth_rule {args.depth_rule}: the model in {args.model_dir} was trained with "
-                        f"--depth_rule {trained} (see {path})")
+                        f"--depth_rule {trained} (see {os.path.join(args.model_dir, 'flexbert.json')})")
 
 
 def check_shallow_subnets(args: RunArgs, model: paddle.nn.Layer, data: TaskData) -> dict[str, float]:

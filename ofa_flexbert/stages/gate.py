@@ -42,7 +42,7 @@ from ..encoder import classify, pooling_of
 from ..errors import UserError
 from ..metrics import compute_metrics, predictions
 from ..models import freeze, load_model, save_model
-from ..outputs import SubnetResult, read_eval_results
+from ..outputs import SubnetResult, read_eval_results, recorded_depth_rule
 from ..routes import Route, Subnet
 from ..training import Evaluation, total_steps, train
 from .common import StageReport, check_pooling, finish, load_task_data, start
@@ -327,5 +327,6 @@ def run(args: RunArgs) -> StageReport:
     result = train(strategy, task, args, loader, data.dev_loaders, initial_best=-np.inf)
     saved = read_eval_results(args.output_dir) or {}
     extra: dict[str, Any] = {"gate_settings": settings.to_json(), "train_target_distribution": shares,
-                             "class_weights": [float(w) for w in weights], "gated": saved.get("gated")}
+                             "class_weights": [float(w) for w in weights], "gated": saved.get("gated"),
+                             "depth_rule": recorded_depth_rule(args.model_dir)}
     return finish(args, task, data, result, extra)

@@ -35,7 +35,7 @@ from ..encoder import classify, pooling_of
 from ..errors import UserError
 from ..metrics import compute_metrics, predictions
 from ..models import load_model
-from ..outputs import atomic_write_json, atomic_write_text, write_run_info
+from ..outputs import atomic_write_json, atomic_write_text, recorded_depth_rule, write_run_info
 from ..routes import Route
 from .common import StageReport, check_pooling, start
 
@@ -138,12 +138,12 @@ def plan_of(args: RunArgs) -> Plan:
 class DynamicModel:
     """A backbone with its gates and off-ramps, run as a :class:`Plan` says."""
 
-    def __init__(self, model, gates, ramps, plan: Plan):
+    def __init__(self, model, gates, ramps, plan: Plan, depth_rule: str = "prefix"):
         self.model, self.gates, self.ramps, self.plan = model, gates, ramps, plan
         self.config = model.bert.config
         self.pooling = pooling_of(model.bert)
         start_width = 1.0 if plan.gated else plan.widths[0]
-        self.route = Route.uniform(self.config, start_width, plan.depth_mult)
+        self.route = Route.uniform(self.config, start_width, plan.depth_mult, depth_rule)
         if plan.gated and len(plan.widths) != gates.settings.num_classes:
             raise UserError(f"--width_mult_list: the gates have {gates.settings.num_classes} classes, so it needs "
                             f"{gates.settings.num_classes} widths, got {len(plan.widths)}")
@@ -174,6 +174,19 @@ class DynamicModel:
         return total
 
 
+def depth_rule_for(model_dir: str, plan: Plan) -> str:
+    """The model's recorded --depth_rule (prefix if it had no depth training), checked against early exit.
+
+    An off-ramp after layer j answers for the first j+1 layers, which the depth stage trained only
+    under the prefix rule; a model trained with another rule never learned to stop there.
+    """
+    rule = recorded_depth_rule(model_dir) or "prefix"
+    if plan.exits and rule != "prefix":
+        raise UserError(f"--early_exit: the model in {model_dir} was depth-trained with --depth_rule {rule}, "
+                        "whose shallow subnets are not the first layers; early exit needs a --depth_rule prefix model")
+    return rule
+
+
 def timed(dynamic: DynamicModel, loader) -> list[float]:
     """Seconds per batch of ``loader`` (model time only: collation excluded)."""
     seconds = []
@@ -200,7 +213,7 @@ def run(args: RunArgs) -> StageReport:
     ramps = load_off_ramps(args.model_dir) if plan.exits else None
     if plan.exits and (ramps is None or not ramps.layers):
         raise UserError(f"--early_exit: {args.model_dir} has no off-ramps (off_ramps.json); run --stage gate first")
-    dynamic = DynamicModel(model, gates, ramps, plan)
+    dynamic = DynamicModel(model, gates, ramps, plan, depth_rule_for(args.model_dir, plan))
     split = task.dev_splits[0]
     examples = read_split(task, task_data_dir(args.data_dir, task.dir_name), split)
     dataset = encode(examples, task, tokenizer, args.max_seq_length)
