@@ -51,7 +51,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"converted {ns.hf_dir} -> {ns.output_dir}")
             return 0
         ns = stage_parser().parse_args(argv)
-        from ofa_flexbert.report import grid_table, results_table
+        from ofa_flexbert.report import front_table, grid_table, results_table
 
         if ns.demo:
             from ofa_flexbert.demo import run_demo
@@ -69,6 +69,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             for report in reports:
                 if len({r.depth_mult for r in report.results}) > 1:
                     print("\n" + grid_table(report))
+                if report.extra.get("front"):
+                    print("\n" + front_table(report))
         return 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -10,6 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the benchmarks use the library's own rules (epoch length, holdout, atomic writes)
 
 from ofa_flexbert.outputs import atomic_write_text as atomic_write  # noqa: E402,F401  -- re-exported
+from ofa_flexbert.plots import axes, save  # noqa: E402,F401  -- re-exported
 
 
 def run(cmd: list[str], log_path: str, append: bool = False) -> float:
@@ -20,26 +21,3 @@ def run(cmd: list[str], log_path: str, append: bool = False) -> float:
     if code != 0:
         sys.exit(f"failed ({code}): {' '.join(cmd)}; see {log_path}")
     return time.time() - start
-
-
-def axes(xlabel: str, ylabel: str, title: str):
-    """A fresh (figure, axes) pair from a non-interactive matplotlib backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    return fig, ax
-
-
-def save(fig, ax, path: str) -> None:
-    """Legend, layout, then an atomic PNG write."""
-    ax.legend()
-    fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)

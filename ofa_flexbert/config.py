@@ -19,7 +19,7 @@ import yaml
 from .errors import UserError
 from .routes import DEPTH_RULES, POOLINGS
 
-STAGES = ("finetune", "width", "depth", "final", "gate", "infer", "export", "all")
+STAGES = ("finetune", "width", "depth", "final", "gate", "infer", "search", "export", "all")
 # The reference's --training_phase values, mapped to our stages.  Its "finetuning" phase
 # runs the final-fine-tuning code path (flexible-bert-method.md §4), so it maps to "final".
 TRAINING_PHASES = {"dynabertw": "width", "dynabert": "depth", "final_finetuning": "final", "finetuning": "final",
@@ -108,6 +108,10 @@ class RunArgs:
     early_exit: bool = _flag("infer stage: check the off-ramps; leave when the entropy < --exit_threshold", False)
     exit_threshold: float = _flag("infer stage: early-exit entropy threshold (natural log; strict <)", 0.57)
     normalized_entropy: bool = _flag("infer stage: divide the exit entropy by ln(classes)", False)
+    exit_thresholds: list[float] = _flag("search stage: exit thresholds to try (units of --exit_threshold; "
+                                         "default: 40 evenly spaced up to the largest entropy)", default_factory=list)
+    macs_budget: float = _flag("search stage: the best setting costing at most this share of the full model's "
+                               "MACs is written as inference_config.json", 0.5)
     inference_config: Optional[str] = _flag("infer stage: a JSON file of per-task settings (mode, width_mult_list, "
                                             "depth_mult, early_exit, exit_threshold), e.g. "
                                             "configs/best_tradeoff_inference_config.json; replaces the mode flags", None)
@@ -284,6 +288,11 @@ def validate(args: RunArgs) -> None:
                         f"({len(args.gate_setting)}), got " + ",".join(f"{w:g}" for w in args.gate_class_weights))
     if not args.regression_tolerance >= 0:
         raise UserError(f"--regression_tolerance: must not be negative, got {args.regression_tolerance:g}")
+    if not 0.0 < args.macs_budget <= 1.0:
+        raise UserError(f"--macs_budget: a share of the full model's MACs, in (0, 1], got {args.macs_budget:g}")
+    if any(not t > 0 for t in args.exit_thresholds):
+        raise UserError("--exit_thresholds: each must be positive (an input leaves when its entropy is below it), "
+                        "got " + ",".join(f"{t:g}" for t in args.exit_thresholds))
     if args.depth_rule not in DEPTH_RULES:
         raise UserError(f"--depth_rule: expected one of {', '.join(DEPTH_RULES)}, got '{args.depth_rule}'")
     if args.pooling is not None and args.pooling not in POOLINGS:

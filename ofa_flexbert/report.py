@@ -27,20 +27,21 @@ def results_table(reports: list[StageReport]) -> str:
     rows = []
     for report in reports:
         full = _full_macs(report)
+        step = "-" if report.best_step is None else str(report.best_step)
         for result in report.results:
             others = ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items() if k != report.metric)
             share = f"{result.macs / full:.0%}" if full and result.macs else "-"
             if result.single_class:
                 others = "ONE CLASS for every example; " + others
             rows.append((report.stage, report.task, f"{result.width_mult:g}", f"{result.depth_mult:g}", report.metric,
-                         f"{result.metrics[report.metric]:.4f}", share, others or "-", str(report.best_step),
+                         f"{result.metrics[report.metric]:.4f}", share, others or "-", step,
                          f"{report.seconds:.1f}"))
         gated = report.extra.get("gated")
         if gated:  # the gate stage: the model whose gates pick each input's widths
             share = f"{gated['macs_share']:.0%}"
             others = ", ".join(f"{k}={v:.4f}" for k, v in gated["metrics"].items() if k != report.metric)
-            rows.append((report.stage, report.task, gated.get("label", "gated"), "1", report.metric,
-                         f"{gated['metrics'][report.metric]:.4f}", share, others or "-", str(report.best_step),
+            rows.append((report.stage, report.task, gated.get("label", "gated"), f"{gated.get('depth', 1):g}", report.metric,
+                         f"{gated['metrics'][report.metric]:.4f}", share, others or "-", step,
                          f"{report.seconds:.1f}"))
     return _table(header, rows)
 
@@ -66,3 +67,17 @@ def grid_table(report: StageReport) -> str:
         rows.append(row)
     title = f"{report.stage} {report.task}: dev {report.metric} (MACs vs the full model) per width x depth"
     return title + "\n" + _table([""] + [f"width {w:g}" for w in widths], rows)
+
+
+def front_table(report: StageReport) -> str:
+    """The search stage's Pareto front (chosen on the search half), cheapest first: each setting's
+    held-out metric and MACs share, and its whole-dev metric (what ``--stage infer`` reports)."""
+    rows = []
+    for r in sorted(report.extra["front"], key=lambda r: r["search"]["macs_share"]):
+        threshold = f"{r['exit_threshold']:g}" if r.get("early_exit") else "-"
+        rows.append((r["mode"], ",".join(f"{w:g}" for w in r["width_mult_list"]), f"{r['depth_mult']:g}", threshold,
+                     f"{r['held_out']['metric']:.4f}", f"{r['held_out']['macs_share']:.0%}",
+                     f"{r['held_out']['mean_layers']:.2f}", f"{r['dev']['metric']:.4f}"))
+    title = (f"search {report.task}: Pareto front chosen on the search half of dev; {report.metric} and MACs "
+             "(share of the full model) on the held-out half")
+    return title + "\n" + _table(("mode", "widths", "depth", "threshold", "held-out", "MACs", "layers", "dev"), rows)

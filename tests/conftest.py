@@ -98,6 +98,18 @@ def toy_width_model(toy_teacher, tmp_path_factory):
     return data_dir, out
 
 
+@pytest.fixture(scope="session")
+def toy_gated(toy_width_model, tmp_path_factory):
+    """The toy width model with briefly trained gates and off-ramps: ``(data_dir, width_dir, gate_dir)``."""
+    from run_ofa_glue import main
+
+    data_dir, width_dir = toy_width_model
+    out = tmp_path_factory.mktemp("infer") / "gates"
+    assert main(stage_argv("gate", data_dir, width_dir, out, "--max_steps", "60", "--logging_steps", "60",
+                           "--learning_rate", "1e-3")) == 0
+    return data_dir, width_dir, out
+
+
 def stage_argv(stage, data_dir, model_dir, out, *extra):
     """CLI arguments for one stage on the toy task (``extra`` flags override FAST's)."""
     return ["--task", "sst-2", "--stage", stage, "--data_dir", str(data_dir), "--model_dir", str(model_dir),

@@ -125,7 +125,7 @@ def test_stages_not_implemented_yet_exit_cleanly(stage, capsys):
     assert main(["--task", "rte", "--stage", stage, "--model_dir", "m", "--output_dir", "o"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: --stage {stage}: not implemented yet (planned in ")
-    assert err.endswith("available: finetune, width, depth, final, gate, infer")
+    assert err.endswith("available: finetune, width, depth, final, gate, infer, search")
 
 
 def write_rows(path, rows):
@@ -195,8 +195,14 @@ def test_demo_runs_every_implemented_stage_with_its_own_config_section(tmp_path,
     table = capsys.readouterr().out
     assert table.splitlines()[0].split()[:2] == ["stage", "task"]
     assert "finetune  sst-2" in table
-    assert any(line.split()[:3] == ["gate", "sst-2", "gated"] for line in table.splitlines())  # the last stage
+    assert any(line.split()[:3] == ["gate", "sst-2", "gated"] for line in table.splitlines())
     assert (tmp_path / "gate" / "gates.json").exists()
+    # search chose a setting on the gated model, and infer (the last stage) ran it on dev
+    chosen = json.loads((tmp_path / "search" / "inference_config.json").read_text())["sst-2"]
+    inferred = json.loads((tmp_path / "infer" / "infer_results.json").read_text())
+    assert (inferred["mode"], inferred["width_mult_list"]) == (chosen["mode"], chosen["width_mult_list"])
+    assert json.loads((tmp_path / "infer" / "flexbert.json").read_text())["source_model"] == str(tmp_path / "gate")
+    assert "search sst-2: Pareto front chosen on the search half of dev" in table
     info = json.loads((tmp_path / "finetune" / "flexbert.json").read_text())
     # configs/demo.yaml's stages.finetune section applies under --stage all (not the 2e-5 default)
     assert info["arguments"]["learning_rate"] == 1e-3 and info["arguments"]["stage"] == "finetune"

@@ -17,16 +17,6 @@ def _patched():
     patches.apply()
 
 
-@pytest.fixture(scope="module")
-def toy_gated(toy_width_model, tmp_path_factory):
-    """The toy width model with briefly trained gates and off-ramps: ``(data_dir, width_dir, gate_dir)``."""
-    data_dir, width_dir = toy_width_model
-    out = tmp_path_factory.mktemp("infer") / "gates"
-    assert main(stage_argv("gate", data_dir, width_dir, out, "--max_steps", "60", "--logging_steps", "60",
-                           "--learning_rate", "1e-3")) == 0
-    return data_dir, width_dir, out
-
-
 def infer(data_dir, model_dir, out, *flags):
     assert main(stage_argv("infer", data_dir, model_dir, out, *flags)) == 0
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]

@@ -11,7 +11,9 @@ from ..config import RunArgs, resolve
 from ..errors import UserError
 from .common import StageReport, require
 
-ORDER = ("finetune", "width", "depth", "final", "gate")  # what --stage all chains
+ORDER = ("finetune", "width", "depth", "final", "gate", "search", "infer")  # what --stage all chains
+READERS = ("search", "infer")  # stages that read the last model and write none: the next reads the same model
+INFER_MODES = ("static", "w_dynamic", "d_dynamic", "wd_dynamic")
 PLANNED = {"export": "a later issue"}
 
 
@@ -51,26 +53,39 @@ def _infer(args: RunArgs) -> StageReport:
     return run(args)
 
 
+def _search(args: RunArgs) -> StageReport:
+    from .search import run
+
+    return run(args)
+
+
 IMPLEMENTED: dict[str, Callable[[RunArgs], StageReport]] = {"finetune": _finetune, "width": _width, "depth": _depth,
-                                                            "final": _final, "gate": _gate, "infer": _infer}
+                                                            "final": _final, "gate": _gate, "infer": _infer,
+                                                            "search": _search}
 
 
 def plan(flags: dict[str, Any]) -> list[RunArgs]:
     """The resolved arguments of every stage the flags ask for, all validated before any runs.
 
-    ``--stage all`` chains every implemented stage: <output_dir>/<stage>, each reading the
-    previous output.  Each stage resolves the flags afresh, so it gets its own
-    ``stages.<stage>`` section of the YAML config.
+    ``--stage all`` chains every implemented stage into <output_dir>/<stage>: each training
+    stage reads the previous one's model; search and infer read the last model (the gated one),
+    and infer runs the setting search chose (its inference_config.json) unless the flags name a
+    mode or a config.  Each stage resolves the flags afresh, so it gets its own ``stages.<stage>``
+    section of the YAML config.
     """
     args = resolve(flags)
     if args.stage != "all":
         return [args]
     require(args, "model_dir", "output_dir")
     chain, model_dir = [], args.model_dir
+    chosen = {} if flags.get("inference_config") or any(flags.get(m) for m in INFER_MODES) else \
+        {"inference_config": os.path.join(args.output_dir, "search", "inference_config.json")}
     for stage in (s for s in ORDER if s in IMPLEMENTED):
         output_dir = os.path.join(args.output_dir, stage)
-        chain.append(resolve({**flags, "stage": stage, "model_dir": model_dir, "output_dir": output_dir}))
-        model_dir = output_dir
+        extra = chosen if stage == "infer" else {}
+        chain.append(resolve({**flags, "stage": stage, "model_dir": model_dir, "output_dir": output_dir, **extra}))
+        if stage not in READERS:
+            model_dir = output_dir
     return chain
 
 

@@ -31,7 +31,7 @@ from gate.settings import gate_macs
 from ..accounting import mean_macs, route_macs, sequence_lengths
 from ..config import RunArgs, task_data_dir
 from ..data import encode, make_loader, read_split
-from ..encoder import classify, pooling_of
+from ..encoder import Hook, classify, pooling_of
 from ..errors import UserError
 from ..metrics import compute_metrics, predictions
 from ..models import load_model
@@ -148,14 +148,17 @@ class DynamicModel:
             raise UserError(f"--width_mult_list: the gates have {gates.settings.num_classes} classes, so it needs "
                             f"{gates.settings.num_classes} widths, got {len(plan.widths)}")
 
-    def run(self, batch: dict):
-        """(logits [B, C], the routes taken) for one batch, eval mode, no gradient."""
+    def run(self, batch: dict, first: Optional[Hook] = None):
+        """(logits [B, C], the routes taken) for one batch, eval mode, no gradient.
+
+        ``first``: a hook run before the plan's own at every step (``--stage search`` records
+        the off-ramps' predictions with it)."""
         rows = int(batch["input_ids"].shape[0])
         router = GateRouter(self.gates, self.config, rows, self.plan.widths) if self.plan.gated else None
         check = None
         if self.plan.exits:
             check = ExitCheck(self.ramps, self.plan.threshold, self.plan.normalized, len(self.route.layers))
-        hooks = [h for h in (check, router) if h is not None]
+        hooks = [h for h in (first, check, router) if h is not None]
         with paddle.no_grad():
             out = classify(self.model, batch["input_ids"], batch["token_type_ids"], self.route,
                            hook=chain(*hooks) if hooks else None,
