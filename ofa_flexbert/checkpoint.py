@@ -122,15 +122,17 @@ def clear(output_dir: str) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def load(output_dir: str, model: paddle.nn.Layer, optimizer,
-         fingerprint: dict[str, Any]) -> tuple[LoopState, dict[str, Any]]:
+def load(output_dir: str, model: paddle.nn.Layer, optimizer, fingerprint: dict[str, Any],
+         defaults: Optional[dict[str, Any]] = None) -> tuple[LoopState, dict[str, Any]]:
     """Restore model and optimizer; return the loop position and the RNG states to restore.
 
     The caller restores the RNGs (:func:`restore_rng`) right after creating the data iterator
     of the checkpoint's epoch: creating it draws from paddle's generator on some versions, and
     in the interrupted run that draw happened before the checkpoint was written.
     UserError if there is nothing to resume, if it was made by a run with other settings
-    (``fingerprint``: stage, data order, widths, schedule...), or if it cannot be read.
+    (``fingerprint``: stage, data order, widths, schedule...), or if it cannot be read.  A setting
+    the checkpoint does not record (a flag added since it was written) counts as unchanged while it
+    has its default (``defaults``): upgrading the toolkit must not strand an interrupted run.
     """
     for candidate in (path(output_dir), path(output_dir) + ".old"):
         if os.path.isfile(os.path.join(candidate, "state.json")):
@@ -146,11 +148,12 @@ def load(output_dir: str, model: paddle.nn.Layer, optimizer,
             rng = pickle.load(fh)
     except Exception as exc:  # truncated or foreign files: json, pickle and paddle raise many types
         raise UserError(f"--resume: cannot read the checkpoint in {candidate} ({type(exc).__name__})") from None
-    changed = sorted(k for k in set(fingerprint) | set(state.fingerprint)
-                     if fingerprint.get(k) != state.fingerprint.get(k))
+    defaults = defaults or {}
+    recorded = {**{k: v for k, v in defaults.items() if k in fingerprint}, **state.fingerprint}
+    changed = sorted(k for k in set(fingerprint) | set(recorded) if fingerprint.get(k) != recorded.get(k))
     if changed:
         raise UserError(f"--resume: the checkpoint in {candidate} was made with other settings "
-                        f"({', '.join(f'{k}: {state.fingerprint.get(k)} -> {fingerprint.get(k)}' for k in changed)})")
+                        f"({', '.join(f'{k}: {recorded.get(k)} -> {fingerprint.get(k)}' for k in changed)})")
     if set(weights) != set(model.state_dict()):
         raise UserError(f"--resume: the checkpoint in {candidate} holds another model's weights")
     model.set_state_dict(weights)

@@ -10,12 +10,13 @@ scalars and the progress bar.
 """
 from __future__ import annotations
 
+
 import logging
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Optional, Protocol
 
 import numpy as np
@@ -264,7 +265,8 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
     pending_rng = None
     main = distributed.is_main()
     if args.resume:
-        state, pending_rng = checkpoint.load(output_dir, strategy.model, optimizer, fingerprint)
+        state, pending_rng = checkpoint.load(output_dir, strategy.model, optimizer, fingerprint,
+                                             defaults=asdict(RunArgs()))
         if hasattr(strategy, "resume_at"):
             strategy.resume_at(state.step)
     else:

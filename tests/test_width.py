@@ -300,3 +300,21 @@ def test_resume_refuses_another_teacher_or_clipping(toy_teacher, tmp_path, capsy
     assert f"model_dir: {os.path.realpath(teacher)} -> {os.path.realpath(other)}" in err
     assert main(first + ["--max_grad_norm", "5", "--resume"]) == 2
     assert "max_grad_norm: 1.0 -> 5.0" in capsys.readouterr().err
+
+
+def test_a_checkpoint_from_before_a_flag_existed_resumes_while_the_flag_keeps_its_default(toy_teacher, tmp_path,
+                                                                                         capsys):
+    """Upgrading the toolkit mid-run must not strand an interrupted run: a setting its checkpoint does not
+    record counts as its default (it was refused as 'None -> default' before)."""
+    data_dir, teacher = toy_teacher
+    out = tmp_path / "run"
+    assert main(width_argv(data_dir, teacher, out, "--max_steps", "2", "--logging_steps", "1")) == 0
+    state_path = out / "checkpoint" / "state.json"
+    state = json.loads(state_path.read_text())
+    for key in ("num_gates", "gate_setting"):  # flags added after this checkpoint was written
+        del state["fingerprint"][key]
+    state_path.write_text(json.dumps(state))
+    assert main(width_argv(data_dir, teacher, out, "--max_steps", "2", "--logging_steps", "1", "--resume",
+                           "--num_gates", "2")) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("(num_gates: 0 -> 2)")
+    assert main(width_argv(data_dir, teacher, out, "--max_steps", "2", "--logging_steps", "1", "--resume")) == 0
