@@ -56,6 +56,9 @@ class RunArgs:
     weight_decay: float = _flag("AdamW weight decay (not on biases and LayerNorms)", 0.0)
     adam_epsilon: float = _flag("AdamW epsilon", 1e-8)
     max_grad_norm: float = _flag("clip gradients to this global L2 norm", 1.0)
+    gradient_accumulation_steps: int = _flag("batches whose gradients add up to one optimizer step (the update of "
+                                             "one k-times larger batch); steps, schedules and --logging_steps "
+                                             "count optimizer steps", 1)
     logging_steps: int = _flag("evaluate, log and keep the best checkpoint every N steps (and at the end)", 200)
     seed: int = _flag("random seed (python, numpy, paddle, data order)", 42)
     shuffle: bool = _flag("shuffle training data each epoch (the reference does not: its defect §11.4)", True)
@@ -121,8 +124,22 @@ class RunArgs:
     model_type: Optional[str] = _flag("reference flag: the model family; only bert is supported", None)
     do_train: bool = _flag("reference flag: accepted so its command lines run; a training stage always trains", False)
     training_phase: Optional[str] = _flag("reference alias of --stage: " + ", ".join(TRAINING_PHASES))
-    resume: bool = _flag("continue an interrupted run from <output_dir>/checkpoint", False)
+    resume: bool = _flag("continue an interrupted run from <output_dir>/checkpoint", False,
+                         aliases=("--load_checkpoint",))
+    verbose: bool = _flag("show the libraries' log lines too (PaddleNLP's file loading and advice); also "
+                          "OFA_FLEXBERT_VERBOSE=1", False)
+    overwrite_output_dir: bool = _flag("let a new run replace what an earlier run left in --output_dir "
+                                       "(refused otherwise)", False)
     device: Optional[str] = _flag("paddle device, e.g. cpu or gpu:0 (default: paddle's choice)")
+    cpu: bool = _flag("reference flag: run on the CPU (the same as --device cpu)", False)
+    evaluate_during_training: bool = _flag("reference flag: a training stage always evaluates every "
+                                           "--logging_steps", False)
+    do_lower_case: Optional[bool] = _flag("reference flag: checked against the model's tokenizer (which decides)")
+    num_workers: int = _flag("reference flag: data is tokenised once in-process; no loader workers", 0)
+    hidden_dropout_prob: Optional[float] = _flag("reference flag: dropout comes from the model's config.json "
+                                                 "(as in the reference, where it was unused too)")
+    attention_probs_dropout_prob: Optional[float] = _flag("reference flag: dropout comes from the model's "
+                                                          "config.json (as in the reference)")
     num_threads: int = _flag("CPU math threads (0 = one per core; paddle's own default is 1)", 0)
 
     # ---- derived helpers -------------------------------------------------------------
@@ -161,7 +178,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     for name, f in FIELDS.items():
         kind = FIELD_TYPES[name]
         names = [f"--{name}", *f.metadata["aliases"]]
-        if kind is bool:
+        if kind in (bool, Optional[bool]):
             parser.add_argument(*names, dest=name, action=argparse.BooleanOptionalAction, default=None,
                                 help=f.metadata["help"])
         elif kind == list[float]:
@@ -179,7 +196,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     """Convert a YAML value to the field's type (YAML reads ``2e-5`` as a string)."""
     kind = FIELD_TYPES[name]
     try:
-        if kind is bool:
+        if kind in (bool, Optional[bool]):
             if not isinstance(value, bool):
                 raise ValueError
             return value
@@ -308,7 +325,8 @@ def validate(args: RunArgs) -> None:
                         f"got {args.graft_fraction:g}")
     if args.num_threads < 0:
         raise UserError(f"--num_threads: must be 0 (one per core) or positive, got {args.num_threads}")
-    for name in ("max_seq_length", "per_gpu_train_batch_size", "per_gpu_eval_batch_size", "logging_steps"):
+    for name in ("max_seq_length", "per_gpu_train_batch_size", "per_gpu_eval_batch_size", "logging_steps",
+                 "gradient_accumulation_steps"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name}: must be a positive integer, got {getattr(args, name)}")
     if not 0 < args.num_train_epochs < float("inf") and not args.total_steps_override:  # also catches nan
@@ -339,7 +357,26 @@ def to_dict(args: RunArgs) -> dict[str, Any]:
 
 # Flags the reference needs and we accept so its command lines run, but which change nothing here.
 NO_EFFECT = {"model_type": "only BERT exists here", "do_train": "a training stage always trains",
-             "record_cpu_time": "latency is always measured", "record_gpu_time": "latency is always measured"}
+             "record_cpu_time": "latency is always measured", "record_gpu_time": "latency is always measured",
+             "evaluate_during_training": "a training stage always evaluates every --logging_steps",
+             "num_workers": "data is tokenised once, in-process",
+             "hidden_dropout_prob": "dropout comes from the model's config.json",
+             "attention_probs_dropout_prob": "dropout comes from the model's config.json"}
+
+
+# Flags a stage does not read: set to anything but their default, they get a line, not silence.
+_WIDTH_ONLY = ("graft_during_training", "graft_alpha", "graft_fraction", "graft_period", "graft_stop",
+               "importance_data", "importance_holdout", "distill")
+STAGE_IGNORES = {"finetune": ("balance_subnet_gradients", "depth_mult_list"), "width": ("depth_mult_list",),
+                 "depth": _WIDTH_ONLY, "final": _WIDTH_ONLY}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return ""
+    if isinstance(value, list):
+        return " " + ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return f" {value}"
 
 
 def no_effect_notes(args: RunArgs) -> list[str]:
@@ -348,6 +385,10 @@ def no_effect_notes(args: RunArgs) -> list[str]:
     for name, why in NO_EFFECT.items():
         value = getattr(args, name)
         if value:
-            shown = f" {value}" if not isinstance(value, bool) else ""
-            notes.append(f"--{name}{shown}: accepted for the reference's command lines, no effect ({why})")
+            notes.append(f"--{name}{_shown(value)}: accepted for the reference's command lines, no effect ({why})")
+    defaults = RunArgs()
+    for name in STAGE_IGNORES.get(args.stage, ()):
+        value = getattr(args, name)
+        if value != getattr(defaults, name):
+            notes.append(f"--{name}{_shown(value)}: the {args.stage} stage does not use it (no effect)")
     return notes

@@ -118,8 +118,19 @@ def backward_each(subnets: Iterable[Subnet], loss_of: Callable[[Subnet], tuple[s
 
 
 def total_steps(args: RunArgs, batches_per_epoch: int) -> int:
-    """Optimizer steps of the run: --max_steps if set, else epochs x batches."""
-    return args.total_steps_override or max(1, math.ceil(batches_per_epoch * args.num_train_epochs))
+    """Optimizer steps of the run: --max_steps if set, else epochs x steps per epoch (one per
+    --gradient_accumulation_steps batches, the epoch's last group possibly shorter)."""
+    per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps)
+    return args.total_steps_override or max(1, math.ceil(per_epoch * args.num_train_epochs))
+
+
+def average_gradients(model: paddle.nn.Layer, count: int) -> None:
+    """Divide the gradients summed over ``count`` batches by ``count``: the gradient of the mean loss,
+    so k accumulated batches make the update of one k-times larger batch (clipping applies after)."""
+    if count > 1:
+        for param in model.parameters():
+            if param.grad is not None:
+                param.grad.set_value(param.grad * (1.0 / count))
 
 
 def build_optimizer(model: paddle.nn.Layer, args: RunArgs, steps: int):
@@ -193,6 +204,7 @@ def resume_fingerprint(strategy: Strategy, task: TaskSpec, args: RunArgs, steps:
     silently distil from another model.
     """
     keys = ("task", "seed", "shuffle", "group_by_length", "data_aug", "distill", "per_gpu_train_batch_size", "max_seq_length",
+            "gradient_accumulation_steps",
             "learning_rate", "warmup_steps", "weight_decay", "max_grad_norm", "adam_epsilon", "logging_steps",
             "width_mult_list", "depth_mult_list", "depth_rule",
             "graft_during_training", "graft_alpha", "graft_fraction", "graft_period", "graft_stop",
@@ -308,15 +320,22 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
             if pending_rng is not None:
                 checkpoint.restore_rng(pending_rng, args.seed, state.step)
                 pending_rng = None
+            micro: list[dict[str, float]] = []  # the losses of the batches accumulated for this step
             for position, batch in enumerate(batches):
                 if position < state.batch:  # resuming inside an epoch: these batches are done
                     continue
                 strategy.model.train()
-                losses = distributed.mean_over_ranks(strategy.train_step(batch))
+                micro.append(distributed.mean_over_ranks(strategy.train_step(batch)))
+                state.batch = position + 1
+                if len(micro) < args.gradient_accumulation_steps and state.batch < len(train_loader):
+                    continue
+                average_gradients(strategy.model, len(micro))
+                losses = {key: sum(m[key] for m in micro) / len(micro) for key in micro[0]}
+                micro = []
                 optimizer.step()
                 scheduler.step()
                 optimizer.clear_grad()
-                state.step, state.batch = state.step + 1, position + 1
+                state.step += 1
                 for key, value in losses.items():
                     writer.add_scalar(f"train/{key}", value, state.step)
                 writer.add_scalar("train/learning_rate", optimizer.get_lr(), state.step)

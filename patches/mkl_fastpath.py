@@ -236,7 +236,14 @@ def install(environ: Optional[Mapping[str, str]] = None) -> str:
     return status
 
 
+_logged = False
+
+
 def log_status() -> None:
     """The one log line (warning when the fast path was wanted but could not be applied)."""
+    global _logged
+    if _logged:  # once per process: --stage all and --demo run several stages
+        return
+    _logged = True
     level = logging.WARNING if "NOT applied" in status else logging.INFO
     logger.log(level, "%s", status)

@@ -141,3 +141,57 @@ def test_epochs_must_be_finite(value):
     with pytest.raises(UserError) as info:
         resolve(parse("--task", "rte", "--stage", "finetune", "--num_train_epochs", value))
     assert str(info.value) == f"--num_train_epochs: must be a positive number, got {value}"
+
+
+@pytest.mark.parametrize("argv,notes", [
+    (("--stage", "depth", "--graft_during_training", "--distill", "--importance_holdout", "0.2"),
+     ["--graft_during_training: the depth stage does not use it (no effect)",
+      "--importance_holdout 0.2: the depth stage does not use it (no effect)",
+      "--distill: the depth stage does not use it (no effect)"]),
+    (("--stage", "width", "--depth_mult_list", "0.5,1"), ["--depth_mult_list 0.5,1: the width stage does not use it "
+                                                          "(no effect)"]),
+    (("--stage", "finetune", "--balance_subnet_gradients"), ["--balance_subnet_gradients: the finetune stage does not "
+                                                            "use it (no effect)"]),
+    (("--stage", "depth", "--depth_mult_list", "0.5,1"), []),
+])
+def test_a_flag_the_stage_does_not_read_gets_one_line(argv, notes):
+    from ofa_flexbert.config import no_effect_notes
+
+    assert no_effect_notes(resolve(parse("--task", "rte", *argv))) == notes
+
+
+def test_the_reference_s_remaining_flags_are_accepted_and_say_what_they_do():
+    from ofa_flexbert.config import no_effect_notes
+
+    args = resolve(parse("--task", "rte", "--stage", "width", "--load_checkpoint", "--cpu", "--evaluate_during_training",
+                         "--num_workers", "16", "--hidden_dropout_prob", "0.1", "--attention_probs_dropout_prob", "0.1",
+                         "--do_lower_case", "--gradient_accumulation_steps", "2"))
+    assert args.resume and args.cpu and args.do_lower_case and args.gradient_accumulation_steps == 2
+    assert no_effect_notes(args) == [
+        "--evaluate_during_training: accepted for the reference's command lines, no effect (a training stage always "
+        "evaluates every --logging_steps)",
+        "--num_workers 16: accepted for the reference's command lines, no effect (data is tokenised once, in-process)",
+        "--hidden_dropout_prob 0.1: accepted for the reference's command lines, no effect (dropout comes from the "
+        "model's config.json)",
+        "--attention_probs_dropout_prob 0.1: accepted for the reference's command lines, no effect (dropout comes "
+        "from the model's config.json)"]
+    with pytest.raises(UserError) as info:
+        resolve(parse("--task", "rte", "--stage", "width", "--gradient_accumulation_steps", "0"))
+    assert str(info.value) == "--gradient_accumulation_steps: must be a positive integer, got 0"
+
+
+@pytest.mark.parametrize("flag,lower,warning", [
+    (True, True, None), (None, False, None),
+    (True, False, "--do_lower_case: the tokenizer in M keeps case, as the model was trained; it is used as saved"),
+    (False, True, "--no-do_lower_case: the tokenizer in M lower-cases, as the model was trained; it is used as saved"),
+])
+def test_do_lower_case_is_checked_against_the_tokenizer(caplog, flag, lower, warning):
+    import logging
+    from types import SimpleNamespace
+
+    from ofa_flexbert.stages.common import check_lower_case
+
+    tokenizer = SimpleNamespace(basic_tokenizer=SimpleNamespace(do_lower_case=lower))
+    with caplog.at_level(logging.WARNING, logger="ofa_flexbert"):
+        check_lower_case(SimpleNamespace(do_lower_case=flag, model_dir="M"), tokenizer)
+    assert [r.getMessage() for r in caplog.records] == ([warning] if warning else [])

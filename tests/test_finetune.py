@@ -240,3 +240,25 @@ def test_group_by_length_changes_the_batches_and_resumes_exactly(toy_teacher, tm
     b = paddle.load(str(whole / "checkpoint" / "model.pdparams"))
     assert max(float(np.abs(a[k].numpy() - b[k].numpy()).max()) for k in a) > 1e-4
     assert json.loads((whole / "flexbert.json").read_text())["arguments"]["group_by_length"] is True
+
+
+def test_gradient_accumulation_makes_the_update_of_the_larger_batch(toy, tmp_path):
+    """Two optimizer steps at batch 4 with --gradient_accumulation_steps 2 leave the weights of two steps at
+    batch 8 (fixed order, no dropout; the same 16 examples in the same groups)."""
+    from conftest import assert_same_checkpoint, without_dropout
+    from ofa_flexbert.config import RunArgs
+    from ofa_flexbert.training import total_steps
+
+    data_dir, pretrained = toy
+    model = without_dropout(pretrained, tmp_path / "model")
+    # adam_epsilon 1: the update is about linear in the gradient, so a missing 1/k would show (Adam is
+    # otherwise nearly scale-invariant)
+    common = ["--no-shuffle", "--max_steps", "2", "--logging_steps", "1", "--learning_rate", "1e-2", "--adam_epsilon", "1"]
+    assert main(finetune_argv(data_dir, model, tmp_path / "big", *common, "--per_gpu_train_batch_size", "8")) == 0
+    assert main(finetune_argv(data_dir, model, tmp_path / "acc", *common, "--per_gpu_train_batch_size", "4",
+                              "--gradient_accumulation_steps", "2")) == 0
+    assert_same_checkpoint(tmp_path / "big", tmp_path / "acc", atol=2e-6)
+    state = json.loads((tmp_path / "acc" / "checkpoint" / "state.json").read_text())
+    assert (state["step"], state["batch"]) == (2, 4)  # two optimizer steps, four batches read
+    # an epoch of 10 batches at k = 3 is 4 steps (the last group has one batch)
+    assert total_steps(RunArgs(gradient_accumulation_steps=3, num_train_epochs=2.0), 10) == 8

@@ -318,3 +318,43 @@ def test_a_checkpoint_from_before_a_flag_existed_resumes_while_the_flag_keeps_it
                            "--num_gates", "2")) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith("(num_gates: 0 -> 2)")
     assert main(width_argv(data_dir, teacher, out, "--max_steps", "2", "--logging_steps", "1", "--resume")) == 0
+
+
+def test_a_new_run_refuses_a_folder_holding_an_earlier_run_until_told_to_replace_it(toy_teacher, tmp_path, capsys):
+    data_dir, teacher = toy_teacher
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "eval_results.json").write_text("{}")  # an earlier run's results
+    assert main(width_argv(data_dir, teacher, out, "--max_steps", "2", "--logging_steps", "2")) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: --output_dir {out}: holds an earlier run's eval_results.json; pass --overwrite_output_dir to "
+        "replace it, or --resume to continue an interrupted run")
+    assert sorted(p.name for p in out.iterdir()) == ["eval_results.json"]  # nothing touched
+    assert main(width_argv(data_dir, teacher, out, "--max_steps", "2", "--logging_steps", "2",
+                           "--overwrite_output_dir")) == 0
+    assert json.loads((out / "eval_results.json").read_text())["stage"] == "width"
+
+
+def test_stage_all_checks_every_stage_folder_before_the_first_stage_runs(tmp_path, capsys):
+    (tmp_path / "out" / "gate").mkdir(parents=True)
+    (tmp_path / "out" / "gate" / "model_state.pdparams").write_bytes(b"")
+    assert main(["--task", "sst-2", "--stage", "all", "--model_dir", str(tmp_path / "m"),
+                 "--output_dir", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip().endswith("gate: holds an earlier run's model_state.pdparams; pass "
+                                                    "--overwrite_output_dir to replace it, or --resume to continue "
+                                                    "an interrupted run")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gate"]
+
+
+def test_a_graft_schedule_that_never_grafts_says_so(toy_teacher, tmp_path, caplog):
+    """--max_steps 2 ends before the first graft (a third of the epoch: 18 of the toy's 56 batches) and before
+    the last epoch starts."""
+    import logging
+
+    data_dir, teacher = toy_teacher
+    with caplog.at_level(logging.WARNING, logger="ofa_flexbert"):
+        assert main(width_argv(data_dir, teacher, tmp_path / "w", "--max_steps", "2", "--logging_steps", "2",
+                               "--graft_during_training")) == 0
+    warnings = [r.getMessage() for r in caplog.records if "graft" in r.getMessage()]
+    assert warnings == ["--graft_during_training: no graft will happen: the first is due after step 18, grafting "
+                        "stops after step 0 of 2; set --graft_period or --graft_stop"]

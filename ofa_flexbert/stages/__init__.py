@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from ..config import RunArgs, resolve
 from ..errors import UserError
-from .common import StageReport, require
+from .common import StageReport, check_fresh, require
 
 ORDER = ("finetune", "width", "depth", "final", "gate", "search", "infer")  # what --stage all chains
 READERS = ("search", "infer")  # stages that read the last model and write none: the next reads the same model
@@ -84,6 +84,7 @@ def plan(flags: dict[str, Any]) -> list[RunArgs]:
         output_dir = os.path.join(args.output_dir, stage)
         extra = chosen if stage == "infer" else {}
         chain.append(resolve({**flags, "stage": stage, "model_dir": model_dir, "output_dir": output_dir, **extra}))
+        check_fresh(chain[-1])  # before any stage runs: a refusal at the last stage would come hours late
         if stage not in READERS:
             model_dir = output_dir
     return chain

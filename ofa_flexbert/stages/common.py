@@ -19,6 +19,7 @@ import patches
 
 from .. import checkpoint, distributed
 from ..config import RunArgs, no_effect_notes, task_data_dir
+from ..console import quiet_libraries
 from ..data import TaskSpec, encode, get_task, make_loader, read_augmented, read_split
 from ..errors import UserError
 from ..models import save_model
@@ -75,11 +76,13 @@ def setup(args: RunArgs) -> TaskSpec:
     all ranks; the training loop gives each rank its own dropout stream.
     """
     patches.apply()
-    if args.device:
+    quiet_libraries(args.verbose)
+    device = "cpu" if args.cpu else args.device
+    if device:
         try:
-            paddle.set_device(args.device)
+            paddle.set_device(device)
         except (ValueError, RuntimeError) as exc:
-            raise UserError(f"--device {args.device}: {str(exc).splitlines()[0]}") from None
+            raise UserError(f"--device {device}: {str(exc).splitlines()[0]}") from None
     distributed.init()
     if distributed.is_main():
         patches.mkl_fastpath.log_status()
@@ -114,6 +117,37 @@ def check_output_dir(args: RunArgs) -> None:
                         "(it would overwrite its own input)")
     if args.resume and not checkpoint.exists(args.output_dir):
         raise UserError(f"--resume: no checkpoint in {checkpoint.path(args.output_dir)} (nothing to resume)")
+    check_fresh(args)
+
+
+# What a finished or interrupted run leaves in its --output_dir (outputs.py has the contract).
+RUN_FILES = ("model_state.pdparams", "checkpoint", "eval_results.json", "infer_results.json", "search_results.json",
+             "flexbert.json")
+
+
+def check_fresh(args: RunArgs) -> None:
+    """Refuse to start a new run where an earlier run left its work, unless told to replace or continue it.
+
+    A typo in --output_dir must not cost hours of training: a fresh run clears the old checkpoint at
+    once and replaces the old model at its first evaluation.  HuggingFace's run_glue.py refuses a
+    non-empty output folder the same way (``--overwrite_output_dir``).
+    """
+    if args.resume or args.overwrite_output_dir or not os.path.isdir(args.output_dir):
+        return
+    held = [name for name in RUN_FILES if os.path.exists(os.path.join(args.output_dir, name))]
+    if held:
+        raise UserError(f"--output_dir {args.output_dir}: holds an earlier run's {held[0]}; pass --overwrite_output_dir "
+                        "to replace it, or --resume to continue an interrupted run")
+
+
+def check_lower_case(args: RunArgs, tokenizer) -> None:
+    """--do_lower_case (a reference flag) against the tokenizer saved with the model, which decides:
+    lower-casing is part of what the model was trained on, so a flag cannot change it."""
+    actual = getattr(getattr(tokenizer, "basic_tokenizer", None), "do_lower_case", None)
+    if args.do_lower_case is None or actual is None or actual == args.do_lower_case or not distributed.is_main():
+        return
+    logger.warning(f"--{'' if args.do_lower_case else 'no-'}do_lower_case: the tokenizer in {args.model_dir} "
+                   f"{'keeps case' if args.do_lower_case else 'lower-cases'}, as the model was trained; it is used as saved")
 
 
 def check_sequence_length(args: RunArgs) -> None:
@@ -180,6 +214,7 @@ def start(args: RunArgs) -> tuple[TaskSpec, Any]:
             logger.info(note)
     check_output_dir(args)
     tokenizer = load_tokenizer(args.model_dir)
+    check_lower_case(args, tokenizer)
     check_sequence_length(args)
     check_pooling(args)
     return task, tokenizer

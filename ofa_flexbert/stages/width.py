@@ -14,6 +14,8 @@ for the depth stage and for inference at any width.
 """
 from __future__ import annotations
 
+import logging
+
 import paddle
 
 from .. import checkpoint, distributed
@@ -26,6 +28,8 @@ from ..routes import Subnet
 from ..supernet import FlexOFA, compute_importance, convert_to_supernet, mapping_layers, rewire
 from ..training import total_steps, train
 from .common import StageReport, SupernetStrategy, finish, load_task_data, start
+
+logger = logging.getLogger("ofa_flexbert")
 
 
 class WidthStrategy(SupernetStrategy):
@@ -108,8 +112,12 @@ def run(args: RunArgs) -> StageReport:
         rewired = True
     schedule = None
     if args.graft_during_training:
-        schedule = default_schedule(data.num_train_examples, args.per_gpu_train_batch_size * distributed.world_size(),
-                                    total_steps(args, len(data.train_loader)), args.graft_period, args.graft_stop)
+        steps = total_steps(args, len(data.train_loader))
+        global_batch = args.per_gpu_train_batch_size * distributed.world_size() * args.gradient_accumulation_steps
+        schedule = default_schedule(data.num_train_examples, global_batch, steps, args.graft_period, args.graft_stop)
+        if schedule.count(steps) == 0 and distributed.is_main():
+            logger.warning(f"--graft_during_training: no graft will happen: the first is due after step {schedule.period}, "
+                           f"grafting stops after step {schedule.stop} of {steps}; set --graft_period or --graft_stop")
     strategy = WidthStrategy(ofa, tokenizer, task, args, importance_loader, schedule)
     result = train(strategy, task, args, data.train_loader, data.dev_loaders)
     return finish(args, task, data, result,
