@@ -135,6 +135,7 @@ def write_rows(path, rows):
 
 
 def test_bad_data_fails_before_anything_in_output_dir_is_touched(toy, tmp_path, capsys):
+    """Even told to replace an earlier run (--overwrite_output_dir), a run with bad input touches nothing."""
     data_dir, model_dir = toy
     out = tmp_path / "out"
     out.mkdir()
@@ -143,16 +144,16 @@ def test_bad_data_fails_before_anything_in_output_dir_is_touched(toy, tmp_path, 
     bad = str(tmp_path / "bad" / "SST-2")
     write_rows(os.path.join(bad, "train.tsv"), ["good movie\t1", "only one column", "bad\t0"])
     write_rows(os.path.join(bad, "dev.tsv"), ["fine\t1"])
-    assert main(finetune_argv(bad, model_dir, out)) == 2
+    assert main(finetune_argv(bad, model_dir, out, "--overwrite_output_dir")) == 2
     assert capsys.readouterr().err.strip() == (f"error: {bad}/train.tsv:3: expected at least 2 tab-separated "
                                                f"columns, found 1")
     write_rows(os.path.join(bad, "train.tsv"), ["good movie\t1", "bad\tmaybe"])
-    assert main(finetune_argv(bad, model_dir, out)) == 2
+    assert main(finetune_argv(bad, model_dir, out, "--overwrite_output_dir")) == 2
     assert capsys.readouterr().err.strip() == (f"error: {bad}/train.tsv:3: unknown label 'maybe' for task sst-2; "
                                                f"expected one of: 0, 1")
-    assert main(finetune_argv(data_dir, str(tmp_path / "missing"), out)) == 2
+    assert main(finetune_argv(data_dir, str(tmp_path / "missing"), out, "--overwrite_output_dir")) == 2
     assert capsys.readouterr().err.strip().startswith(f"error: --model_dir {tmp_path / 'missing'}")
-    assert main(finetune_argv(str(tmp_path / "nodata"), model_dir, out)) == 2
+    assert main(finetune_argv(str(tmp_path / "nodata"), model_dir, out, "--overwrite_output_dir")) == 2
     assert capsys.readouterr().err.strip().startswith(f"error: {tmp_path / 'nodata'}/train.tsv: no such file")
     assert sorted(os.listdir(out)) == ["eval_results.json", "model_state.pdparams"]
     assert (out / "model_state.pdparams").read_bytes() == b"an earlier good model"

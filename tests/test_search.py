@@ -75,11 +75,11 @@ def test_search_writes_a_front_whose_chosen_setting_infer_reproduces(toy_gated, 
     config = json.loads((out / "inference_config.json").read_text())
     assert config == {"sst-2": settings_entry_of(chosen)}
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for row in [chosen] + [r for r in rows if r["mode"] == "wd_dynamic" and r["exit_threshold"] == 0.3][:1]:
-        path = tmp_path / "config.json"
+    for i, row in enumerate([chosen] + [r for r in rows if r["mode"] == "wd_dynamic" and r["exit_threshold"] == 0.3][:1]):
+        path = tmp_path / f"config{i}.json"
         path.write_text(json.dumps({"sst-2": settings_entry_of(row)}))
-        assert main(stage_argv("infer", data_dir, gates, tmp_path / "infer", "--inference_config", str(path))) == 0
-        summary = json.loads((tmp_path / "infer" / "infer_results.json").read_text())
+        assert main(stage_argv("infer", data_dir, gates, tmp_path / f"infer{i}", "--inference_config", str(path))) == 0
+        summary = json.loads((tmp_path / f"infer{i}" / "infer_results.json").read_text())
         assert summary["metrics"] == pytest.approx(row["dev"]["metrics"], abs=1e-12)
         assert summary["macs"] == pytest.approx(row["dev"]["macs"], rel=1e-12)
         assert summary["mean_layers"] == pytest.approx(row["dev"]["mean_layers"])
