@@ -22,7 +22,6 @@ from typing import Any, Optional
 
 import numpy as np
 import paddle
-from tqdm import tqdm
 
 from gate.io import load_gates, load_off_ramps
 from gate.modules import GateRouter
@@ -225,7 +224,7 @@ def run(args: RunArgs) -> StageReport:
     lengths = sequence_lengths(loader)
     started = time.time()
     logits, routes = [], []
-    for batch in tqdm(loader, desc=f"infer {task.name}", unit="batch", leave=False):
+    for batch in loader:
         batch_logits, batch_routes = dynamic.run(batch)
         logits.append(batch_logits)
         routes.extend(batch_routes)
