@@ -21,6 +21,7 @@ import sys
 
 from benchlib import atomic_write, run
 
+from ofa_flexbert.stages.search import describe, settings_entry_of  # noqa: E402  -- the stage's own reading
 from ofa_flexbert.tradeoff import best_under_budget  # noqa: E402  -- the stage's own rule
 
 
@@ -53,16 +54,11 @@ def chosen(points: list[dict], budget: float, mode: str | None = None) -> dict |
     return None if best is None else rows[best]
 
 
-def entry(row: dict) -> dict:
-    keys = ("mode", "width_mult_list", "depth_mult", "early_exit", "exit_threshold", "normalized_entropy")
-    return {k: row[k] for k in keys if k in row}
-
-
 def infer(task: str, gate_dir: str, out: str, row: dict, extra: list[str]) -> dict:
     """``--stage infer`` of one setting (via an inference config file, as a user would); its summary."""
     os.makedirs(out, exist_ok=True)
     config = os.path.join(out, "setting.json")
-    atomic_write(config, json.dumps({task: entry(row)}) + "\n")
+    atomic_write(config, json.dumps({task: settings_entry_of(row)}) + "\n")
     stage(task, "infer", gate_dir, out, ["--inference_config", config, *extra])
     return load(os.path.join(out, "infer_results.json"))
 
@@ -80,15 +76,6 @@ def gate_lines(gated: dict, metric: str) -> list[str]:
     ramps = "; ".join(f"after layer {r['layer']}: {metric} {r['metrics'][metric]:.4f}, agrees with the final head on "
                       f"{r['agreement_with_final']:.1%}" for r in gated.get("off_ramps") or [])
     return lines + (["", f"Off-ramps (dev): {ramps}."] if ramps else [])
-
-
-def describe(row: dict) -> str:
-    text = f"{row['mode']} " + ",".join(f"{w:g}" for w in row["width_mult_list"])
-    if row["depth_mult"] != 1.0:
-        text += f" d{row['depth_mult']:g}"
-    if row.get("early_exit"):
-        text += f" θ={row['exit_threshold']:.3g}"
-    return text
 
 
 def main() -> None:
