@@ -3,6 +3,7 @@
 
     python run_ofa_glue.py --task rte --stage finetune --model_dir M --output_dir T
     python run_ofa_glue.py convert --hf_dir HF --output_dir M
+    python run_ofa_glue.py predict --export_dir OUT/w0.5_d0.75 --input sentences.tsv
     python run_ofa_glue.py --demo
 
 Bad input ends in a one-line ``error: ...`` on stderr and exit code 2.
@@ -39,6 +40,40 @@ def convert_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def predict_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="run_ofa_glue.py predict",
+                           description="Label raw text with a subnet written by --stage export (Paddle Inference).")
+    parser.add_argument("--export_dir", required=True, help="one subnet's folder written by --stage export")
+    parser.add_argument("--input", required=True, help="a TSV file (one text, or two tab-separated texts for a "
+                        "sentence-pair task, per line; no header) or JSON lines (.jsonl: {\"text\": ..., "
+                        "\"text_pair\": ...})")
+    parser.add_argument("--batch_size", type=int, default=32, help="inputs per Paddle Inference run")
+    parser.add_argument("--num_threads", type=int, default=1, help="CPU math threads")
+    parser.add_argument("--onednn", choices=("on", "off"), default="on", help="oneDNN kernels (on: the CPU "
+                        "build's default and usually much faster)")
+    return parser
+
+
+def run_predict(argv: list[str]) -> int:
+    """``predict``: one line per input -- index, label, then each label's probability (or the score)."""
+    ns = predict_parser().parse_args(argv)
+    if ns.batch_size <= 0 or ns.num_threads <= 0:
+        raise UserError("--batch_size and --num_threads: must be positive integers")
+    from ofa_flexbert.predictor import Predictor, read_inputs
+
+    predictor = Predictor(ns.export_dir, num_threads=ns.num_threads, onednn=ns.onednn == "on",
+                          batch_size=ns.batch_size)
+    texts, pairs = read_inputs(ns.input, predictor.takes_pairs)
+    labels = predictor.task.labels
+    print("\t".join(["index", "label"] + ([f"p({label})" for label in labels] if labels else [])))
+    for i, prediction in enumerate(predictor.predict(texts, pairs)):
+        if prediction.probabilities is None:
+            print(f"{i}\t{prediction.label:.4f}")
+        else:
+            print("\t".join([str(i), prediction.label] + [f"{p:.4f}" for p in prediction.probabilities.values()]))
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -50,8 +85,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             convert_hf_checkpoint(ns.hf_dir, ns.output_dir, num_labels=ns.num_labels)
             print(f"converted {ns.hf_dir} -> {ns.output_dir}")
             return 0
+        if argv[:1] == ["predict"]:
+            return run_predict(argv[1:])
         ns = stage_parser().parse_args(argv)
-        from ofa_flexbert.report import front_table, grid_table, results_table
+        from ofa_flexbert.report import export_table, front_table, grid_table, results_table
 
         if ns.demo:
             from ofa_flexbert.demo import run_demo
@@ -65,12 +102,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         from ofa_flexbert import distributed
 
         if distributed.is_main():  # under paddle.distributed.launch, one table, not one per process
-            print(results_table(reports))
+            table = results_table(reports)
+            if table:
+                print(table)
             for report in reports:
                 if len({r.depth_mult for r in report.results}) > 1:
                     print("\n" + grid_table(report))
                 if report.extra.get("front"):
                     print("\n" + front_table(report))
+                if report.extra.get("exports"):
+                    print("\n" + export_table(report))
         return 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -118,6 +118,10 @@ class RunArgs:
     inference_config: Optional[str] = _flag("infer stage: a JSON file of per-task settings (mode, width_mult_list, "
                                             "depth_mult, early_exit, exit_threshold), e.g. "
                                             "configs/best_tradeoff_inference_config.json; replaces the mode flags", None)
+    width_mult: list[float] = _flag("export stage: width multiplier of each subnet to export; paired in order with "
+                                    "--depth_mult (a single value pairs with every depth)", default_factory=list)
+    depth_mult: list[float] = _flag("export stage: depth multiplier of each subnet to export (see --width_mult)",
+                                    default_factory=list)
     record_cpu_time: bool = _flag("reference flag: latency is always measured, on the device in use", False)
     record_gpu_time: bool = _flag("reference flag: latency is always measured, on the device in use", False)
     do_eval: bool = _flag("reference flag: without --do_train and --stage, runs --stage infer", False)
@@ -284,9 +288,9 @@ def validate(args: RunArgs) -> None:
     """Reject values no stage can run with, naming the flag."""
     if args.stage not in STAGES:
         raise UserError(f"--stage: expected one of {', '.join(STAGES)}, got '{args.stage}'")
-    for name in ("width_mult_list", "depth_mult_list"):
+    for name in ("width_mult_list", "depth_mult_list", "width_mult", "depth_mult"):
         values = getattr(args, name)
-        if not values:
+        if not values and name.endswith("_list"):
             raise UserError(f"--{name}: needs at least one value")
         for value in values:
             if not 0.0 < value <= 1.0:

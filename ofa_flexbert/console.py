@@ -8,7 +8,11 @@ logger shows errors only, unless ``--verbose`` or ``OFA_FLEXBERT_VERBOSE=1``.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import warnings
+from typing import Iterator
 
 VERBOSE_ENV = "OFA_FLEXBERT_VERBOSE"
 
@@ -23,3 +27,28 @@ def quiet_libraries(verbose: bool) -> None:
     from paddlenlp.utils.log import logger
 
     logger.set_level("DEBUG" if verbose_requested(verbose) else "ERROR")
+
+
+@contextlib.contextmanager
+def quiet_tracing(verbose: bool) -> Iterator[None]:
+    """Silence what paddle prints while it traces a model into a static graph, unless ``verbose``.
+
+    Tracing our engine emits Python warnings about list appends it will not record (the
+    engine's optional hidden-state lists, unused in an export) and a C++ glog line about PIR
+    outputs, none of them actionable.  The glog line is written to file descriptor 2 directly,
+    so stderr is pointed at /dev/null for the duration; an exception still propagates.
+    """
+    if verbose_requested(verbose):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)

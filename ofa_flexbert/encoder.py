@@ -106,9 +106,9 @@ class ExpandedMask:
         self._expanded: dict[tuple[int, ...], paddle.Tensor] = {}
 
     def like(self, scores: paddle.Tensor) -> paddle.Tensor:
-        shape = tuple(int(d) for d in scores.shape)
+        shape = tuple(int(d) for d in scores.shape)  # -1 for a static graph's free dimensions
         if shape not in self._expanded:
-            self._expanded[shape] = paddle.expand(self.mask, list(shape))
+            self._expanded[shape] = paddle.expand_as(self.mask, scores)
         return self._expanded[shape]
 
 
@@ -266,20 +266,43 @@ class Finished:
 Hook = Callable[[Between], None]
 
 
+def run_shared(bert, hidden: paddle.Tensor, additive: paddle.Tensor, plan: Sequence[Step],
+               head_mask: Optional[paddle.Tensor] = None, states: Optional[list] = None,
+               attentions: Optional[list] = None) -> paddle.Tensor:
+    """Run every row of ``hidden`` [B, T, H] through the same ``plan``; return the last hidden state.
+
+    The one-plan case of :func:`run_rows`, without its per-row bookkeeping: nothing here depends
+    on the batch size, so a static graph (export) traces it with the batch and length left free.
+    ``states`` / ``attentions`` collect each step's hidden state / attention weights.  Layers
+    run through ``__call__`` so forward hooks (PaddleSlim's DistillConfig) see their outputs,
+    except when attention weights are requested (a direct call).
+    """
+    mask = ExpandedMask(additive)
+    for index, width in plan:
+        layer = bert.encoder.layers[index]
+        layer_head_mask = None if head_mask is None else head_mask[index]
+        if attentions is not None:
+            hidden, weights = encoder_layer(layer, hidden, mask, layer_head_mask, True, width)
+            attentions.append(weights)
+        else:
+            hidden = layer(hidden, [mask, layer_head_mask, width])
+        if states is not None:
+            states.append(hidden)
+    return hidden
+
+
 def run_rows(bert, hidden: paddle.Tensor, additive: paddle.Tensor, plans: list[list[Step]],
-             hook: Optional[Hook] = None, head_mask: Optional[paddle.Tensor] = None,
-             states: Optional[list] = None, attentions: Optional[list] = None) -> list[Finished]:
+             hook: Optional[Hook] = None) -> list[Finished]:
     """Run each row ``r`` of ``hidden`` [B, T, H] through ``plans[r]``; return the rows as they finish.
 
     At each step the running rows are grouped by the (layer, width) they need and each group
     runs once, so a row's result does not depend on its batch mates.  A row finishes when its
-    plan ends or ``hook`` retires it.  ``plans`` may be edited by the hook (gates).  With
-    ``states`` / ``attentions`` (lists), every step's hidden state / attention weights are
-    appended -- meaningful when all rows share one plan, as in :func:`bert_forward`.  Layers
-    run through ``__call__`` so forward hooks (PaddleSlim's DistillConfig) see their outputs,
-    except when attention weights are requested.
+    plan ends or ``hook`` retires it.  ``plans`` may be edited by the hook (gates).  Without a
+    hook, rows that share one plan run as :func:`run_shared` runs them.
     """
     rows, finished, step = list(range(int(hidden.shape[0]))), [], 0
+    if hook is None and all(plan == plans[0] for plan in plans):
+        return [Finished(len(plans[0]), rows, run_shared(bert, hidden, additive, plans[0]), additive)]
     pooling, masks = pooling_of(bert), {}
     while rows:
         leaving: set = set()
@@ -302,20 +325,12 @@ def run_rows(bert, hidden: paddle.Tensor, additive: paddle.Tensor, plans: list[l
             members = tuple(rows[p] for p in positions)
             if members not in masks:
                 masks[members] = ExpandedMask(_take(additive, positions))
-            layer, mask = bert.encoder.layers[index], masks[members]
-            layer_head_mask = None if head_mask is None else head_mask[index]
-            if attentions is not None:  # a direct call: forward hooks on the layer do not fire
-                out, weights = encoder_layer(layer, _take(hidden, positions), mask, layer_head_mask, True, width)
-                attentions.append(weights)
-            else:
-                out = layer(_take(hidden, positions), [mask, layer_head_mask, width])
-            outputs.append(out)
+            layer = bert.encoder.layers[index]
+            outputs.append(layer(_take(hidden, positions), [masks[members], None, width]))
             order.extend(positions)
         hidden = outputs[0] if len(outputs) == 1 else paddle.concat(outputs, axis=0)
         additive, rows = _take(additive, order), [rows[p] for p in order]
         step += 1
-        if states is not None:
-            states.append(hidden)
     return finished
 
 
@@ -368,9 +383,7 @@ def bert_forward(
         plan = [(i, None) for i in (range(len(self.encoder.layers)) if layer_indices is None else layer_indices)]
     states = [hidden] if output_hidden_states else None
     attentions = [] if output_attentions else None
-    (done,) = run_rows(self, hidden, additive, [plan] * int(hidden.shape[0]), head_mask=head_mask,
-                       states=states, attentions=attentions)
-    hidden = done.hidden
+    hidden = run_shared(self, hidden, additive, plan, head_mask=head_mask, states=states, attentions=attentions)
     if self.encoder.norm is not None:
         hidden = self.encoder.norm(hidden)
     pooled = self.pooler(hidden if pooling_of(self) == "cls" else

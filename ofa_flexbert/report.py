@@ -43,7 +43,7 @@ def results_table(reports: list[StageReport]) -> str:
             rows.append((report.stage, report.task, gated.get("label", "gated"), f"{gated.get('depth', 1):g}", report.metric,
                          f"{gated['metrics'][report.metric]:.4f}", share, others or "-", step,
                          f"{report.seconds:.1f}"))
-    return _table(header, rows)
+    return _table(header, rows) if rows else ""
 
 
 def grid_table(report: StageReport) -> str:
@@ -81,3 +81,14 @@ def front_table(report: StageReport) -> str:
     title = (f"search {report.task}: Pareto front chosen on the search half of dev; {report.metric} and MACs "
              "(share of the full model) on the held-out half")
     return title + "\n" + _table(("mode", "widths", "depth", "threshold", "held-out", "MACs", "layers", "dev"), rows)
+
+
+def export_table(report: StageReport) -> str:
+    """The export stage's subnets: size and cost against the full model, dev metric of the exported graph,
+    and its largest logit difference from the flexible model (the check)."""
+    rows = [(r["tag"], f"{r['parameters']:,}", f"{r['parameter_share']:.0%}", f"{r['macs_share']:.0%}",
+             f"{r['value']:.4f}", f"{r['max_abs_logit_diff']:.1e}", r["path"]) for r in report.extra["exports"]]
+    title = (f"export {report.task}: parameters and MACs (at --max_seq_length) vs the full model; dev {report.metric} "
+             "of the exported graph on Paddle Inference")
+    return title + "\n" + _table(("subnet", "parameters", "share", "MACs", report.metric, "max |Δlogits|", "path"),
+                                 rows)

@@ -120,14 +120,6 @@ def test_cli_bad_input_is_one_line_and_exit_2_without_traceback(toy, tmp_path):
                              "mrpc, sts-b, qqp, mnli, qnli, rte, wnli\n")
 
 
-@pytest.mark.parametrize("stage", ["export"])
-def test_stages_not_implemented_yet_exit_cleanly(stage, capsys):
-    assert main(["--task", "rte", "--stage", stage, "--model_dir", "m", "--output_dir", "o"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith(f"error: --stage {stage}: not implemented yet (planned in ")
-    assert err.endswith("available: finetune, width, depth, final, gate, infer, search")
-
-
 def write_rows(path, rows):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as fh:

@@ -8,13 +8,11 @@ import os
 from typing import Any, Callable
 
 from ..config import RunArgs, resolve
-from ..errors import UserError
 from .common import StageReport, check_fresh, require
 
 ORDER = ("finetune", "width", "depth", "final", "gate", "search", "infer")  # what --stage all chains
 READERS = ("search", "infer")  # stages that read the last model and write none: the next reads the same model
 INFER_MODES = ("static", "w_dynamic", "d_dynamic", "wd_dynamic")
-PLANNED = {"export": "a later issue"}
 
 
 def _finetune(args: RunArgs) -> StageReport:
@@ -53,6 +51,12 @@ def _infer(args: RunArgs) -> StageReport:
     return run(args)
 
 
+def _export(args: RunArgs) -> StageReport:
+    from .export import run
+
+    return run(args)
+
+
 def _search(args: RunArgs) -> StageReport:
     from .search import run
 
@@ -61,7 +65,7 @@ def _search(args: RunArgs) -> StageReport:
 
 IMPLEMENTED: dict[str, Callable[[RunArgs], StageReport]] = {"finetune": _finetune, "width": _width, "depth": _depth,
                                                             "final": _final, "gate": _gate, "infer": _infer,
-                                                            "search": _search}
+                                                            "search": _search, "export": _export}
 
 
 def plan(flags: dict[str, Any]) -> list[RunArgs]:
@@ -96,8 +100,5 @@ def run(flags: dict[str, Any]) -> list[StageReport]:
 
 
 def run_stage(args: RunArgs) -> StageReport:
-    """Run the single stage ``args.stage``; one that does not exist yet is a clean error."""
-    if args.stage not in IMPLEMENTED:
-        raise UserError(f"--stage {args.stage}: not implemented yet (planned in {PLANNED[args.stage]}); "
-                        f"available: {', '.join(IMPLEMENTED)}")
+    """Run the single stage ``args.stage`` (``config.validate`` checked the name)."""
     return IMPLEMENTED[args.stage](args)

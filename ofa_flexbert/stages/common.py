@@ -122,7 +122,7 @@ def check_output_dir(args: RunArgs) -> None:
 
 # What a finished or interrupted run leaves in its --output_dir (outputs.py has the contract).
 RUN_FILES = ("model_state.pdparams", "checkpoint", "eval_results.json", "infer_results.json", "search_results.json",
-             "flexbert.json")
+             "export_results.json", "flexbert.json")
 
 
 def check_fresh(args: RunArgs) -> None:

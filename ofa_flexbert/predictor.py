@@ -1,0 +1,167 @@
+"""Predict labels for raw text with a model written by ``--stage export``, on Paddle Inference.
+
+    from ofa_flexbert import Predictor
+    predictor = Predictor("export/w0.5_d0.75")
+    predictor.predict(["a gripping, funny film"])          # single sentences
+    predictor.predict(["He left."], pairs=["He is gone."])  # sentence pairs (MRPC, RTE, ...)
+
+Text is tokenised with the tokenizer saved beside the model, truncated to the model's
+``max_seq_length`` exactly as training data was (``data.encode``), batched and padded; the
+static graph reads padding from the pad id, so a row's result does not depend on its batch.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from .data import Example, encode, get_task
+from .errors import UserError
+from .export import INPUT_NAMES, graph_file, read_manifest
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One input's answer: the label (a score for regression) and, for classification, each label's probability."""
+
+    label: Union[str, float]
+    probabilities: Optional[dict[str, float]]
+
+
+def paddle_predictor(export_dir: str, num_threads: int = 1, onednn: bool = True):
+    """A Paddle Inference predictor for the exported graph, CPU, with ``num_threads`` math threads.
+
+    oneDNN is on by default in both CPU builds and makes BERT about 4x faster there (notes §13);
+    it is set explicitly either way so a benchmark states what it ran.
+    """
+    import paddle
+    import paddle.inference as inference
+
+    graph = graph_file(export_dir)
+    if graph.endswith(".json") and int(paddle.__version__.split(".")[0]) < 3:  # it would segfault (notes §13)
+        raise UserError(f"--export_dir {export_dir}: model.json was written by paddle 3, whose format paddle "
+                        f"{paddle.__version__}'s Paddle Inference cannot read; predict with paddle >= 3, or export "
+                        "again under this paddle")
+    config = inference.Config(graph, os.path.join(export_dir, "model.pdiparams"))
+    config.disable_gpu()
+    config.set_cpu_math_library_num_threads(num_threads)
+    switch = ("enable_" if onednn else "disable_") + ("onednn" if hasattr(config, "enable_onednn") else "mkldnn")
+    getattr(config, switch)()  # 3.x names it oneDNN, 2.6 MKLDNN
+    config.switch_ir_optim(True)
+    config.disable_glog_info()
+    try:
+        return inference.create_predictor(config)
+    except Exception as exc:  # e.g. paddle 2.6 given a paddle 3 model.json
+        raise UserError(f"--export_dir {export_dir}: Paddle Inference cannot load {os.path.basename(graph)} "
+                        f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); "
+                        "export with the paddle version that runs it") from None
+
+
+class Predictor:
+    """Labels and probabilities for raw text from an export directory (``--stage export``)."""
+
+    def __init__(self, export_dir: str, num_threads: int = 1, onednn: bool = True, batch_size: int = 32):
+        from paddlenlp.transformers import BertTokenizer
+
+        self.export_dir = export_dir
+        self.manifest = read_manifest(export_dir)
+        self.task = get_task(self.manifest["task"])
+        self.batch_size = batch_size
+        self.tokenizer = BertTokenizer.from_pretrained(export_dir)
+        self._predictor = paddle_predictor(export_dir, num_threads, onednn)
+
+    @property
+    def takes_pairs(self) -> bool:
+        """Whether the model was trained on sentence pairs (recorded at export)."""
+        return bool(self.manifest.get("text_pair"))
+
+    def logits(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
+        """[B, C] logits for one padded batch of int64 [B, T] ids."""
+        for name, array in zip(INPUT_NAMES, (input_ids, token_type_ids)):
+            handle = self._predictor.get_input_handle(name)
+            handle.reshape(list(array.shape))
+            handle.copy_from_cpu(np.ascontiguousarray(array, dtype="int64"))
+        self._predictor.run()
+        return self._predictor.get_output_handle(self._predictor.get_output_names()[0]).copy_to_cpu()
+
+    def encode(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> list[dict]:
+        """Token ids of each input, truncated as the model's training data was."""
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
+        examples = [Example(t, None if pairs is None else p, None) for t, p in
+                    zip(texts, pairs if pairs is not None else [None] * len(texts))]
+        return list(encode(examples, self.task, self.tokenizer, int(self.manifest["max_seq_length"])))
+
+    def batches(self, rows: list[dict]):
+        """Padded ``(input_ids, token_type_ids)`` batches of :attr:`batch_size` rows, in order."""
+        pad = self.tokenizer.pad_token_id
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start:start + self.batch_size]
+            width = max(len(r["input_ids"]) for r in chunk)
+            ids = np.full((len(chunk), width), pad, dtype="int64")
+            types = np.zeros((len(chunk), width), dtype="int64")
+            for i, row in enumerate(chunk):
+                ids[i, :len(row["input_ids"])] = row["input_ids"]
+                types[i, :len(row["token_type_ids"])] = row["token_type_ids"]
+            yield ids, types
+
+    def predict_logits(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> np.ndarray:
+        """[N, C] logits of the inputs (empty input: [0, C])."""
+        rows = self.encode(texts, pairs)
+        outputs = [self.logits(ids, types) for ids, types in self.batches(rows)]
+        return np.concatenate(outputs) if outputs else np.zeros((0, self.task.num_labels), dtype="float32")
+
+    def predict(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> list[Prediction]:
+        """A :class:`Prediction` per input: the argmax label and softmax probabilities (regression: the score)."""
+        logits = self.predict_logits(texts, pairs)
+        if self.task.is_regression:
+            return [Prediction(float(row[0]), None) for row in logits]
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs = shifted / shifted.sum(axis=1, keepdims=True)
+        labels = self.task.labels
+        return [Prediction(labels[int(p.argmax())], {label: float(v) for label, v in zip(labels, p)}) for p in probs]
+
+
+def read_inputs(path: str, pairs: bool) -> tuple[list[str], Optional[list[str]]]:
+    """Texts (and second texts when ``pairs``) from a TSV file (one or two tab-separated columns, no
+    header) or a JSON-lines file (``.jsonl``/``.json``: ``{"text": ..., "text_pair": ...}``).
+
+    One-line errors name the file and line: a pair model given one text, a single-sentence
+    model given two, a line that is not valid JSON.
+    """
+    json_lines = path.endswith((".jsonl", ".json"))
+    texts, seconds = [], []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError as exc:
+        raise UserError(f"--input {path}: cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"--input {path}: not UTF-8 text") from None
+    want = "two texts (a sentence pair)" if pairs else "one text"
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if json_lines:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"--input {path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise UserError(f"--input {path}:{lineno}: expected an object with a \"text\" string")
+            fields = [row["text"]] + ([row["text_pair"]] if row.get("text_pair") is not None else [])
+        else:
+            fields = line.split("\t")
+        if len(fields) != (2 if pairs else 1):
+            layout = ('"text" and "text_pair"' if pairs else 'only "text"') if json_lines else \
+                ("two tab-separated columns" if pairs else "one column (no tabs)")
+            raise UserError(f"--input {path}:{lineno}: the model takes {want} per line: expected {layout}, "
+                            f"got {len(fields)} field(s)")
+        texts.append(fields[0])
+        seconds.append(fields[1] if pairs else None)
+    if not texts:
+        raise UserError(f"--input {path}: no inputs (the file is empty)")
+    return texts, (seconds if pairs else None)

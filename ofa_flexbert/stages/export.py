@@ -1,0 +1,179 @@
+"""Stage ``export``: write each chosen subnet as a smaller static model for Paddle Inference, checked.
+
+    python run_ofa_glue.py --task sst-2 --stage export --model_dir WD --width_mult 0.5 --depth_mult 0.75 --output_dir OUT
+
+Each subnet (``--width_mult``/``--depth_mult`` pairs, or the static setting of an
+``--inference_config``) goes to ``OUT/w<w>_d<d>/``: the pruned graph, the tokenizer and
+``manifest.json`` (widths, layers, heads and FFN per layer, parameters, MACs, pooling, the check,
+versions).  Every subnet starts from a fresh load of ``--model_dir``, so exporting several never
+compounds the pruning.
+
+The check (a decision: a deployment that silently differs from what was evaluated is the
+worst failure an export can have): the exported graph runs under Paddle Inference on every dev
+example and its logits must equal the flexible model's for that route (``encoder.classify``)
+within :data:`TOLERANCE`; the figure is printed and recorded.  A subnet is written to a hidden
+folder first and moved into place only when it passed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import paddle
+
+from ..accounting import mean_macs, route_macs, sequence_lengths
+from ..config import RunArgs, task_data_dir
+from ..console import quiet_tracing
+from ..data import encode, make_loader, read_split
+from ..encoder import classify
+from ..errors import UserError
+from ..export import MANIFEST, parameter_count, route_description, save_static, shrink, write_manifest
+from ..metrics import compute_metrics
+from ..models import load_model
+from ..outputs import atomic_write_json, package_versions, recorded_depth_rule, write_run_info
+from ..predictor import Predictor
+from ..routes import Route, subnet_tag
+from .common import StageReport, check_pooling, math_threads, start
+
+logger = logging.getLogger("ofa_flexbert")
+
+TOLERANCE = 1e-5  # max |Δlogits| between the exported graph and the flexible model (float32 noise is ~1e-8)
+
+
+def requested_subnets(args: RunArgs, task: str) -> list[tuple[float, float]]:
+    """The (width, depth) pairs to export: --width_mult/--depth_mult, or a static --inference_config."""
+    if args.inference_config:
+        if args.width_mult or args.depth_mult:
+            raise UserError("--inference_config and --width_mult/--depth_mult: give one of them")
+        from .infer import read_inference_config
+
+        entry = read_inference_config(args.inference_config, task)
+        if entry["mode"] != "static":
+            raise UserError(f"--inference_config {args.inference_config}: {task} is {entry['mode']}; --stage export "
+                            "writes static subnets (gated and early-exit routes are decided per input at run time)")
+        widths = entry.get("width_mult_list") or [1.0]
+        return [(float(widths[0]), float(entry.get("depth_mult", 1.0)))]
+    widths, depths = list(args.width_mult), list(args.depth_mult)
+    if not widths and not depths:
+        raise UserError("--stage export: name the subnets with --width_mult and --depth_mult (e.g. --width_mult "
+                        "0.5 --depth_mult 0.75), or give --inference_config")
+    widths, depths = widths or [1.0], depths or [1.0]
+    if len(widths) == 1:
+        widths = widths * len(depths)
+    if len(depths) == 1:
+        depths = depths * len(widths)
+    if len(widths) != len(depths):
+        raise UserError(f"--width_mult and --depth_mult pair up in order: got {len(args.width_mult)} widths and "
+                        f"{len(args.depth_mult)} depths (give as many of each, or one of either)")
+    return list(dict.fromkeys(zip(widths, depths)))  # in order, duplicates once
+
+
+def check_targets(args: RunArgs, subnets: list[tuple[float, float]]) -> None:
+    """Refuse, before any work, to replace an earlier export unless --overwrite_output_dir."""
+    if args.overwrite_output_dir:
+        return
+    for width, depth in subnets:
+        target = os.path.join(args.output_dir, subnet_tag(width, depth))
+        if os.path.exists(target):
+            raise UserError(f"--output_dir {args.output_dir}: already holds an export of {subnet_tag(width, depth)}; "
+                            "pass --overwrite_output_dir to replace it")
+
+
+def _batches(loader) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(batch["input_ids"].numpy(), batch["token_type_ids"].numpy()) for batch in loader]
+
+
+def export_one(args: RunArgs, task, tokenizer, width: float, depth: float, pooling: str, rule: str,
+               batches: list, labels: np.ndarray, lengths: list[int], text_pair: bool) -> dict[str, Any]:
+    """Export one subnet into ``OUT/<tag>``; return its manifest.  Nothing is moved into place unless it passes."""
+    tag = subnet_tag(width, depth)
+    model = load_model(args.model_dir, task.num_labels, require_classifier=True)
+    model.bert.config.pooling = pooling
+    model.eval()
+    config = model.bert.config
+    route = Route.uniform(config, width, depth, rule)
+    with paddle.no_grad():
+        expected = np.concatenate([classify(model, paddle.to_tensor(ids), paddle.to_tensor(types), routes=route)
+                                   .logits.numpy() for ids, types in batches])
+    full_parameters = parameter_count(model)
+    shrink(model, route)
+    os.makedirs(args.output_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{tag}.", dir=args.output_dir)
+    try:
+        with quiet_tracing(args.verbose):
+            graph = save_static(model, staging)
+        tokenizer.save_pretrained(staging)
+        length = args.max_seq_length
+        manifest: dict[str, Any] = {
+            "task": task.name, "num_labels": task.num_labels, "labels": list(task.labels or []),
+            "text_pair": text_pair, "max_seq_length": args.max_seq_length, "pooling": pooling,
+            "format": os.path.basename(graph), "width_mult": width, "depth_mult": depth, "depth_rule": rule,
+            **route_description(route), "hidden_size": config.hidden_size,
+            "full_layers": config.num_hidden_layers, "full_heads": config.num_attention_heads,
+            "full_ffn": config.intermediate_size,
+            "parameters": parameter_count(model), "full_parameters": full_parameters,
+            "macs_at_max_seq_length": route_macs(config, route, length),
+            "full_macs_at_max_seq_length": route_macs(config, Route.uniform(config), length),
+            "dev_mean_macs": mean_macs(config, width, depth, lengths),
+            "dev_full_mean_macs": mean_macs(config, 1.0, 1.0, lengths),
+            "source_model": os.path.abspath(args.model_dir), "versions": package_versions(),
+        }
+        write_manifest(staging, manifest)
+        predictor = Predictor(staging, num_threads=math_threads(args.num_threads),
+                              batch_size=args.per_gpu_eval_batch_size)
+        got = np.concatenate([predictor.logits(ids, types) for ids, types in batches])
+        diff = float(np.abs(got - expected).max())
+        if not diff <= TOLERANCE:
+            raise UserError(f"export {tag}: the exported model's logits differ from the flexible model's by "
+                            f"{diff:.2e} on {task.name} dev (> {TOLERANCE:g}); nothing was written")
+        manifest["check"] = {"split": task.dev_splits[0], "examples": int(len(got)), "max_abs_logit_diff": diff,
+                             "runtime": "paddle_inference", "onednn": True}
+        manifest["dev_metrics"] = compute_metrics(task, got, labels)
+        write_manifest(staging, manifest)
+        target = os.path.join(args.output_dir, tag)
+        if os.path.exists(target):  # --overwrite_output_dir (check_targets): replace only now that the new one passed
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info(f"exported {tag} to {target}: {manifest['parameters'] / full_parameters:.0%} of the parameters, "
+                f"{manifest['macs_at_max_seq_length'] / manifest['full_macs_at_max_seq_length']:.0%} of the MACs at "
+                f"length {length}; max |Δlogits| {diff:.1e} against the flexible model on {len(got)} dev examples")
+    return manifest
+
+
+def run(args: RunArgs) -> StageReport:
+    """``--stage export``: each requested subnet into ``<output_dir>/<tag>/``; export_results.json lists them."""
+    task, tokenizer = start(args)
+    subnets = requested_subnets(args, task.name)
+    check_targets(args, subnets)
+    pooling = check_pooling(args)
+    rule = recorded_depth_rule(args.model_dir) or "prefix"
+    started = time.time()
+    examples = read_split(task, task_data_dir(args.data_dir, task.dir_name), task.dev_splits[0])
+    dataset = encode(examples, task, tokenizer, args.max_seq_length)
+    loader = make_loader(dataset, tokenizer, args.per_gpu_eval_batch_size)
+    batches, lengths = _batches(loader), sequence_lengths(loader)
+    labels = np.array([row["labels"] for row in dataset])
+    text_pair = any(ex.text_b is not None for ex in examples)
+    exports = [export_one(args, task, tokenizer, w, d, pooling, rule, batches, labels, lengths, text_pair)
+               for w, d in subnets]
+    rows = [{"tag": subnet_tag(m["width_mult"], m["depth_mult"]), "path": os.path.join(args.output_dir,
+             subnet_tag(m["width_mult"], m["depth_mult"])), "width_mult": m["width_mult"], "depth_mult": m["depth_mult"],
+             "parameters": m["parameters"], "parameter_share": m["parameters"] / m["full_parameters"],
+             "macs_share": m["macs_at_max_seq_length"] / m["full_macs_at_max_seq_length"],
+             "metric": task.primary_metric, "value": m["dev_metrics"][task.primary_metric],
+             "max_abs_logit_diff": m["check"]["max_abs_logit_diff"], "format": m["format"]} for m in exports]
+    seconds = round(time.time() - started, 1)
+    atomic_write_json(os.path.join(args.output_dir, "export_results.json"),
+                      {"task": task.name, "source_model": os.path.abspath(args.model_dir), "manifest": MANIFEST,
+                       "exports": rows, "seconds": seconds})
+    write_run_info(args, task.name, {"complete": True, "exports": [r["tag"] for r in rows]})
+    return StageReport("export", task.name, args.output_dir, task.primary_metric, [], None, seconds,
+                       {"exports": rows})

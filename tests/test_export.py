@@ -1,0 +1,199 @@
+"""--stage export, the Predictor and `run_ofa_glue.py predict`: exported graphs compute what the flexible model
+computes, are as small as the closed form says, never compound, and read raw text."""
+import json
+import os
+
+import numpy as np
+import paddle
+import pytest
+
+import patches
+from conftest import FAST, stage_argv, tiny_bert_config
+from ofa_flexbert.routes import Route, config_width, depth_layers
+from run_ofa_glue import main
+
+
+def closed_form_parameters(config, heads: int, ffn: int, layers: int, labels: int) -> int:
+    """BERT's parameter count with ``heads`` heads of the original size and ``ffn`` neurons in each of ``layers`` layers."""
+    H, dh = config.hidden_size, config.hidden_size // config.num_attention_heads
+    a = heads * dh
+    embeddings = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * H + 2 * H
+    layer = 3 * (H * a + a) + (a * H + H) + 2 * H + (H * ffn + ffn) + (ffn * H + H) + 2 * H
+    return embeddings + layers * layer + (H * H + H) + (H * labels + labels)
+
+
+@pytest.fixture(scope="module")
+def exported(toy_width_model, tmp_path_factory):
+    """Two subnets exported in one call (the narrower first, so compounding would show in the second)."""
+    data_dir, width_dir = toy_width_model
+    out = str(tmp_path_factory.mktemp("export") / "out")
+    assert main(stage_argv("export", data_dir, width_dir, out, "--width_mult", "0.25,0.5",
+                           "--depth_mult", "1,0.67")) == 0
+    return data_dir, width_dir, out
+
+
+def read(path):
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def test_each_subnet_is_as_small_as_the_closed_form_and_never_compounds(exported):
+    from ofa_flexbert.models import load_model
+
+    _, width_dir, out = exported
+    config = load_model(width_dir, 2).bert.config
+    for width, depth, tag in ((0.25, 1.0, "w0.25_d1"), (0.5, 0.67, "w0.5_d0.67")):
+        manifest = read(os.path.join(out, tag, "manifest.json"))
+        w, layers = config_width(config, width), depth_layers(config.num_hidden_layers, depth)
+        assert (manifest["layers"], manifest["heads"], manifest["ffn"]) == (layers, [w.heads] * len(layers),
+                                                                             [w.ffn] * len(layers))
+        assert manifest["parameters"] == closed_form_parameters(config, w.heads, w.ffn, len(layers), 2)
+        assert manifest["full_parameters"] == closed_form_parameters(config, config.num_attention_heads,
+                                                                     config.intermediate_size,
+                                                                     config.num_hidden_layers, 2)
+        assert manifest["check"]["examples"] == 400 and manifest["check"]["max_abs_logit_diff"] <= 1e-5
+        assert manifest["pooling"] == "cls" and manifest["task"] == "sst-2"
+        assert manifest["format"] == ("model.json" if paddle.__version__.startswith("3") else "model.pdmodel")
+    results = read(os.path.join(out, "export_results.json"))
+    assert [r["tag"] for r in results["exports"]] == ["w0.25_d1", "w0.5_d0.67"]
+    assert not [n for n in os.listdir(out) if n.startswith(".")]  # no staging folder left behind
+
+
+def test_the_exported_graph_gives_the_flexible_models_logits_on_dev(exported):
+    """Independently of the stage's own check: the Predictor on dev rows against the routed supernet forward."""
+    from ofa_flexbert.data import encode, get_task, read_split
+    from ofa_flexbert.encoder import classify
+    from ofa_flexbert.models import load_model, load_tokenizer
+    from ofa_flexbert.predictor import Predictor
+
+    data_dir, width_dir, out = exported
+    patches.apply()
+    model = load_model(width_dir, 2)
+    model.eval()
+    task = get_task("sst-2")
+    examples = read_split(task, data_dir, "dev")[:50]
+    rows = list(encode(examples, task, load_tokenizer(width_dir), 40))
+    predictor = Predictor(os.path.join(out, "w0.5_d0.67"), batch_size=7)
+    got = predictor.predict_logits([ex.text_a for ex in examples])
+    route = Route.uniform(model.bert.config, 0.5, 0.67)
+    want = np.concatenate([classify(model, paddle.to_tensor([r["input_ids"]]), paddle.to_tensor([r["token_type_ids"]]),
+                                    routes=route).logits.numpy() for r in rows])
+    assert np.abs(got - want).max() <= 1e-5
+    assert np.abs(want).max() > 0.1  # not a trivially zero model
+
+
+def test_predict_prints_labels_and_probabilities_for_raw_text(exported, tmp_path, capsys):
+    _, _, out = exported
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"text": "a superb fine movie"}\n\n{"text": "the plot was dull and weak"}\n')
+    assert main(["predict", "--export_dir", os.path.join(out, "w0.25_d1"), "--input", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "index\tlabel\tp(0)\tp(1)" and len(lines) == 3
+    for i, line in enumerate(lines[1:]):
+        index, label, p0, p1 = line.split("\t")
+        assert index == str(i) and label == ("0" if float(p0) > float(p1) else "1")
+        assert abs(float(p0) + float(p1) - 1) <= 2e-4
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a\tb\n", "the model takes one text per line: expected one column (no tabs), got 2 field(s)"),
+    ("", "no inputs (the file is empty)"),
+])
+def test_predict_refuses_bad_input_in_one_line(exported, tmp_path, capsys, text, message):
+    _, _, out = exported
+    path = tmp_path / "in.tsv"
+    path.write_text(text)
+    assert main(["predict", "--export_dir", os.path.join(out, "w0.25_d1"), "--input", str(path)]) == 2
+    where = f"{path}:1: " if text else f"{path}: "
+    assert capsys.readouterr().err == f"error: --input {where}{message}\n"
+
+
+def test_predict_refuses_a_folder_that_is_not_an_export(tmp_path, capsys):
+    (tmp_path / "in.tsv").write_text("x\n")
+    assert main(["predict", "--export_dir", str(tmp_path), "--input", str(tmp_path / "in.tsv")]) == 2
+    assert capsys.readouterr().err == (f"error: --export_dir {tmp_path}: no manifest.json "
+                                       "(not a directory written by --stage export)\n")
+
+
+def test_export_refuses_to_replace_an_earlier_export_and_names_the_flag(exported, capsys):
+    data_dir, width_dir, out = exported
+    before = os.path.getmtime(os.path.join(out, "w0.25_d1", "manifest.json"))
+    assert main(stage_argv("export", data_dir, width_dir, out, "--width_mult", "0.25")) == 2
+    assert "pass --overwrite_output_dir" in capsys.readouterr().err
+    assert os.path.getmtime(os.path.join(out, "w0.25_d1", "manifest.json")) == before
+
+
+@pytest.mark.parametrize("flags, message", [
+    ((), "--stage export: name the subnets with --width_mult and --depth_mult (e.g. --width_mult 0.5 --depth_mult "
+         "0.75), or give --inference_config"),
+    (("--width_mult", "0.5,0.25,1", "--depth_mult", "1,0.5"),
+     "--width_mult and --depth_mult pair up in order: got 3 widths and 2 depths (give as many of each, or one of either)"),
+])
+def test_export_flags_are_checked_before_any_work(toy_width_model, tmp_path, capsys, flags, message):
+    data_dir, width_dir = toy_width_model
+    assert main(stage_argv("export", data_dir, width_dir, tmp_path / "out", *flags)) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert not os.path.exists(tmp_path / "out" / "export_results.json")
+
+
+def test_export_of_a_dynamic_inference_config_is_refused(toy_width_model, tmp_path, capsys):
+    data_dir, width_dir = toy_width_model
+    config = tmp_path / "best.json"
+    config.write_text(json.dumps({"sst-2": {"mode": "w_dynamic", "width_mult_list": [0.25, 0.5]}}))
+    assert main(stage_argv("export", data_dir, width_dir, tmp_path / "out", "--inference_config", str(config))) == 2
+    assert capsys.readouterr().err == (f"error: --inference_config {config}: sst-2 is w_dynamic; --stage export writes "
+                                       "static subnets (gated and early-exit routes are decided per input at run time)\n")
+
+
+def test_a_pair_model_reads_text_pairs_as_its_tokenizer_joins_them(tmp_path):
+    """A tiny random MRPC model, exported by hand: Predictor(texts, pairs) = the dygraph model on tokenizer(a, b)."""
+    from paddlenlp.transformers import BertForSequenceClassification, BertTokenizer
+
+    from ofa_flexbert.demo import write_tiny_bert
+    from ofa_flexbert.export import save_static, shrink, write_manifest
+    from ofa_flexbert.predictor import Predictor, read_inputs
+
+    source = str(tmp_path / "bert")
+    write_tiny_bert(source, seed=0)
+    tokenizer = BertTokenizer.from_pretrained(source)
+    patches.apply()
+    model = BertForSequenceClassification.from_pretrained(source, num_labels=2)
+    model.bert.config.pooling = "mean"
+    model.eval()
+    texts, pairs = ["the movie was good", "a plot"], ["it was great", "the story was not good at all and dull"]
+    enc = [tokenizer(a, text_pair=b, max_length=16, truncation=True) for a, b in zip(texts, pairs)]
+    from ofa_flexbert.encoder import classify
+
+    route = Route.uniform(model.bert.config, 0.5, 1.0)
+    want = np.concatenate([classify(model, paddle.to_tensor([e["input_ids"]]), paddle.to_tensor([e["token_type_ids"]]),
+                                    routes=route).logits.numpy() for e in enc])
+    export_dir = str(tmp_path / "export")
+    os.makedirs(export_dir)
+    shrink(model, route)
+    save_static(model, export_dir)
+    tokenizer.save_pretrained(export_dir)
+    write_manifest(export_dir, {"task": "mrpc", "num_labels": 2, "max_seq_length": 16, "format": "x",
+                                "text_pair": True})
+    predictor = Predictor(export_dir, batch_size=2)
+    assert np.abs(predictor.predict_logits(texts, pairs) - want).max() <= 1e-5
+    (tmp_path / "pairs.tsv").write_text("".join(f"{a}\t{b}\n" for a, b in zip(texts, pairs)))
+    assert read_inputs(str(tmp_path / "pairs.tsv"), predictor.takes_pairs) == (texts, pairs)
+    labels = [p.label for p in predictor.predict(texts, pairs)]
+    assert labels == [["0", "1"][int(row.argmax())] for row in want]
+
+
+def test_shrink_refuses_a_route_that_exits_early(tiny_bert):
+    from ofa_flexbert.export import shrink
+
+    route = Route.uniform(tiny_bert.bert.config)
+    with pytest.raises(ValueError, match="exits are decided at run time"):
+        shrink(tiny_bert, Route(route.layers, route.widths, exit_after=1))
+
+
+def test_the_export_multipliers_are_validated_like_the_others():
+    """--width_mult/--depth_mult are export flags: validated like the other multipliers."""
+    from ofa_flexbert.config import resolve
+    from ofa_flexbert.errors import UserError
+
+    with pytest.raises(UserError, match=r"^--width_mult: 1.5 is outside \(0, 1\]$"):
+        resolve({"task": "sst-2", "stage": "export", "width_mult": [1.5], "config": FAST[-1]})
