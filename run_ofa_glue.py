@@ -49,8 +49,10 @@ def predict_parser() -> argparse.ArgumentParser:
                         "\"text_pair\": ...})")
     parser.add_argument("--batch_size", type=int, default=32, help="inputs per Paddle Inference run")
     parser.add_argument("--num_threads", type=int, default=1, help="CPU math threads")
-    parser.add_argument("--onednn", choices=("on", "off"), default="on", help="oneDNN kernels (on: the CPU "
-                        "build's default and usually much faster)")
+    parser.add_argument("--onednn", choices=("on", "off"), default="on", help="Paddle Inference's oneDNN kernels "
+                        "(on: the CPU build's default and usually much faster)")
+    parser.add_argument("--runtime", choices=("paddle", "onnx"), default="paddle", help="Paddle Inference, or "
+                        "onnxruntime on the model.onnx of an export with --format onnx")
     return parser
 
 
@@ -62,7 +64,7 @@ def run_predict(argv: list[str]) -> int:
     from ofa_flexbert.predictor import Predictor, read_inputs
 
     predictor = Predictor(ns.export_dir, num_threads=ns.num_threads, onednn=ns.onednn == "on",
-                          batch_size=ns.batch_size)
+                          batch_size=ns.batch_size, runtime=ns.runtime)
     texts, pairs = read_inputs(ns.input, predictor.takes_pairs)
     labels = predictor.task.labels
     print("\t".join(["index", "label"] + ([f"p({label})" for label in labels] if labels else [])))
@@ -88,7 +90,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if argv[:1] == ["predict"]:
             return run_predict(argv[1:])
         ns = stage_parser().parse_args(argv)
-        from ofa_flexbert.report import export_table, front_table, grid_table, results_table
+        from ofa_flexbert.report import export_table, front_table, grid_table, results_table, samples_table
 
         if ns.demo:
             from ofa_flexbert.demo import run_demo
@@ -112,6 +114,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                     print("\n" + front_table(report))
                 if report.extra.get("exports"):
                     print("\n" + export_table(report))
+                if report.extra.get("samples"):
+                    print("\n" + samples_table(report))
         return 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

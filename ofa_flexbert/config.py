@@ -19,6 +19,7 @@ import yaml
 from .errors import UserError
 from .routes import DEPTH_RULES, POOLINGS
 
+EXPORT_FORMATS = ("paddle", "onnx")
 STAGES = ("finetune", "width", "depth", "final", "gate", "infer", "search", "export", "all")
 # The reference's --training_phase values, mapped to our stages.  Its "finetuning" phase
 # runs the final-fine-tuning code path (flexible-bert-method.md §4), so it maps to "final".
@@ -122,6 +123,8 @@ class RunArgs:
                                     "--depth_mult (a single value pairs with every depth)", default_factory=list)
     depth_mult: list[float] = _flag("export stage: depth multiplier of each subnet to export (see --width_mult)",
                                     default_factory=list)
+    format: str = _flag("export stage: paddle (Paddle Inference's format for this paddle) or onnx (that, plus "
+                        "model.onnx for onnxruntime, checked against it)", "paddle")
     record_cpu_time: bool = _flag("reference flag: latency is always measured, on the device in use", False)
     record_gpu_time: bool = _flag("reference flag: latency is always measured, on the device in use", False)
     do_eval: bool = _flag("reference flag: without --do_train and --stage, runs --stage infer", False)
@@ -314,6 +317,8 @@ def validate(args: RunArgs) -> None:
     if any(not t > 0 for t in args.exit_thresholds):
         raise UserError("--exit_thresholds: each must be positive (an input leaves when its entropy is below it), "
                         "got " + ",".join(f"{t:g}" for t in args.exit_thresholds))
+    if args.format not in EXPORT_FORMATS:
+        raise UserError(f"--format: expected one of {', '.join(EXPORT_FORMATS)}, got '{args.format}'")
     if args.depth_rule not in DEPTH_RULES:
         raise UserError(f"--depth_rule: expected one of {', '.join(DEPTH_RULES)}, got '{args.depth_rule}'")
     if args.pooling is not None and args.pooling not in POOLINGS:

@@ -30,25 +30,30 @@ def quiet_libraries(verbose: bool) -> None:
 
 
 @contextlib.contextmanager
-def quiet_tracing(verbose: bool) -> Iterator[None]:
-    """Silence what paddle prints while it traces a model into a static graph, unless ``verbose``.
+def quiet_native(verbose: bool) -> Iterator[None]:
+    """Silence what paddle and paddle2onnx print while they trace or convert a model, unless ``verbose``.
 
     Tracing our engine emits Python warnings about list appends it will not record (the
     engine's optional hidden-state lists, unused in an export) and a C++ glog line about PIR
-    outputs, none of them actionable.  The glog line is written to file descriptor 2 directly,
-    so stderr is pointed at /dev/null for the duration; an exception still propagates.
+    outputs; paddle2onnx prints its progress from C++.  None of it is actionable, and C++ writes
+    to file descriptors 1 and 2 directly, so both point at /dev/null for the duration; an
+    exception still propagates (and is reported by us).
     """
     if verbose_requested(verbose):
         yield
         return
+    sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(2)
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
     try:
         with open(os.devnull, "w") as null, warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            os.dup2(null.fileno(), 2)
+            for fd in saved:
+                os.dup2(null.fileno(), fd)
             yield
     finally:
+        sys.stdout.flush()
         sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)

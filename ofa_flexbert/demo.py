@@ -13,9 +13,10 @@ import os
 import random
 from typing import Optional
 
-from .config import CONFIG_DIR
+from .config import CONFIG_DIR, resolve
+from .predictor import Predictor
 from .stages import plan, run_stage
-from .stages.common import StageReport
+from .stages.common import StageReport, check_fresh
 
 POSITIVE = ("good", "great", "fine", "nice", "superb", "lovely")
 NEGATIVE = ("bad", "awful", "poor", "dull", "grim", "weak")
@@ -24,6 +25,10 @@ NEGATION = "not"
 SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 VOCAB = SPECIAL + FILLERS + (NEGATION,) + POSITIVE + NEGATIVE
 DEMO_CONFIG = os.path.join(CONFIG_DIR, "demo.yaml")
+# What the demo deploys at the end: one subnet of the final model, and raw sentences for its predictor.
+DEMO_EXPORT = {"width_mult": [0.5], "depth_mult": [0.75]}
+DEMO_SENTENCES = ("a superb movie", "the plot was not good", "not bad and it was great",
+                  "the story was dull and the actor was weak")
 
 
 def synthetic_example(rng: random.Random) -> tuple[str, int]:
@@ -69,7 +74,8 @@ def write_tiny_bert(model_dir: str, seed: int = 0) -> None:
 
 
 def run_demo(output_dir: str, seed: int = 0, extra_flags: Optional[dict] = None) -> list[StageReport]:
-    """Make the task and model under ``output_dir``, then run every implemented stage.
+    """Make the task and model under ``output_dir``, run every training and adaptive stage, then deploy:
+    export one subnet of the final model and label :data:`DEMO_SENTENCES` with its Predictor.
 
     The flags are validated first, so a bad one leaves ``output_dir`` untouched.
     """
@@ -79,6 +85,14 @@ def run_demo(output_dir: str, seed: int = 0, extra_flags: Optional[dict] = None)
              "model_dir": model_dir, "output_dir": output_dir, "seed": seed}
     flags.update(extra_flags or {})
     chain = plan(flags)
+    export = resolve({**flags, **DEMO_EXPORT, "stage": "export", "model_dir": os.path.join(output_dir, "final"),
+                      "output_dir": os.path.join(output_dir, "export")})
+    check_fresh(export)
     write_synthetic_task(data_dir, seed)
     write_tiny_bert(model_dir, seed)
-    return [run_stage(args) for args in chain]
+    reports = [run_stage(args) for args in chain]
+    exported = run_stage(export)
+    predictor = Predictor(exported.extra["exports"][0]["path"])
+    exported.extra["samples"] = [(text, p.label, p.probabilities[p.label])
+                                 for text, p in zip(DEMO_SENTENCES, predictor.predict(DEMO_SENTENCES))]
+    return reports + [exported]

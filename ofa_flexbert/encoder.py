@@ -106,9 +106,11 @@ class ExpandedMask:
         self._expanded: dict[tuple[int, ...], paddle.Tensor] = {}
 
     def like(self, scores: paddle.Tensor) -> paddle.Tensor:
-        shape = tuple(int(d) for d in scores.shape)  # -1 for a static graph's free dimensions
+        if not paddle.in_dynamic_mode():  # tracing an export: the runtime's own fusions decide, and
+            return self.mask              # paddle2onnx writes an Expand to free dims that onnxruntime rejects
+        shape = tuple(int(d) for d in scores.shape)
         if shape not in self._expanded:
-            self._expanded[shape] = paddle.expand_as(self.mask, scores)
+            self._expanded[shape] = paddle.expand(self.mask, list(shape))
         return self._expanded[shape]
 
 

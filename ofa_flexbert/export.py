@@ -116,6 +116,34 @@ def save_static(model, directory: str) -> str:
     return graph_file(directory)
 
 
+ONNX_FILE = "model.onnx"
+ONNX_OPSET = 13
+
+
+def save_onnx(directory: str) -> str:
+    """Convert the exported Paddle graph in ``directory`` to ``model.onnx`` with paddle2onnx; return its path.
+
+    paddle2onnx 2.x (paddle 3) runs ``pip install`` of optimisers during conversion unless told
+    ``optimize_tool="None"``; 1.x (paddle 2.6) has no such option, and on a paddle 3 ``model.json``
+    writes an empty file and reports success (notes §13), which is refused here.
+    """
+    import inspect
+
+    try:
+        import paddle2onnx
+    except ImportError:
+        raise UserError("--format onnx: paddle2onnx is not installed (pip install paddle2onnx; see README)") from None
+    path = os.path.join(directory, ONNX_FILE)
+    options = {"save_file": path, "opset_version": ONNX_OPSET, "verbose": False, "enable_onnx_checker": True}
+    if "optimize_tool" in inspect.signature(paddle2onnx.export).parameters:
+        options["optimize_tool"] = "None"
+    paddle2onnx.export(graph_file(directory), os.path.join(directory, "model.pdiparams"), **options)
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        raise UserError(f"--format onnx: paddle2onnx {getattr(paddle2onnx, '__version__', '?')} wrote no model for "
+                        f"{os.path.basename(graph_file(directory))} (it cannot read this paddle's format)")
+    return path
+
+
 def graph_file(directory: str) -> str:
     """The static graph file in an export directory (model.json or model.pdmodel)."""
     for name in GRAPH_FILES:

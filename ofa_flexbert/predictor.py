@@ -20,7 +20,7 @@ import numpy as np
 
 from .data import Example, encode, get_task
 from .errors import UserError
-from .export import INPUT_NAMES, graph_file, read_manifest
+from .export import INPUT_NAMES, ONNX_FILE, graph_file, read_manifest
 
 
 @dataclass(frozen=True)
@@ -60,18 +60,48 @@ def paddle_predictor(export_dir: str, num_threads: int = 1, onednn: bool = True)
                         "export with the paddle version that runs it") from None
 
 
-class Predictor:
-    """Labels and probabilities for raw text from an export directory (``--stage export``)."""
+def onnx_session(export_dir: str, num_threads: int = 1):
+    """An onnxruntime CPU session for the ``model.onnx`` that ``--format onnx`` wrote."""
+    path = os.path.join(export_dir, ONNX_FILE)
+    if not os.path.isfile(path):
+        raise UserError(f"--export_dir {export_dir}: no {ONNX_FILE} (export with --format onnx)")
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError("--runtime onnx: onnxruntime is not installed (pip install onnxruntime)") from None
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = num_threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: it warns about every unused initializer
+    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
-    def __init__(self, export_dir: str, num_threads: int = 1, onednn: bool = True, batch_size: int = 32):
+
+RUNTIMES = ("paddle", "onnx")
+
+
+class Predictor:
+    """Labels and probabilities for raw text from an export directory (``--stage export``).
+
+    ``runtime`` is ``paddle`` (Paddle Inference, the model.json/model.pdmodel graph) or ``onnx``
+    (onnxruntime, the model.onnx that ``--format onnx`` adds); both get the same inputs by name.
+    """
+
+    def __init__(self, export_dir: str, num_threads: int = 1, onednn: bool = True, batch_size: int = 32,
+                 runtime: str = "paddle"):
         from paddlenlp.transformers import BertTokenizer
 
+        if runtime not in RUNTIMES:
+            raise UserError(f"--runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
         self.export_dir = export_dir
         self.manifest = read_manifest(export_dir)
         self.task = get_task(self.manifest["task"])
         self.batch_size = batch_size
+        self.runtime = runtime
         self.tokenizer = BertTokenizer.from_pretrained(export_dir)
-        self._predictor = paddle_predictor(export_dir, num_threads, onednn)
+        if runtime == "onnx":
+            self._session = onnx_session(export_dir, num_threads)
+        else:
+            self._predictor = paddle_predictor(export_dir, num_threads, onednn)
 
     @property
     def takes_pairs(self) -> bool:
@@ -80,6 +110,9 @@ class Predictor:
 
     def logits(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
         """[B, C] logits for one padded batch of int64 [B, T] ids."""
+        if self.runtime == "onnx":  # by name: conversion may reorder the inputs (notes §13)
+            feed = {name: np.ascontiguousarray(a, dtype="int64") for name, a in zip(INPUT_NAMES, (input_ids, token_type_ids))}
+            return self._session.run(None, feed)[0]
         for name, array in zip(INPUT_NAMES, (input_ids, token_type_ids)):
             handle = self._predictor.get_input_handle(name)
             handle.reshape(list(array.shape))

@@ -28,7 +28,7 @@ def exported(toy_width_model, tmp_path_factory):
     data_dir, width_dir = toy_width_model
     out = str(tmp_path_factory.mktemp("export") / "out")
     assert main(stage_argv("export", data_dir, width_dir, out, "--width_mult", "0.25,0.5",
-                           "--depth_mult", "1,0.67")) == 0
+                           "--depth_mult", "1,0.67", "--format", "onnx")) == 0
     return data_dir, width_dir, out
 
 
@@ -52,6 +52,8 @@ def test_each_subnet_is_as_small_as_the_closed_form_and_never_compounds(exported
                                                                      config.intermediate_size,
                                                                      config.num_hidden_layers, 2)
         assert manifest["check"]["examples"] == 400 and manifest["check"]["max_abs_logit_diff"] <= 1e-5
+        assert manifest["onnx"]["max_abs_logit_diff_vs_paddle_inference"] <= 1e-5
+        assert os.path.getsize(os.path.join(out, tag, "model.onnx")) > 0
         assert manifest["pooling"] == "cls" and manifest["task"] == "sst-2"
         assert manifest["format"] == ("model.json" if paddle.__version__.startswith("3") else "model.pdmodel")
     results = read(os.path.join(out, "export_results.json"))
@@ -93,6 +95,18 @@ def test_predict_prints_labels_and_probabilities_for_raw_text(exported, tmp_path
         index, label, p0, p1 = line.split("\t")
         assert index == str(i) and label == ("0" if float(p0) > float(p1) else "1")
         assert abs(float(p0) + float(p1) - 1) <= 2e-4
+
+
+def test_onnxruntime_and_paddle_inference_print_the_same_predictions(exported, tmp_path, capsys):
+    _, _, out = exported
+    path = tmp_path / "in.tsv"
+    path.write_text("a superb fine movie\nnot good and not fine\nthe plot\n")
+    printed = []
+    for runtime in ("paddle", "onnx"):
+        assert main(["predict", "--export_dir", os.path.join(out, "w0.5_d0.67"), "--input", str(path),
+                     "--runtime", runtime, "--batch_size", "2"]) == 0
+        printed.append(capsys.readouterr().out)
+    assert printed[0] == printed[1] and len(printed[0].splitlines()) == 4
 
 
 @pytest.mark.parametrize("text, message", [

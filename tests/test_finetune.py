@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from ofa_flexbert.demo import synthetic_example, write_synthetic_task, write_tiny_bert
+from ofa_flexbert.demo import DEMO_SENTENCES, synthetic_example, write_synthetic_task, write_tiny_bert
 from run_ofa_glue import main
 
 FAST = ["--per_gpu_train_batch_size", "32", "--per_gpu_eval_batch_size", "200", "--max_seq_length", "40"]
@@ -201,6 +201,12 @@ def test_demo_runs_every_implemented_stage_with_its_own_config_section(tmp_path,
     assert info["arguments"]["learning_rate"] == 1e-3 and info["arguments"]["stage"] == "finetune"
     assert info["arguments"]["max_steps"] == 10
     assert info["source_model"] == str(tmp_path / "pretrained")
+    # it ends deployed: one subnet of the final model exported, checked, and labelling raw sentences
+    manifest = json.loads((tmp_path / "export" / "w0.5_d0.75" / "manifest.json").read_text())
+    assert manifest["source_model"] == str(tmp_path / "final") and manifest["check"]["max_abs_logit_diff"] <= 1e-5
+    samples = table[table.index("predictor on "):].splitlines()[3:]
+    assert [line.split("  ")[0] for line in samples] == list(DEMO_SENTENCES)
+    assert all(line.split()[-2] in ("0", "1") and 0.5 <= float(line.split()[-1]) <= 1 for line in samples)
 
 
 def test_demo_with_a_bad_flag_writes_nothing(tmp_path, capsys):

@@ -28,11 +28,12 @@ import paddle
 
 from ..accounting import mean_macs, route_macs, sequence_lengths
 from ..config import RunArgs, task_data_dir
-from ..console import quiet_tracing
+from ..console import quiet_native
 from ..data import encode, make_loader, read_split
 from ..encoder import classify
 from ..errors import UserError
-from ..export import MANIFEST, parameter_count, route_description, save_static, shrink, write_manifest
+from ..export import (MANIFEST, ONNX_OPSET, parameter_count, route_description, save_onnx, save_static, shrink,
+                      write_manifest)
 from ..metrics import compute_metrics
 from ..models import load_model
 from ..outputs import atomic_write_json, package_versions, recorded_depth_rule, write_run_info
@@ -105,7 +106,7 @@ def export_one(args: RunArgs, task, tokenizer, width: float, depth: float, pooli
     os.makedirs(args.output_dir, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{tag}.", dir=args.output_dir)
     try:
-        with quiet_tracing(args.verbose):
+        with quiet_native(args.verbose):
             graph = save_static(model, staging)
         tokenizer.save_pretrained(staging)
         length = args.max_seq_length
@@ -133,6 +134,8 @@ def export_one(args: RunArgs, task, tokenizer, width: float, depth: float, pooli
                             f"{diff:.2e} on {task.name} dev (> {TOLERANCE:g}); nothing was written")
         manifest["check"] = {"split": task.dev_splits[0], "examples": int(len(got)), "max_abs_logit_diff": diff,
                              "runtime": "paddle_inference", "onednn": True}
+        if args.format == "onnx":
+            manifest["onnx"] = check_onnx(args, staging, batches, got, tag)
         manifest["dev_metrics"] = compute_metrics(task, got, labels)
         write_manifest(staging, manifest)
         target = os.path.join(args.output_dir, tag)
@@ -146,6 +149,23 @@ def export_one(args: RunArgs, task, tokenizer, width: float, depth: float, pooli
                 f"{manifest['macs_at_max_seq_length'] / manifest['full_macs_at_max_seq_length']:.0%} of the MACs at "
                 f"length {length}; max |Δlogits| {diff:.1e} against the flexible model on {len(got)} dev examples")
     return manifest
+
+
+def check_onnx(args: RunArgs, staging: str, batches: list, reference: np.ndarray, tag: str) -> dict[str, Any]:
+    """Write model.onnx and check onnxruntime's logits against Paddle Inference's on the same batches."""
+    with quiet_native(args.verbose):
+        path = save_onnx(staging)
+    session = Predictor(staging, num_threads=math_threads(args.num_threads), runtime="onnx")
+    got = np.concatenate([session.logits(ids, types) for ids, types in batches])
+    diff = float(np.abs(got - reference).max())
+    if not diff <= TOLERANCE:
+        raise UserError(f"export {tag}: onnxruntime's logits differ from Paddle Inference's by {diff:.2e} "
+                        f"(> {TOLERANCE:g}); nothing was written")
+    import onnxruntime
+    import paddle2onnx
+
+    return {"file": os.path.basename(path), "opset": ONNX_OPSET, "max_abs_logit_diff_vs_paddle_inference": diff,
+            "paddle2onnx": getattr(paddle2onnx, "__version__", "?"), "onnxruntime": onnxruntime.__version__}
 
 
 def run(args: RunArgs) -> StageReport:
@@ -169,7 +189,9 @@ def run(args: RunArgs) -> StageReport:
              "parameters": m["parameters"], "parameter_share": m["parameters"] / m["full_parameters"],
              "macs_share": m["macs_at_max_seq_length"] / m["full_macs_at_max_seq_length"],
              "metric": task.primary_metric, "value": m["dev_metrics"][task.primary_metric],
-             "max_abs_logit_diff": m["check"]["max_abs_logit_diff"], "format": m["format"]} for m in exports]
+             "max_abs_logit_diff": m["check"]["max_abs_logit_diff"], "format": m["format"],
+             "onnx_max_abs_logit_diff": m["onnx"]["max_abs_logit_diff_vs_paddle_inference"] if "onnx" in m else None}
+            for m in exports]
     seconds = round(time.time() - started, 1)
     atomic_write_json(os.path.join(args.output_dir, "export_results.json"),
                       {"task": task.name, "source_model": os.path.abspath(args.model_dir), "manifest": MANIFEST,

@@ -1,0 +1,162 @@
+#!/usr/bin/env python
+"""Latency of exported subnets against the full model, beside their MACs ratios, in one run.
+
+    python bench/export_latency.py --task sst-2 --model_dir MODEL --out OUT [--subnets w1_d1,w0.5_d1,...]
+
+1. Exports every subnet in ``--subnets`` that ``OUT/export`` lacks (``--stage export --format onnx``, as a
+   user would; resumable).
+2. Times each subnet on Paddle Inference (oneDNN on and off) and onnxruntime, at 1 and 2 threads, at
+   batch 1 and 32, on inputs of length 128 (random word pieces) and on the task's real dev inputs.
+   Within one setting the models take turns (round-robin, the order rotating each round), so drift on
+   the machine hits all of them alike; each figure is a median over rounds, and a subnet's latency is
+   reported as a ratio to the full model's measured in the same rounds.
+3. Writes ``OUT/latency.json`` and ``OUT/latency.md``: per setting the full model's median in ms and
+   each subnet's latency ratio beside its MACs ratio; the goal is latency ratio <= 1.1 x MACs ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from benchlib import ROOT, atomic_write, run
+
+import patches  # noqa: F401,E402  -- zlib before paddle
+
+from ofa_flexbert.data import get_task, read_split  # noqa: E402
+from ofa_flexbert.predictor import Predictor  # noqa: E402
+
+RUNTIMES = (("paddle", True), ("paddle", False), ("onnx", None))  # (runtime, oneDNN)
+GOAL = 1.1  # latency ratio <= GOAL x MACs ratio
+
+
+def parse_tag(tag: str) -> tuple[float, float]:
+    width, depth = tag.split("_")
+    return float(width[1:]), float(depth[1:])
+
+
+def export_missing(args, export_dir: str) -> None:
+    missing = [t for t in args.subnets if not os.path.isfile(os.path.join(export_dir, t, "manifest.json"))]
+    if not missing:
+        return
+    pairs = [parse_tag(t) for t in missing]
+    cmd = [sys.executable, "run_ofa_glue.py", "--task", args.task, "--stage", "export", "--model_dir", args.model_dir,
+           "--output_dir", export_dir, "--format", "onnx", "--overwrite_output_dir",
+           "--width_mult", ",".join(f"{w:g}" for w, _ in pairs), "--depth_mult", ",".join(f"{d:g}" for _, d in pairs)]
+    if args.data_dir:
+        cmd += ["--data_dir", args.data_dir]
+    seconds = run(cmd, os.path.join(args.out, "export.log"))
+    print(f"exported {', '.join(missing)} in {seconds:.0f} s")
+
+
+def inputs(predictor: Predictor, args) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """The batches each setting runs: per (batch, length) a list of (ids, token types) every model gets."""
+    rng = np.random.RandomState(0)
+    vocab = len(predictor.tokenizer.vocab)
+    cls, sep = predictor.tokenizer.cls_token_id, predictor.tokenizer.sep_token_id
+
+    def synthetic(batch: int) -> tuple[np.ndarray, np.ndarray]:
+        ids = rng.randint(1000, vocab, size=(batch, 128)).astype("int64")
+        ids[:, 0], ids[:, -1] = cls, sep
+        return ids, np.zeros_like(ids)
+
+    task = get_task(args.task)
+    data_dir = args.data_dir or os.path.join(os.environ["GLUE_DIR"], task.dir_name)
+    examples = read_split(task, data_dir, task.dev_splits[0])[:32 * 8]
+    predictor.batch_size = 1
+    singles = list(predictor.batches(predictor.encode([e.text_a for e in examples],
+                                                      [e.text_b for e in examples] if examples[0].text_b else None)))
+    predictor.batch_size = 32
+    batched = list(predictor.batches(predictor.encode([e.text_a for e in examples],
+                                                      [e.text_b for e in examples] if examples[0].text_b else None)))
+    return {"b1_len128": [synthetic(1) for _ in range(8)], "b32_len128": [synthetic(32) for _ in range(2)],
+            "b1_dev": singles, "b32_dev": batched}
+
+
+def time_setting(predictors: dict[str, Predictor], batches: list, rounds: int) -> dict[str, float]:
+    """Median seconds per batch of each model; models take turns within each round."""
+    names = list(predictors)
+    for name in names:  # warm-up: first runs allocate and (oneDNN) pick kernels
+        for ids, types in batches[:2]:
+            predictors[name].logits(ids, types)
+    times = {name: [] for name in names}
+    for r in range(rounds):
+        ids, types = batches[r % len(batches)]
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            start = time.perf_counter()
+            predictors[name].logits(ids, types)
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--model_dir", required=True)
+    parser.add_argument("--data_dir")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--subnets", default="w1_d1,w0.75_d1,w0.5_d1,w0.25_d1,w0.5_d0.67,w0.25_d0.5")
+    parser.add_argument("--rounds", type=int, default=60, help="rounds at batch 1 (batch 32: a fifth)")
+    parser.add_argument("--threads", default="1,2")
+    args = parser.parse_args()
+    args.subnets = args.subnets.split(",")
+    if args.subnets[0] != "w1_d1":
+        sys.exit("--subnets must start with w1_d1 (the full model every ratio is taken against)")
+    os.makedirs(args.out, exist_ok=True)
+    export_dir = os.path.join(args.out, "export")
+    export_missing(args, export_dir)
+    manifests = {t: json.load(open(os.path.join(export_dir, t, "manifest.json"))) for t in args.subnets}
+    macs = {t: {"len128": m["macs_at_max_seq_length"] / m["full_macs_at_max_seq_length"],
+                "dev": m["dev_mean_macs"] / m["dev_full_mean_macs"]} for t, m in manifests.items()}
+    if any(m["max_seq_length"] != 128 for m in manifests.values()):
+        print("note: exported with max_seq_length != 128; the len128 MACs ratio is at that length")
+    batches = inputs(Predictor(os.path.join(export_dir, args.subnets[0])), args)
+    results = []
+    for threads in (int(t) for t in args.threads.split(",")):
+        for runtime, onednn in RUNTIMES:
+            predictors = {t: Predictor(os.path.join(export_dir, t), num_threads=threads, runtime=runtime,
+                                       onednn=bool(onednn)) for t in args.subnets}
+            for setting, setting_batches in batches.items():
+                rounds = args.rounds if setting.startswith("b1_") else max(5, args.rounds // 5)
+                medians = time_setting(predictors, setting_batches, rounds)
+                full = medians["w1_d1"]
+                row = {"runtime": runtime, "onednn": onednn, "threads": threads, "setting": setting,
+                       "rounds": rounds, "full_ms": full * 1e3,
+                       "ratios": {t: medians[t] / full for t in args.subnets},
+                       "macs_ratios": {t: macs[t]["len128" if setting.endswith("len128") else "dev"]
+                                       for t in args.subnets}}
+                results.append(row)
+                print(f"{runtime:6} oneDNN={str(onednn):5} threads={threads} {setting:10} full {full * 1e3:8.2f} ms  "
+                      + "  ".join(f"{t} {row['ratios'][t]:.2f}/{row['macs_ratios'][t]:.2f}" for t in args.subnets[1:]),
+                      flush=True)
+    atomic_write(os.path.join(args.out, "latency.json"), json.dumps(
+        {"task": args.task, "model_dir": os.path.abspath(args.model_dir), "subnets": args.subnets,
+         "parameters": {t: m["parameters"] for t, m in manifests.items()}, "results": results,
+         "machine": os.uname().nodename, "cpus": os.cpu_count()}, indent=2) + "\n")
+    atomic_write(os.path.join(args.out, "latency.md"), table(results, args.subnets))
+    print(f"wrote {os.path.join(args.out, 'latency.md')}")
+
+
+def table(results: list[dict], subnets: list[str]) -> str:
+    """Markdown: one row per setting; each subnet's latency ratio / MACs ratio, marked when over the goal."""
+    header = "| runtime | threads | setting | full (ms) | " + " | ".join(subnets[1:]) + " |"
+    lines = [header, "|" + "---|" * (4 + len(subnets) - 1)]
+    for r in results:
+        runtime = r["runtime"] + ("" if r["onednn"] is None else (" oneDNN" if r["onednn"] else " plain"))
+        cells = []
+        for t in subnets[1:]:
+            ratio, macs = r["ratios"][t], r["macs_ratios"][t]
+            cells.append(f"{ratio:.2f} / {macs:.2f}" + (" ✗" if ratio > GOAL * macs else ""))
+        lines.append(f"| {runtime} | {r['threads']} | {r['setting']} | {r['full_ms']:.2f} | " + " | ".join(cells) + " |")
+    return ("Latency ratio to the full model / MACs ratio, medians over rounds in which the models took turns; "
+            f"✗: latency ratio > {GOAL} x MACs ratio.\n\n" + "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    main()
