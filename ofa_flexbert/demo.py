@@ -56,8 +56,9 @@ def write_synthetic_task(data_dir: str, seed: int = 0, num_train: int = 3000, nu
         atomic_write_text(os.path.join(data_dir, f"{split}.tsv"), "\n".join(rows) + "\n")
 
 
-def write_tiny_bert(model_dir: str, seed: int = 0) -> None:
-    """A randomly initialised tiny BERT classifier with the demo vocabulary, saved as a model dir."""
+def write_tiny_bert(model_dir: str, seed: int = 0, max_positions: int = 64) -> None:
+    """A randomly initialised tiny BERT classifier with the demo vocabulary, saved as a model dir
+    (``max_positions``: the longest input it takes, 64 for the demo's short sentences)."""
     import paddle
     from paddlenlp.transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
@@ -69,7 +70,7 @@ def write_tiny_bert(model_dir: str, seed: int = 0) -> None:
     atomic_write_text(vocab_path, "\n".join(VOCAB) + "\n")
     paddle.seed(seed)
     config = BertConfig(vocab_size=len(VOCAB), hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
-                        intermediate_size=128, max_position_embeddings=64, type_vocab_size=2, num_labels=2)
+                        intermediate_size=128, max_position_embeddings=max_positions, type_vocab_size=2, num_labels=2)
     save_model(BertForSequenceClassification(config), BertTokenizer(vocab_path), model_dir)
 
 

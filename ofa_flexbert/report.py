@@ -85,16 +85,16 @@ def front_table(report: StageReport) -> str:
 
 def export_table(report: StageReport) -> str:
     """The export stage's subnets: size and cost against the full model, dev metric of the exported graph,
-    and its largest logit difference from the flexible model (the check; ONNX's against Paddle Inference)."""
+    and its largest logit difference from the flexible model on each runtime (the check)."""
     exports = report.extra["exports"]
     onnx = any(r.get("onnx_max_abs_logit_diff") is not None for r in exports)
     rows = [(r["tag"], f"{r['parameters']:,}", f"{r['parameter_share']:.0%}", f"{r['macs_share']:.0%}",
-             f"{r['value']:.4f}", f"{r['max_abs_logit_diff']:.1e}")
+             f"{r['value']:.4f}", f"{r['max_abs_logit_diff']:.1e}", f"{r['onednn_max_abs_logit_diff']:.1e}")
             + ((f"{r['onnx_max_abs_logit_diff']:.1e}",) if onnx else ()) + (r["path"],) for r in exports]
     title = (f"export {report.task}: parameters and MACs (at --max_seq_length) vs the full model; dev {report.metric} "
-             "of the exported graph on Paddle Inference")
-    header = ("subnet", "parameters", "share", "MACs", report.metric, "max |Δlogits|") + \
-        (("ONNX vs Paddle",) if onnx else ()) + ("path",)
+             "of the exported graph (Paddle Inference, oneDNN); max |Δlogits| against the flexible model per runtime")
+    header = ("subnet", "parameters", "share", "MACs", report.metric, "Δ reference", "Δ oneDNN") + \
+        (("Δ ONNX",) if onnx else ()) + ("path",)
     return title + "\n" + _table(header, rows)
 
 

@@ -11,8 +11,9 @@ compounds the pruning.
 The check (a decision: a deployment that silently differs from what was evaluated is the
 worst failure an export can have): the exported graph runs under Paddle Inference on every dev
 example and its logits must equal the flexible model's for that route (``encoder.classify``)
-within :data:`TOLERANCE`; the figure is printed and recorded.  A subnet is written to a hidden
-folder first and moved into place only when it passed.
+within :data:`TOLERANCE` on the reference kernels, and within :data:`KERNEL_TOLERANCE` with
+oneDNN (how it is deployed) and on onnxruntime (``--format onnx``); the figures are printed and
+recorded.  A subnet is written to a hidden folder first and moved into place only when it passed.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import paddle
@@ -43,7 +44,12 @@ from .common import StageReport, check_pooling, math_threads, start
 
 logger = logging.getLogger("ofa_flexbert")
 
-TOLERANCE = 1e-5  # max |Δlogits| between the exported graph and the flexible model (float32 noise is ~1e-8)
+# Max |Δlogits| between the exported graph and the flexible model.  On Paddle Inference's reference
+# kernels (oneDNN off) the graph must compute the same function (measured on all-MiniLM-L6-v2, SST-2
+# dev: 0.0).  Runtimes with kernels of their own sum in another order (measured: oneDNN 2.0e-5,
+# onnxruntime 1.4e-5, every prediction the same) and only have to agree to KERNEL_TOLERANCE.
+TOLERANCE = 1e-5
+KERNEL_TOLERANCE = 1e-3
 
 
 def requested_subnets(args: RunArgs, task: str) -> list[tuple[float, float]]:
@@ -125,17 +131,25 @@ def export_one(args: RunArgs, task, tokenizer, width: float, depth: float, pooli
             "source_model": os.path.abspath(args.model_dir), "versions": package_versions(),
         }
         write_manifest(staging, manifest)
-        predictor = Predictor(staging, num_threads=math_threads(args.num_threads),
-                              batch_size=args.per_gpu_eval_batch_size)
-        got = np.concatenate([predictor.logits(ids, types) for ids, types in batches])
-        diff = float(np.abs(got - expected).max())
+        threads = math_threads(args.num_threads)
+        plain = runtime_logits(staging, batches, threads, "paddle", onednn=False)
+        diff = float(np.abs(plain - expected).max())
         if not diff <= TOLERANCE:
             raise UserError(f"export {tag}: the exported model's logits differ from the flexible model's by "
                             f"{diff:.2e} on {task.name} dev (> {TOLERANCE:g}); nothing was written")
+        got = runtime_logits(staging, batches, threads, "paddle", onednn=True)
         manifest["check"] = {"split": task.dev_splits[0], "examples": int(len(got)), "max_abs_logit_diff": diff,
-                             "runtime": "paddle_inference", "onednn": True}
+                             "runtime": "paddle_inference", "onednn": False,
+                             "onednn_max_abs_logit_diff": kernel_check(got, expected, "Paddle Inference with oneDNN", tag),
+                             "onednn_same_predictions": same_predictions(got, expected, task)}
         if args.format == "onnx":
-            manifest["onnx"] = check_onnx(args, staging, batches, got, tag)
+            with quiet_native(args.verbose):
+                path = save_onnx(staging)
+            onnx = runtime_logits(staging, batches, threads, "onnx")
+            manifest["onnx"] = {"file": os.path.basename(path), "opset": ONNX_OPSET,
+                                "max_abs_logit_diff": kernel_check(onnx, expected, "onnxruntime", tag),
+                                "same_predictions": same_predictions(onnx, expected, task),
+                                "versions": onnx_versions()}
         manifest["dev_metrics"] = compute_metrics(task, got, labels)
         write_manifest(staging, manifest)
         target = os.path.join(args.output_dir, tag)
@@ -151,21 +165,33 @@ def export_one(args: RunArgs, task, tokenizer, width: float, depth: float, pooli
     return manifest
 
 
-def check_onnx(args: RunArgs, staging: str, batches: list, reference: np.ndarray, tag: str) -> dict[str, Any]:
-    """Write model.onnx and check onnxruntime's logits against Paddle Inference's on the same batches."""
-    with quiet_native(args.verbose):
-        path = save_onnx(staging)
-    session = Predictor(staging, num_threads=math_threads(args.num_threads), runtime="onnx")
-    got = np.concatenate([session.logits(ids, types) for ids, types in batches])
-    diff = float(np.abs(got - reference).max())
-    if not diff <= TOLERANCE:
-        raise UserError(f"export {tag}: onnxruntime's logits differ from Paddle Inference's by {diff:.2e} "
-                        f"(> {TOLERANCE:g}); nothing was written")
+def runtime_logits(export_dir: str, batches: list, threads: int, runtime: str, onednn: bool = True) -> np.ndarray:
+    """The exported model's logits on ``batches`` under one runtime (a fresh Predictor)."""
+    predictor = Predictor(export_dir, num_threads=threads, onednn=onednn, runtime=runtime)
+    return np.concatenate([predictor.logits(ids, types) for ids, types in batches])
+
+
+def kernel_check(got: np.ndarray, expected: np.ndarray, runtime: str, tag: str) -> float:
+    """Max |Δlogits| of a runtime with kernels of its own (oneDNN, onnxruntime); refused above :data:`KERNEL_TOLERANCE`."""
+    diff = float(np.abs(got - expected).max())
+    if not diff <= KERNEL_TOLERANCE:
+        raise UserError(f"export {tag}: {runtime}'s logits differ from the flexible model's by {diff:.2e} "
+                        f"(> {KERNEL_TOLERANCE:g}); nothing was written")
+    return diff
+
+
+def same_predictions(got: np.ndarray, expected: np.ndarray, task) -> Optional[float]:
+    """Share of inputs whose predicted class is the flexible model's (None for regression)."""
+    if task.is_regression:
+        return None
+    return float((got.argmax(axis=1) == expected.argmax(axis=1)).mean())
+
+
+def onnx_versions() -> dict[str, str]:
     import onnxruntime
     import paddle2onnx
 
-    return {"file": os.path.basename(path), "opset": ONNX_OPSET, "max_abs_logit_diff_vs_paddle_inference": diff,
-            "paddle2onnx": getattr(paddle2onnx, "__version__", "?"), "onnxruntime": onnxruntime.__version__}
+    return {"paddle2onnx": getattr(paddle2onnx, "__version__", "?"), "onnxruntime": onnxruntime.__version__}
 
 
 def run(args: RunArgs) -> StageReport:
@@ -190,7 +216,8 @@ def run(args: RunArgs) -> StageReport:
              "macs_share": m["macs_at_max_seq_length"] / m["full_macs_at_max_seq_length"],
              "metric": task.primary_metric, "value": m["dev_metrics"][task.primary_metric],
              "max_abs_logit_diff": m["check"]["max_abs_logit_diff"], "format": m["format"],
-             "onnx_max_abs_logit_diff": m["onnx"]["max_abs_logit_diff_vs_paddle_inference"] if "onnx" in m else None}
+             "onednn_max_abs_logit_diff": m["check"]["onednn_max_abs_logit_diff"],
+             "onnx_max_abs_logit_diff": m["onnx"]["max_abs_logit_diff"] if "onnx" in m else None}
             for m in exports]
     seconds = round(time.time() - started, 1)
     atomic_write_json(os.path.join(args.output_dir, "export_results.json"),
