@@ -82,7 +82,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         if argv[:1] == ["convert"]:
             ns = convert_parser().parse_args(argv[1:])
-            from ofa_flexbert.models import convert_hf_checkpoint
+            from ofa_flexbert.hf_import import convert_hf_checkpoint
 
             convert_hf_checkpoint(ns.hf_dir, ns.output_dir, num_labels=ns.num_labels)
             print(f"converted {ns.hf_dir} -> {ns.output_dir}")

@@ -9,7 +9,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the benchmarks use the library's own rules (epoch length, holdout, atomic writes)
 
-from ofa_flexbert.outputs import atomic_write_text as atomic_write  # noqa: E402,F401  -- re-exported
+from ofa_flexbert.atomic import write_text as atomic_write  # noqa: E402,F401  -- re-exported
 from ofa_flexbert.plots import axes, save  # noqa: E402,F401  -- re-exported
 
 

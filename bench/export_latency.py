@@ -11,7 +11,9 @@
    the machine hits all of them alike; each figure is a median over rounds, and a subnet's latency is
    reported as a ratio to the full model's measured in the same rounds.
 3. Writes ``OUT/latency.json`` and ``OUT/latency.md``: per setting the full model's median in ms and
-   each subnet's latency ratio beside its MACs ratio; the goal is latency ratio <= 1.1 x MACs ratio.
+   each subnet's latency ratio beside its MACs ratio; the goal is latency ratio <= 1.1 x MACs ratio;
+   and ``OUT/latency.png``: latency ratio against MACs ratio (1 thread, Paddle Inference with oneDNN
+   and onnxruntime).  ``--replot`` redraws the table and figure from ``latency.json`` alone.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import time
 
 import numpy as np
 
-from benchlib import ROOT, atomic_write, run
+from benchlib import ROOT, atomic_write, axes, run, save
 
 import patches  # noqa: F401,E402  -- zlib before paddle
 
@@ -103,7 +105,12 @@ def main() -> None:
     parser.add_argument("--subnets", default="w1_d1,w0.75_d1,w0.5_d1,w0.25_d1,w0.5_d0.67,w0.25_d0.5")
     parser.add_argument("--rounds", type=int, default=60, help="rounds at batch 1 (batch 32: a fifth)")
     parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--replot", action="store_true", help="only redraw latency.md and latency.png")
     args = parser.parse_args()
+    if args.replot:
+        saved = json.load(open(os.path.join(args.out, "latency.json")))
+        write_reports(args.out, saved["results"], saved["subnets"], args.task)
+        return
     args.subnets = args.subnets.split(",")
     if args.subnets[0] != "w1_d1":
         sys.exit("--subnets must start with w1_d1 (the full model every ratio is taken against)")
@@ -138,8 +145,34 @@ def main() -> None:
         {"task": args.task, "model_dir": os.path.abspath(args.model_dir), "subnets": args.subnets,
          "parameters": {t: m["parameters"] for t, m in manifests.items()}, "results": results,
          "machine": os.uname().nodename, "cpus": os.cpu_count()}, indent=2) + "\n")
-    atomic_write(os.path.join(args.out, "latency.md"), table(results, args.subnets))
-    print(f"wrote {os.path.join(args.out, 'latency.md')}")
+    write_reports(args.out, results, args.subnets, args.task)
+
+
+def write_reports(out: str, results: list[dict], subnets: list[str], task: str) -> None:
+    atomic_write(os.path.join(out, "latency.md"), table(results, subnets))
+    figure(results, subnets, os.path.join(out, "latency.png"), task)
+    print(f"wrote {os.path.join(out, 'latency.md')} and latency.png")
+
+
+def figure(results: list[dict], subnets: list[str], path: str, task: str) -> None:
+    """Latency ratio against MACs ratio per subnet, one series per (runtime, setting) at 1 thread."""
+    fig, ax = axes("MACs, share of the full model", "latency, share of the full model",
+                   f"{task}: exported subnets, 1 thread (medians)")
+    ax.plot([0, 1], [0, 1], color="0.6", linewidth=0.8, label="latency = MACs")
+    ax.plot([0, 1 / GOAL], [0, 1], color="0.6", linewidth=0.8, linestyle="--", label=f"latency = {GOAL} x MACs")
+    styles = {"b32_len128": "o", "b1_len128": "s", "b32_dev": "^", "b1_dev": "D"}
+    colours = {("paddle", True): "tab:blue", ("paddle", False): "tab:cyan", ("onnx", None): "tab:orange"}
+    for r in results:
+        if r["threads"] != 1 or r["onednn"] is False:
+            continue
+        xs = [r["macs_ratios"][t] for t in subnets[1:]]
+        ys = [r["ratios"][t] for t in subnets[1:]]
+        name = "Paddle Inference oneDNN" if r["runtime"] == "paddle" else "onnxruntime"
+        ax.scatter(xs, ys, marker=styles[r["setting"]], color=colours[(r["runtime"], r["onednn"])], s=18,
+                   label=f"{name}, {r['setting']}")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    save(fig, ax, path, legend_outside=True)
 
 
 def table(results: list[dict], subnets: list[str]) -> str:

@@ -13,7 +13,7 @@ from typing import Optional
 import paddle
 
 from ofa_flexbert.errors import UserError
-from ofa_flexbert.outputs import atomic_write_bytes, atomic_write_json
+from ofa_flexbert.atomic import write_bytes, write_json
 
 from .modules import Gates
 from .ramps import OffRamps
@@ -26,13 +26,13 @@ RAMP_SETTINGS, RAMP_WEIGHTS = "off_ramps.json", "off_ramps.pdparams"
 def _save_weights(layer: paddle.nn.Layer, path: str) -> None:
     buffer = io.BytesIO()
     paddle.save(layer.state_dict(), buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    write_bytes(path, buffer.getvalue())
 
 
 def save_gates(gates: Gates, model_dir: str, extra: Optional[dict] = None) -> None:
     """Weights first, then the settings that make them loadable (each written atomically)."""
     _save_weights(gates, os.path.join(model_dir, WEIGHTS))
-    atomic_write_json(os.path.join(model_dir, SETTINGS), {**gates.settings.to_json(), "hidden_size": gates.hidden,
+    write_json(os.path.join(model_dir, SETTINGS), {**gates.settings.to_json(), "hidden_size": gates.hidden,
                                                           **(extra or {})})
 
 
@@ -63,7 +63,7 @@ def load_gates(model_dir: str, flag: str = "--model_dir") -> Optional[Gates]:
 def save_off_ramps(ramps: OffRamps, model_dir: str) -> None:
     """``off_ramps.pdparams`` then ``off_ramps.json`` (each atomically)."""
     _save_weights(ramps, os.path.join(model_dir, RAMP_WEIGHTS))
-    atomic_write_json(os.path.join(model_dir, RAMP_SETTINGS),
+    write_json(os.path.join(model_dir, RAMP_SETTINGS),
                       {"layers": list(ramps.layers), "hidden_size": ramps.hidden, "num_labels": ramps.num_labels})
 
 

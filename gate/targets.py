@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 import paddle
 
-from ofa_flexbert.data import TaskSpec
+from ofa_flexbert.tasks import TaskSpec
 from ofa_flexbert.encoder import classify
 from ofa_flexbert.routes import Route
 

@@ -19,7 +19,6 @@ import os
 import pickle
 import random
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
@@ -27,6 +26,7 @@ import numpy as np
 import paddle
 
 from . import distributed
+from .atomic import replace_dir, staging
 from .errors import UserError
 
 NAME = "checkpoint"
@@ -72,9 +72,7 @@ def _rename_optimizer_state(state: dict[str, Any], names: dict[str, str]) -> dic
 
 def save(output_dir: str, model: paddle.nn.Layer, optimizer, state: LoopState) -> None:
     """Write the checkpoint; the previous one stays valid until the new one is complete."""
-    os.makedirs(output_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{NAME}.", dir=output_dir)
-    try:
+    with staging(output_dir, NAME) as tmp:
         paddle.save(model.state_dict(), os.path.join(tmp, "model.pdparams"))
         to_structured = {p.name: n for n, p in model.named_parameters()}
         paddle.save(_rename_optimizer_state(optimizer.state_dict(), to_structured),
@@ -83,22 +81,7 @@ def save(output_dir: str, model: paddle.nn.Layer, optimizer, state: LoopState) -
             pickle.dump({"python": random.getstate(), "numpy": np.random.get_state()}, fh)
         with open(os.path.join(tmp, "state.json"), "w") as fh:  # last: its presence marks completeness
             json.dump(asdict(state), fh)
-        _flush_to_disk(tmp)
-        current, old = path(output_dir), path(output_dir) + ".old"
-        if os.path.isdir(current):
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(current, old)
-        os.replace(tmp, current)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _flush_to_disk(directory: str) -> None:
-    """fsync every file of ``directory``: after a power cut the renamed checkpoint is complete."""
-    for name in os.listdir(directory):
-        with open(os.path.join(directory, name), "rb") as fh:
-            os.fsync(fh.fileno())
+        replace_dir(tmp, path(output_dir))
 
 
 def reseed(seed: int, step: int) -> None:

@@ -18,6 +18,7 @@ import yaml
 
 from .errors import UserError
 from .routes import DEPTH_RULES, POOLINGS
+from .tasks import get_task  # the single list of tasks
 
 EXPORT_FORMATS = ("paddle", "onnx")
 STAGES = ("finetune", "width", "depth", "final", "gate", "infer", "search", "export", "all")
@@ -109,6 +110,9 @@ class RunArgs:
     w_dynamic: bool = _flag("infer stage: the gates pick each block's width (class k -> --width_mult_list[k])", False)
     d_dynamic: bool = _flag("infer stage: one width, inputs leave early at the off-ramps (needs --early_exit)", False)
     wd_dynamic: bool = _flag("infer stage: gates pick widths and inputs leave early (with --early_exit)", False)
+    fixed_gate: Optional[float] = _flag("infer stage, with --w_dynamic/--wd_dynamic: every block runs at this width "
+                                        "instead of the gates' choice (the gates do not run; an ablation; the "
+                                        "reference's flag, which crashes there)", None)
     early_exit: bool = _flag("infer stage: check the off-ramps; leave when the entropy < --exit_threshold", False)
     exit_threshold: float = _flag("infer stage: early-exit entropy threshold (natural log; strict <)", 0.57)
     normalized_entropy: bool = _flag("infer stage: divide the exit entropy by ln(classes)", False)
@@ -195,7 +199,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(*names, dest=name, type=_parse_int_list, default=None, metavar="I1,I2,...",
                                 help=f.metadata["help"])
         else:
-            base = {int: int, float: float}.get(kind, str)
+            base = {int: int, float: float, Optional[int]: int, Optional[float]: float}.get(kind, str)
             parser.add_argument(*names, dest=name, type=base, default=None, help=f.metadata["help"])
 
 
@@ -211,11 +215,14 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             return _parse_float_list(",".join(map(str, value)) if isinstance(value, list) else value)
         if kind == list[int]:
             return _parse_int_list(",".join(map(str, value)) if isinstance(value, list) else value)
-        if kind in (int, float) and isinstance(value, bool):
+        if value is None and kind in (Optional[int], Optional[float]):
+            return None
+        kind_of_value = {Optional[int]: int, Optional[float]: float}.get(kind, kind)
+        if kind_of_value in (int, float) and isinstance(value, bool):
             raise ValueError  # YAML's true is not 1
-        if kind is int:
+        if kind_of_value is int:
             return int(str(value))  # as on the command line: 2.5 and 2.0 are not integers
-        if kind is float:
+        if kind_of_value is float:
             return float(value)
         return None if value is None else str(value)
     except (ValueError, TypeError, argparse.ArgumentTypeError):
@@ -274,8 +281,6 @@ def resolve(flags: dict[str, Any]) -> RunArgs:
         given["stage"] = TRAINING_PHASES[phase]
     if not given.get("task"):
         raise UserError("--task is required (e.g. --task rte)")
-    from .data import get_task  # the single list of tasks
-
     task = get_task(given["task"])
     config_path = given.get("config") or os.path.join(CONFIG_DIR, f"{task.name}.yaml")
     merged = load_yaml_defaults(config_path, given.get("stage"))
@@ -317,6 +322,8 @@ def validate(args: RunArgs) -> None:
     if any(not t > 0 for t in args.exit_thresholds):
         raise UserError("--exit_thresholds: each must be positive (an input leaves when its entropy is below it), "
                         "got " + ",".join(f"{t:g}" for t in args.exit_thresholds))
+    if args.fixed_gate is not None and not 0.0 < args.fixed_gate <= 1.0:
+        raise UserError(f"--fixed_gate: a width in (0, 1], got {args.fixed_gate:g}")
     if args.format not in EXPORT_FORMATS:
         raise UserError(f"--format: expected one of {', '.join(EXPORT_FORMATS)}, got '{args.format}'")
     if args.depth_rule not in DEPTH_RULES:

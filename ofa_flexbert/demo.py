@@ -48,12 +48,12 @@ def synthetic_example(rng: random.Random) -> tuple[str, int]:
 
 def write_synthetic_task(data_dir: str, seed: int = 0, num_train: int = 3000, num_dev: int = 600) -> None:
     """train.tsv and dev.tsv in SST-2 layout (header ``sentence<TAB>label``)."""
-    from .outputs import atomic_write_text
+    from .atomic import write_text
 
     rng = random.Random(seed)
     for split, count in (("train", num_train), ("dev", num_dev)):
         rows = ["sentence\tlabel"] + ["%s\t%d" % synthetic_example(rng) for _ in range(count)]
-        atomic_write_text(os.path.join(data_dir, f"{split}.tsv"), "\n".join(rows) + "\n")
+        write_text(os.path.join(data_dir, f"{split}.tsv"), "\n".join(rows) + "\n")
 
 
 def write_tiny_bert(model_dir: str, seed: int = 0, max_positions: int = 64) -> None:
@@ -63,11 +63,11 @@ def write_tiny_bert(model_dir: str, seed: int = 0, max_positions: int = 64) -> N
     from paddlenlp.transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
     from .models import save_model
-    from .outputs import atomic_write_text
+    from .atomic import write_text
 
     os.makedirs(model_dir, exist_ok=True)
     vocab_path = os.path.join(model_dir, "vocab.txt")
-    atomic_write_text(vocab_path, "\n".join(VOCAB) + "\n")
+    write_text(vocab_path, "\n".join(VOCAB) + "\n")
     paddle.seed(seed)
     config = BertConfig(vocab_size=len(VOCAB), hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
                         intermediate_size=128, max_position_embeddings=max_positions, type_vocab_size=2, num_labels=2)

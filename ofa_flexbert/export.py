@@ -162,9 +162,9 @@ def route_description(route: Route) -> dict[str, Any]:
 
 def write_manifest(directory: str, manifest: dict[str, Any]) -> None:
     """``manifest.json`` beside the exported model (atomically)."""
-    from .outputs import atomic_write_json
+    from .atomic import write_json
 
-    atomic_write_json(os.path.join(directory, MANIFEST), manifest)
+    write_json(os.path.join(directory, MANIFEST), manifest)
 
 
 def read_manifest(directory: str, flag: str = "--export_dir") -> dict[str, Any]:

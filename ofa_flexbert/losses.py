@@ -15,7 +15,7 @@ import paddle
 import paddle.nn.functional as F
 
 from .routes import exact_multiplier
-from .data import TaskSpec
+from .tasks import TaskSpec
 
 
 def task_loss(task: TaskSpec, logits: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tensor:

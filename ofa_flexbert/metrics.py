@@ -17,19 +17,16 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import TYPE_CHECKING
-
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-if TYPE_CHECKING:  # data.py imports paddle; metrics must stay importable (and fast) without it
-    from .data import TaskSpec
+from .tasks import TaskSpec  # the task table imports no paddle: metrics stay importable without it
 
 __all__ = ["compute_metrics", "predictions"]
 
 
-def predictions(task: "TaskSpec", logits: np.ndarray) -> np.ndarray:
+def predictions(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
     """Model outputs -> predictions: class indices (argmax over the last axis) for
     classification, a flat float vector of scores for regression."""
     logits = np.asarray(logits)
@@ -52,7 +49,7 @@ def _correlation(fn, preds: np.ndarray, labels: np.ndarray) -> float:
     return value if math.isfinite(value) else 0.0
 
 
-def compute_metrics(task: "TaskSpec", logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def compute_metrics(task: TaskSpec, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """GLUE metrics of ``logits`` ([N, num_labels], or [N] / [N, 1] for STS-B) against
     ``labels`` ([N] class indices, or float scores for STS-B).
 

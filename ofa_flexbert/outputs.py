@@ -10,49 +10,21 @@ The contract (later stages, reports and checks read these):
   the subnet predicted one class for every dev example -- classification only);
 * ``vdl/<stage>/``: VisualDL logs.
 
-Atomic means: write a temporary file in the same directory, flush it to disk, then
-``os.replace`` it over the target, so a reader (or a crash) never sees half a file.
+Every file is written atomically (``atomic.py``), so a reader (or a crash) never sees half a file.
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Optional
 
+from .atomic import write_json
 from .config import RunArgs, to_dict
 from .errors import UserError
 
 PACKAGES = ("paddlepaddle", "paddlepaddle-gpu", "paddleslim", "paddlenlp", "visualdl", "numpy")
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Replace ``path`` by ``data`` in one step (temporary file in the same folder, fsync, rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Replace ``path`` by ``text`` (UTF-8) in one step (:func:`atomic_write_bytes`)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str, data: Any) -> None:
-    """Indented JSON, keys in the order given; NaN is refused (strict JSON readers choke on it)."""
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def package_versions() -> dict[str, str]:
@@ -95,7 +67,7 @@ def write_eval_results(output_dir: str, task: str, stage: str, metric: str, subn
                        best_step: Optional[int], extra: Optional[dict[str, Any]] = None) -> None:
     """eval_results.json: the saved model's metrics and MACs per subnet (format in the module docstring),
     plus a stage's own keys (``extra``; the gate stage's ``gates``)."""
-    atomic_write_json(
+    write_json(
         os.path.join(output_dir, "eval_results.json"),
         {"task": task, "stage": stage, "metric": metric, "subnets": [s.to_json() for s in subnets],
          "best_step": best_step, **(extra or {})},
@@ -126,7 +98,7 @@ def write_run_info(args: RunArgs, task: str, extra: dict[str, Any]) -> None:
     source = args.model_dir and os.path.abspath(args.model_dir)
     info = {"stage": args.stage, "task": task, "source_model": source, "arguments": to_dict(args),
             "versions": package_versions(), **extra}
-    atomic_write_json(os.path.join(args.output_dir, "flexbert.json"), info)
+    write_json(os.path.join(args.output_dir, "flexbert.json"), info)
 
 
 def read_run_info(model_dir: str) -> Optional[dict[str, Any]]:

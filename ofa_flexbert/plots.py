@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 from typing import Any, Optional, Sequence
 
-from .outputs import atomic_write_bytes
+from .atomic import write_bytes
 
 # how each inference mode is drawn on a trade-off plot: (label, colour, marker, joined by a line)
 MODE_STYLE = {"static": ("static grid", "0.45", "s", False), "d_dynamic": ("d-dynamic", "tab:blue", "o", True),
@@ -29,16 +29,21 @@ def axes(xlabel: str, ylabel: str, title: str):
     return fig, ax
 
 
-def save(fig, ax, path: str) -> None:
-    """Legend, layout, then an atomic PNG write; the figure is closed (no leak across many plots)."""
+def save(fig, ax, path: str, legend_outside: bool = False) -> None:
+    """Legend (inside where it covers least, or right of the axes), layout, then an atomic PNG write;
+    the figure is closed (no leak across many plots)."""
     import matplotlib.pyplot as plt
 
-    ax.legend(fontsize="small")
+    if legend_outside:
+        fig.set_size_inches(fig.get_size_inches()[0] + 3.2, fig.get_size_inches()[1])
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    else:
+        ax.legend(fontsize="small")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    write_bytes(path, buffer.getvalue())
 
 
 def pareto(rows: Sequence[dict[str, Any]], best: Optional[int], path: str, title: str, metric: str) -> None:

@@ -23,7 +23,7 @@ from paddleslim.nas.ofa import utils as ofa_utils
 from paddleslim.nas.ofa.convert_super import Convert, supernet
 
 from . import distributed
-from .data import TaskSpec
+from .tasks import TaskSpec
 from .losses import task_loss
 from .models import freeze
 from .routes import DEPTH_RULES, config_width, depth_layers, unknown_rule

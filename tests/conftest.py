@@ -12,6 +12,22 @@ import paddle  # noqa: E402
 import pytest  # noqa: E402
 
 
+# Fixtures that train or export through the CLI: a test using one is end to end, and slow.
+END_TO_END_FIXTURES = {"toy", "toy_teacher", "toy_width_model", "toy_gated", "exported", "reference_dirs"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: end to end through the CLI (stages, demo, launcher); "
+                                       "`pytest -m 'not slow'` runs the unit tests alone")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that uses an end-to-end fixture as slow (others may be marked by hand)."""
+    for item in items:
+        if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _restore_patches():
     """Every test starts and ends with the stock stack: patches are explicit, never leaked."""

@@ -114,6 +114,15 @@ def test_a_malformed_flag_is_a_one_line_error():
     assert str(info.value) == "run_ofa_glue.py: argument --learning_rate: invalid float value: 'fast'"
 
 
+@pytest.mark.parametrize("flag", ["--fixed_gate", "--hidden_dropout_prob"])
+def test_an_optional_number_flag_is_a_number(flag):
+    """Optional[float] fields (no default) are typed like the others, not taken as strings."""
+    assert stage_parser().parse_args([flag, "0.5"]).__dict__[flag[2:]] == 0.5
+    with pytest.raises(UserError) as info:
+        stage_parser().parse_args([flag, "half"])
+    assert str(info.value) == f"run_ofa_glue.py: argument {flag}: invalid float value: 'half'"
+
+
 def test_every_stage_section_is_checked_whichever_stage_runs(tmp_path):
     config = write(tmp_path, "stages:\n  depth:\n    learning_rat: 1.0e-4\n")
     with pytest.raises(UserError) as info:

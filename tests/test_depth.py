@@ -184,10 +184,22 @@ def test_depth_stage_logs_every_subnet_and_its_distillation_terms(toy_width_mode
     assert main(stage_argv("depth", data_dir, width_dir, out, "--max_steps", "2", "--logging_steps", "2",
                            "--width_mult_list", "0.5,1.0", "--depth_mult_list", "0.5,1.0")) == 0
     vdl = out / "vdl" / "depth"
-    tags = LogReader(file_path=str(vdl / os.listdir(vdl)[0])).get_tags()["scalar"]
-    for w in ("0.5", "1"):
-        for d in ("0.5", "1"):
-            assert f"train/w{w}_d{d}/hidden_loss" in tags and f"eval/w{w}_d{d}/acc" in tags
+    reader = LogReader(file_path=str(vdl / os.listdir(vdl)[0]))
+    tags = reader.get_tags()["scalar"]
+    saved = {(s["width_mult"], s["depth_mult"]): s["metrics"]["acc"]
+             for s in json.loads((out / "eval_results.json").read_text())["subnets"]}
+    for w in (0.5, 1.0):
+        for d in (0.5, 1.0):
+            subnet = f"w{w:g}_d{d:g}"
+            assert f"train/{subnet}/hidden_loss" in tags
+            for term in ("loss", "logit_loss", "hidden_loss"):  # one value per step, each a real loss
+                values = [r.value for r in reader.get_data("scalar", f"train/{subnet}/{term}")]
+                assert len(values) == 2 and all(0 <= v < float("inf") for v in values), (term, values)
+                if (w, d) != (1.0, 1.0):  # the full subnet starts as its teacher: its hidden loss may be 0
+                    assert min(values) > 0, (term, values)
+            # the one evaluation (step 2) is the saved model's: the curve ends at eval_results.json's figure
+            (logged,) = [r.value for r in reader.get_data("scalar", f"eval/{subnet}/acc")]
+            assert logged == pytest.approx(saved[(w, d)], abs=1e-6)
     assert len(grid(out)) == 4
 
 
@@ -288,7 +300,7 @@ def test_grid_table_puts_depths_in_rows_and_widths_in_columns():
 
 def test_evaluate_flags_a_subnet_that_predicts_one_class():
     from ofa_flexbert.data import get_task
-    from ofa_flexbert.training import evaluate
+    from ofa_flexbert.evaluation import evaluate
     from paddlenlp.transformers import BertForSequenceClassification
 
     class Fixed:

@@ -1,5 +1,4 @@
 """The routed encoder: per-layer widths, per-row routes in one batch, gates and exits through a hook."""
-import copy
 
 import numpy as np
 import paddle

@@ -8,7 +8,7 @@ import paddle
 import pytest
 
 import patches
-from conftest import FAST, stage_argv, tiny_bert_config
+from conftest import FAST, stage_argv
 from ofa_flexbert.routes import Route, config_width, depth_layers
 from run_ofa_glue import main
 

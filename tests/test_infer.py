@@ -91,6 +91,24 @@ def test_the_reference_inference_command_lines_run_with_only_the_script_name_cha
         assert json.loads((out / "infer_results.json").read_text())["mode"] == extra[-1 if name != "wd" else 2][2:]
 
 
+def test_fixed_gate_runs_every_block_at_its_width_instead_of_the_gates(toy_gated, tmp_path):
+    """The reference's --fixed_gate (which crashes there): w-dynamic with every decision forced to 0.5 is the
+    static 0.5 subnet -- same predictions and MACs, no gate cost -- and wd-dynamic is d-dynamic at 0.5."""
+    data_dir, _, gates = toy_gated
+    fixed, fixed_rows = infer(data_dir, gates, tmp_path / "fixed", "--w_dynamic", "--fixed_gate", "0.5")
+    static, static_rows = infer(data_dir, gates, tmp_path / "static", "--static", "--width_mult_list", "0.5,0.5,0.5,0.5")
+    assert [(r["prediction"], r["macs"], r["heads"]) for r in fixed_rows] == \
+        [(r["prediction"], r["macs"], r["heads"]) for r in static_rows]
+    assert (fixed["mode"], fixed["fixed_gate"]) == ("w_dynamic", 0.5)
+    exits = ("--early_exit", "--exit_threshold", "0.5")
+    fixed, fixed_rows = infer(data_dir, gates, tmp_path / "fixed_wd", "--wd_dynamic", "--fixed_gate", "0.5", *exits)
+    depth, depth_rows = infer(data_dir, gates, tmp_path / "d", "--d_dynamic", "--width_mult_list", "0.5,0.5,0.5,0.5",
+                              *exits)
+    assert [(r["prediction"], r["macs"], r["exit_after"]) for r in fixed_rows] == \
+        [(r["prediction"], r["macs"], r["exit_after"]) for r in depth_rows]
+    assert len({r["exit_after"] for r in depth_rows}) > 1  # exits happened: the comparison covers them
+
+
 @pytest.mark.parametrize("flags,message", [
     ((), "--stage infer: give exactly one of --static, --w_dynamic, --d_dynamic, --wd_dynamic"),
     (("--static", "--w_dynamic"), "--stage infer: give exactly one of --static, --w_dynamic, --d_dynamic, "
@@ -98,6 +116,9 @@ def test_the_reference_inference_command_lines_run_with_only_the_script_name_cha
     (("--static", "--width_mult_list", "0.5,1"), "--static: one width for every input, so --width_mult_list needs "
                                                  "identical values (e.g. 0.5,0.5,0.5,0.5), got 0.5,1"),
     (("--d_dynamic", "--width_mult_list", "1,1"), "--d_dynamic: depth-dynamic inference exits early; add --early_exit"),
+    (("--static", "--width_mult_list", "0.5,0.5", "--fixed_gate", "0.5"),
+     "--fixed_gate: replaces the gates' decisions, so it needs --w_dynamic or --wd_dynamic (got --static)"),
+    (("--w_dynamic", "--fixed_gate", "1.5"), "--fixed_gate: a width in (0, 1], got 1.5"),
 ])
 def test_bad_mode_flags_get_one_line(toy_width_model, tmp_path, capsys, flags, message):
     data_dir, width_dir = toy_width_model

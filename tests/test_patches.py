@@ -222,7 +222,7 @@ def test_stock_encoder_layer_rejects_a_list_mask_and_the_patched_one_equals_stoc
     x = tiny_bert.bert.embeddings(input_ids=ids, token_type_ids=types)
     mask = paddle.unsqueeze((ids == 0).astype("float32") * -1e4, axis=[1, 2])
     stock = layer(x, mask).numpy()
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError, match="'list' object has no attribute 'dtype'"):  # stock reads mask.dtype
         layer(x, [mask, None])
     patches.apply(only=("encoder_layer_list_mask_forward",))
     np.testing.assert_allclose(layer(x, [mask, None]).numpy(), stock, atol=1e-6)

@@ -185,12 +185,16 @@ def quarter(out):
 
 
 def test_a_short_width_run_improves_the_quarter_width_subnet(toy_teacher, tmp_path):
-    """Without --data_aug/--distill the reference trains every width on labels (CE)."""
+    """Without --data_aug/--distill the reference trains every width on labels (CE); with grafting.
+
+    Every setting the outcome depends on is a flag here, not inherited from configs/demo.yaml."""
     data_dir, teacher = toy_teacher
     untrained, trained = tmp_path / "untrained", tmp_path / "trained"
     assert main(width_argv(data_dir, teacher, untrained, "--max_steps", "1", "--learning_rate", "1e-12")) == 0
     assert main(width_argv(data_dir, teacher, trained, "--no-distill", "--max_steps", "240", "--logging_steps", "120",
-                           "--learning_rate", "1e-3")) == 0
+                           "--learning_rate", "1e-3", "--graft_during_training", "--graft_period", "0",
+                           "--graft_stop", "-1", "--graft_alpha", "0.1", "--graft_fraction", "0.5",
+                           "--importance_data", "holdout", "--width_mult_list", "0.25,0.5,0.75,1.0")) == 0
     before, after = quarter(untrained), quarter(trained)
     assert sorted(after) == [0.25, 0.5, 0.75, 1.0]
     assert after[0.25] > before[0.25] + 0.05, (before, after)

@@ -24,7 +24,7 @@ import paddle
 
 from .. import distributed
 from ..config import RunArgs
-from ..data import TaskSpec
+from ..tasks import TaskSpec
 from ..diagnostics import first_batches, shallow_depth_check
 from ..errors import UserError
 from ..losses import hidden_distillation, logit_distillation, task_loss, teacher_layer_map
@@ -32,7 +32,8 @@ from ..models import freeze, load_model
 from ..outputs import SubnetResult, read_eval_results, recorded_depth_rule
 from ..routes import Subnet, depth_for
 from ..supernet import FlexOFA, convert_to_supernet
-from ..training import evaluate, save_best, score, train
+from ..evaluation import evaluate, score
+from ..training import save_best, train
 from .common import StageReport, SupernetStrategy, TaskData, finish, load_task_data, start
 
 logger = logging.getLogger("ofa_flexbert")

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 import time
 from typing import Any, Optional
 
@@ -28,6 +26,7 @@ import numpy as np
 import paddle
 
 from ..accounting import mean_macs, route_macs, sequence_lengths
+from ..atomic import replace_dir, staging, write_json
 from ..config import RunArgs, task_data_dir
 from ..console import quiet_native
 from ..data import encode, make_loader, read_split
@@ -37,7 +36,7 @@ from ..export import (MANIFEST, ONNX_OPSET, parameter_count, route_description, 
                       write_manifest)
 from ..metrics import compute_metrics
 from ..models import load_model
-from ..outputs import atomic_write_json, package_versions, recorded_depth_rule, write_run_info
+from ..outputs import package_versions, recorded_depth_rule, write_run_info
 from ..predictor import Predictor
 from ..routes import Route, subnet_tag
 from .common import StageReport, check_pooling, math_threads, start
@@ -109,16 +108,14 @@ def export_one(args: RunArgs, task, tokenizer, width: float, depth: float, pooli
                                    .logits.numpy() for ids, types in batches])
     full_parameters = parameter_count(model)
     shrink(model, route)
-    os.makedirs(args.output_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{tag}.", dir=args.output_dir)
-    try:
+    length = args.max_seq_length
+    with staging(args.output_dir, tag) as tmp:
         with quiet_native(args.verbose):
-            graph = save_static(model, staging)
-        tokenizer.save_pretrained(staging)
-        length = args.max_seq_length
+            graph = save_static(model, tmp)
+        tokenizer.save_pretrained(tmp)
         manifest: dict[str, Any] = {
             "task": task.name, "num_labels": task.num_labels, "labels": list(task.labels or []),
-            "text_pair": text_pair, "max_seq_length": args.max_seq_length, "pooling": pooling,
+            "text_pair": text_pair, "max_seq_length": length, "pooling": pooling,
             "format": os.path.basename(graph), "width_mult": width, "depth_mult": depth, "depth_rule": rule,
             **route_description(route), "hidden_size": config.hidden_size,
             "full_layers": config.num_hidden_layers, "full_heads": config.num_attention_heads,
@@ -130,39 +127,44 @@ def export_one(args: RunArgs, task, tokenizer, width: float, depth: float, pooli
             "dev_full_mean_macs": mean_macs(config, 1.0, 1.0, lengths),
             "source_model": os.path.abspath(args.model_dir), "versions": package_versions(),
         }
-        write_manifest(staging, manifest)
-        threads = math_threads(args.num_threads)
-        plain = runtime_logits(staging, batches, threads, "paddle", onednn=False)
-        diff = float(np.abs(plain - expected).max())
-        if not diff <= TOLERANCE:
-            raise UserError(f"export {tag}: the exported model's logits differ from the flexible model's by "
-                            f"{diff:.2e} on {task.name} dev (> {TOLERANCE:g}); nothing was written")
-        got = runtime_logits(staging, batches, threads, "paddle", onednn=True)
-        manifest["check"] = {"split": task.dev_splits[0], "examples": int(len(got)), "max_abs_logit_diff": diff,
-                             "runtime": "paddle_inference", "onednn": False,
-                             "onednn_max_abs_logit_diff": kernel_check(got, expected, "Paddle Inference with oneDNN", tag),
-                             "onednn_same_predictions": same_predictions(got, expected, task)}
-        if args.format == "onnx":
-            with quiet_native(args.verbose):
-                path = save_onnx(staging)
-            onnx = runtime_logits(staging, batches, threads, "onnx")
-            manifest["onnx"] = {"file": os.path.basename(path), "opset": ONNX_OPSET,
-                                "max_abs_logit_diff": kernel_check(onnx, expected, "onnxruntime", tag),
-                                "same_predictions": same_predictions(onnx, expected, task),
-                                "versions": onnx_versions()}
-        manifest["dev_metrics"] = compute_metrics(task, got, labels)
-        write_manifest(staging, manifest)
+        write_manifest(tmp, manifest)  # the Predictor reads it
+        manifest.update(check_runtimes(args, tmp, task, batches, expected, labels, tag))
+        write_manifest(tmp, manifest)
         target = os.path.join(args.output_dir, tag)
-        if os.path.exists(target):  # --overwrite_output_dir (check_targets): replace only now that the new one passed
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        replace_dir(tmp, target)  # an earlier export of it (--overwrite_output_dir) goes only now
     logger.info(f"exported {tag} to {target}: {manifest['parameters'] / full_parameters:.0%} of the parameters, "
                 f"{manifest['macs_at_max_seq_length'] / manifest['full_macs_at_max_seq_length']:.0%} of the MACs at "
-                f"length {length}; max |Δlogits| {diff:.1e} against the flexible model on {len(got)} dev examples")
+                f"length {length}; max |Δlogits| {manifest['check']['max_abs_logit_diff']:.1e} against the flexible "
+                f"model on {len(expected)} dev examples")
     return manifest
+
+
+def check_runtimes(args: RunArgs, export_dir: str, task, batches: list, expected: np.ndarray, labels: np.ndarray,
+                   tag: str) -> dict[str, Any]:
+    """The manifest's ``check``, ``onnx`` and ``dev_metrics``: the exported model on every runtime against
+    the flexible model's logits ``expected``; a one-line error when one differs beyond its tolerance."""
+    threads = math_threads(args.num_threads)
+    plain = runtime_logits(export_dir, batches, threads, "paddle", onednn=False)
+    diff = float(np.abs(plain - expected).max())
+    if not diff <= TOLERANCE:
+        raise UserError(f"export {tag}: the exported model's logits differ from the flexible model's by "
+                        f"{diff:.2e} on {task.name} dev (> {TOLERANCE:g}); nothing was written")
+    deployed = runtime_logits(export_dir, batches, threads, "paddle", onednn=True)
+    result: dict[str, Any] = {
+        "check": {"split": task.dev_splits[0], "examples": int(len(expected)), "max_abs_logit_diff": diff,
+                  "runtime": "paddle_inference", "onednn": False,
+                  "onednn_max_abs_logit_diff": kernel_check(deployed, expected, "Paddle Inference with oneDNN", tag),
+                  "onednn_same_predictions": same_predictions(deployed, expected, task)},
+        "dev_metrics": compute_metrics(task, deployed, labels),
+    }
+    if args.format == "onnx":
+        with quiet_native(args.verbose):
+            path = save_onnx(export_dir)
+        onnx = runtime_logits(export_dir, batches, threads, "onnx")
+        result["onnx"] = {"file": os.path.basename(path), "opset": ONNX_OPSET,
+                          "max_abs_logit_diff": kernel_check(onnx, expected, "onnxruntime", tag),
+                          "same_predictions": same_predictions(onnx, expected, task), "versions": onnx_versions()}
+    return result
 
 
 def runtime_logits(export_dir: str, batches: list, threads: int, runtime: str, onednn: bool = True) -> np.ndarray:
@@ -220,7 +222,7 @@ def run(args: RunArgs) -> StageReport:
              "onnx_max_abs_logit_diff": m["onnx"]["max_abs_logit_diff"] if "onnx" in m else None}
             for m in exports]
     seconds = round(time.time() - started, 1)
-    atomic_write_json(os.path.join(args.output_dir, "export_results.json"),
+    write_json(os.path.join(args.output_dir, "export_results.json"),
                       {"task": task.name, "source_model": os.path.abspath(args.model_dir), "manifest": MANIFEST,
                        "exports": rows, "seconds": seconds})
     write_run_info(args, task.name, {"complete": True, "exports": [r["tag"] for r in rows]})

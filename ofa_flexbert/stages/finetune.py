@@ -9,7 +9,7 @@ import paddle
 
 from .. import distributed
 from ..config import RunArgs
-from ..data import TaskSpec
+from ..tasks import TaskSpec
 from ..losses import task_loss
 from ..models import load_model, save_model
 from ..routes import Subnet

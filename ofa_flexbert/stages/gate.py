@@ -44,7 +44,8 @@ from ..metrics import compute_metrics, predictions
 from ..models import freeze, load_model, save_model
 from ..outputs import SubnetResult, read_eval_results, recorded_depth_rule
 from ..routes import Route, Subnet
-from ..training import Evaluation, total_steps, train
+from ..evaluation import Evaluation
+from ..training import total_steps, train
 from .common import StageReport, check_pooling, finish, load_task_data, start
 
 logger = logging.getLogger("ofa_flexbert")

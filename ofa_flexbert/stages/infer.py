@@ -35,7 +35,8 @@ from ..encoder import Hook, classify, pooling_of
 from ..errors import UserError
 from ..metrics import compute_metrics, predictions
 from ..models import load_model
-from ..outputs import atomic_write_json, atomic_write_text, recorded_depth_rule, write_run_info
+from ..atomic import write_json, write_text
+from ..outputs import recorded_depth_rule, write_run_info
 from ..routes import Route
 from .common import StageReport, check_pooling, start
 
@@ -57,10 +58,12 @@ class Plan:
     early_exit: bool
     threshold: float
     normalized: bool
+    fixed_width: Optional[float] = None  # --fixed_gate: every gate decision replaced by this width
 
     @property
     def gated(self) -> bool:
-        return self.mode in ("w_dynamic", "wd_dynamic")
+        """Whether gates run: a gated mode whose decisions are not fixed."""
+        return self.mode in ("w_dynamic", "wd_dynamic") and self.fixed_width is None
 
     @property
     def exits(self) -> bool:
@@ -132,7 +135,11 @@ def plan_of(args: RunArgs) -> Plan:
     if mode in ("d_dynamic", "wd_dynamic") and args.depth_mult_list[0] != 1.0:
         raise UserError(f"--{mode}: early exit starts from the full model; --depth_mult_list must be 1.0, "
                         f"got {args.depth_mult_list[0]:g}")
-    return Plan(mode, widths, args.depth_mult_list[0], args.early_exit, args.exit_threshold, args.normalized_entropy)
+    if args.fixed_gate is not None and mode not in ("w_dynamic", "wd_dynamic"):
+        raise UserError(f"--fixed_gate: replaces the gates' decisions, so it needs --w_dynamic or --wd_dynamic "
+                        f"(got --{mode})")
+    return Plan(mode, widths, args.depth_mult_list[0], args.early_exit, args.exit_threshold, args.normalized_entropy,
+                args.fixed_gate)
 
 
 class DynamicModel:
@@ -142,7 +149,7 @@ class DynamicModel:
         self.model, self.gates, self.ramps, self.plan = model, gates, ramps, plan
         self.config = model.bert.config
         self.pooling = pooling_of(model.bert)
-        start_width = 1.0 if plan.gated else plan.widths[0]
+        start_width = plan.fixed_width or (1.0 if plan.gated else plan.widths[0])
         self.route = Route.uniform(self.config, start_width, plan.depth_mult, depth_rule)
         if plan.gated and len(plan.widths) != gates.settings.num_classes:
             raise UserError(f"--width_mult_list: the gates have {gates.settings.num_classes} classes, so it needs "
@@ -237,6 +244,7 @@ def run(args: RunArgs) -> StageReport:
     timing = latency(dynamic, dataset, tokenizer)
     summary: dict[str, Any] = {
         "task": task.name, "split": split, "mode": plan.mode, "width_mult_list": list(plan.widths),
+        "fixed_gate": plan.fixed_width,
         "depth_mult": plan.depth_mult, "early_exit": plan.exits, "exit_threshold": plan.threshold if plan.exits else None,
         "normalized_entropy": plan.normalized if plan.exits else None, "metric": task.primary_metric,
         "metrics": metrics, "macs": float(macs.mean()), "full_macs": float(full),
@@ -289,5 +297,5 @@ def write_outputs(output_dir: str, summary: dict, routes: list[Route], logits: n
                          "exit_after": len(r.executed), "macs": int(m)})
              for i, (r, m) in enumerate(zip(routes, macs))]
     os.makedirs(output_dir, exist_ok=True)
-    atomic_write_text(os.path.join(output_dir, "predictions.jsonl"), "\n".join(lines) + "\n")
-    atomic_write_json(os.path.join(output_dir, "infer_results.json"), summary)
+    write_text(os.path.join(output_dir, "predictions.jsonl"), "\n".join(lines) + "\n")
+    write_json(os.path.join(output_dir, "infer_results.json"), summary)

@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import paddle
@@ -38,11 +38,12 @@ from gate.ramps import entropy
 from .. import plots
 from ..accounting import sequence_lengths, subnet_macs
 from ..config import RunArgs, task_data_dir
-from ..data import TaskSpec, encode, make_loader, read_split
-from ..errors import UserError
+from ..data import encode, make_loader, read_split
+from ..tasks import TaskSpec
 from ..metrics import compute_metrics
 from ..models import load_model
-from ..outputs import atomic_write_json, recorded_depth_rule, write_run_info
+from ..atomic import write_json
+from ..outputs import recorded_depth_rule, write_run_info
 from ..routes import Route
 from ..tradeoff import best_under_budget, default_thresholds, exit_steps, pareto_front, split_halves, width_maps
 from .common import StageReport, check_pooling, start
@@ -218,11 +219,11 @@ def finish_search(args: RunArgs, task: TaskSpec, rows: list[dict[str, Any]], siz
                              args.macs_budget)
     os.makedirs(args.output_dir, exist_ok=True)
     if best is not None:
-        atomic_write_json(os.path.join(args.output_dir, "inference_config.json"),
+        write_json(os.path.join(args.output_dir, "inference_config.json"),
                           {task.name: settings_entry_of(rows[best])})
     summary = {"task": task.name, "split": split, "parts": sizes, "seed": args.seed, "metric": task.primary_metric,
                "macs_budget": args.macs_budget, "best": best, "seconds": round(seconds, 1), "points": rows}
-    atomic_write_json(os.path.join(args.output_dir, "search_results.json"), summary)
+    write_json(os.path.join(args.output_dir, "search_results.json"), summary)
     plots.pareto(rows, best, os.path.join(args.output_dir, "pareto.png"),
                  f"{task.name}: held-out half of {split} ({sizes['held_out']} inputs)", task.primary_metric)
     log_fronts(args.output_dir, rows)

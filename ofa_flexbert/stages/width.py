@@ -20,7 +20,7 @@ import paddle
 
 from .. import checkpoint, distributed
 from ..config import RunArgs
-from ..data import TaskSpec
+from ..tasks import TaskSpec
 from ..grafting import GraftSchedule, default_schedule, graft
 from ..losses import logit_distillation, task_loss
 from ..models import load_model
