@@ -67,12 +67,16 @@ def run_predict(argv: list[str]) -> int:
                           batch_size=ns.batch_size, runtime=ns.runtime)
     texts, pairs = read_inputs(ns.input, predictor.takes_pairs)
     labels = predictor.task.labels
-    print("\t".join(["index", "label"] + ([f"p({label})" for label in labels] if labels else [])))
-    for i, prediction in enumerate(predictor.predict(texts, pairs)):
-        if prediction.probabilities is None:
-            print(f"{i}\t{prediction.label:.4f}")
-        else:
-            print("\t".join([str(i), prediction.label] + [f"{p:.4f}" for p in prediction.probabilities.values()]))
+    logits, routes = predictor.run(texts, pairs)
+    route_columns = ["layers", "heads", "MACs"] if routes else []  # a dynamic export: each input's own route
+    print("\t".join(["index", "label"] + ([f"p({label})" for label in labels] if labels else []) + route_columns))
+    for i, prediction in enumerate(predictor.predictions(logits)):
+        cells = [str(i)] + ([f"{prediction.label:.4f}"] if prediction.probabilities is None else
+                            [prediction.label] + [f"{p:.4f}" for p in prediction.probabilities.values()])
+        if routes:
+            route, macs = routes[i]
+            cells += [str(len(route.executed)), ",".join(str(w.heads) for _, w in route.executed), str(macs)]
+        print("\t".join(cells))
     return 0
 
 

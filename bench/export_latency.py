@@ -106,6 +106,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=60, help="rounds at batch 1 (batch 32: a fifth)")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--replot", action="store_true", help="only redraw latency.md and latency.png")
+    parser.add_argument("--dynamic_config", help="an --inference_config of a gated/early-exit setting: also export "
+                        "it from --gated_model and time it on dev inputs against the static subnets")
+    parser.add_argument("--gated_model", help="the gate stage's model directory (with --dynamic_config)")
+    parser.add_argument("--dynamic_only", action="store_true", help="with --dynamic_config: skip the static table")
     args = parser.parse_args()
     if args.replot:
         saved = json.load(open(os.path.join(args.out, "latency.json")))
@@ -123,6 +127,10 @@ def main() -> None:
     if any(m["max_seq_length"] != 128 for m in manifests.values()):
         print("note: exported with max_seq_length != 128; the len128 MACs ratio is at that length")
     batches = inputs(Predictor(os.path.join(export_dir, args.subnets[0])), args)
+    if args.dynamic_config:
+        dynamic_latency(args, export_dir, batches, macs)
+        if args.dynamic_only:
+            return
     results = []
     for threads in (int(t) for t in args.threads.split(",")):
         for runtime, onednn in RUNTIMES:
@@ -146,6 +154,36 @@ def main() -> None:
          "parameters": {t: m["parameters"] for t, m in manifests.items()}, "results": results,
          "machine": os.uname().nodename, "cpus": os.cpu_count()}, indent=2) + "\n")
     write_reports(args.out, results, args.subnets, args.task)
+
+
+def dynamic_latency(args, export_dir: str, batches: dict, macs: dict) -> None:
+    """The dynamic predictor against the full model and the static subnets, on dev inputs, 1 thread;
+    writes ``OUT/latency-dynamic.md``.  Its MACs ratio is its dev mean (manifest), like the static ones'."""
+    setting = json.load(open(args.dynamic_config))[args.task]
+    tag = setting["mode"]
+    if not os.path.isfile(os.path.join(export_dir, tag, "manifest.json")):
+        cmd = [sys.executable, "run_ofa_glue.py", "--task", args.task, "--stage", "export", "--model_dir",
+               args.gated_model, "--output_dir", export_dir, "--inference_config", args.dynamic_config,
+               "--overwrite_output_dir"] + (["--data_dir", args.data_dir] if args.data_dir else [])
+        print(f"exported {tag} in {run(cmd, os.path.join(args.out, 'export-dynamic.log')):.0f} s")
+    manifest = json.load(open(os.path.join(export_dir, tag, "manifest.json")))
+    shares = {t: macs[t]["dev"] for t in args.subnets}
+    shares[tag] = manifest["dev_mean_macs"] / manifest["dev_full_mean_macs"]
+    names = args.subnets + [tag]
+    lines = ["| runtime | setting | full (ms) | " + " | ".join(names[1:]) + " |", "|" + "---|" * (3 + len(names) - 1)]
+    for onednn in (True, False):
+        predictors = {t: Predictor(os.path.join(export_dir, t), num_threads=1, onednn=onednn) for t in names}
+        for setting_name in ("b1_dev", "b32_dev"):
+            rounds = args.rounds if setting_name.startswith("b1_") else max(5, args.rounds // 5)
+            medians = time_setting(predictors, batches[setting_name], rounds)
+            full = medians["w1_d1"]
+            cells = [f"{medians[t] / full:.2f} / {shares[t]:.2f}" for t in names[1:]]
+            lines.append(f"| paddle {'oneDNN' if onednn else 'plain'} | {setting_name} | {full * 1e3:.2f} | "
+                         + " | ".join(cells) + " |")
+            print(lines[-1], flush=True)
+    text = (f"Dynamic predictor ({tag}: {setting}) against the static subnets, 1 thread: latency ratio to the full "
+            "model / mean dev MACs ratio, medians over rounds in which the models took turns.\n\n")
+    atomic_write(os.path.join(args.out, "latency-dynamic.md"), text + "\n".join(lines) + "\n")
 
 
 def write_reports(out: str, results: list[dict], subnets: list[str], task: str) -> None:

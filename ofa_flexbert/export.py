@@ -22,8 +22,9 @@ from typing import Any, Optional
 
 import paddle
 
+from .encoder import encoder_layer
 from .errors import UserError
-from .routes import Route
+from .routes import Route, Width
 
 MANIFEST = "manifest.json"
 MODEL_PREFIX = "model"
@@ -52,22 +53,24 @@ def shrink(model, route: Route):
     if route.exit_after is not None:
         raise ValueError("a static export runs its route to the end; exits are decided at run time")
     bert = model.bert
-    kept = []
-    for index, width in route.executed:
-        layer = bert.encoder.layers[index]
-        mha = layer.self_attn
-        if width.head_dim != mha.head_dim:
-            raise ValueError(f"route head size {width.head_dim} differs from the model's {mha.head_dim}")
-        for name in ("q_proj", "k_proj", "v_proj"):
-            setattr(mha, name, _narrowed(getattr(mha, name), out=width.attention_dim))
-        mha.out_proj = _narrowed(mha.out_proj, inp=width.attention_dim)
-        mha.num_heads = width.heads  # the stock forward would reshape by it (PaddleNLP #1466)
-        layer.linear1 = _narrowed(layer.linear1, out=width.ffn)
-        layer.linear2 = _narrowed(layer.linear2, inp=width.ffn)
-        kept.append(layer)
+    kept = [narrow_layer(bert.encoder.layers[index], width) for index, width in route.executed]
     bert.encoder.layers = paddle.nn.LayerList(kept)
     bert.encoder.num_layers = len(kept)
     return model
+
+
+def narrow_layer(layer, width: Width):
+    """Narrow one ``TransformerEncoderLayer`` in place to ``width`` (its first heads and FFN neurons); return it."""
+    mha = layer.self_attn
+    if width.head_dim != mha.head_dim:
+        raise ValueError(f"route head size {width.head_dim} differs from the model's {mha.head_dim}")
+    for name in ("q_proj", "k_proj", "v_proj"):
+        setattr(mha, name, _narrowed(getattr(mha, name), out=width.attention_dim))
+    mha.out_proj = _narrowed(mha.out_proj, inp=width.attention_dim)
+    mha.num_heads = width.heads  # the stock forward would reshape by it (PaddleNLP #1466)
+    layer.linear1 = _narrowed(layer.linear1, out=width.ffn)
+    layer.linear2 = _narrowed(layer.linear2, inp=width.ffn)
+    return layer
 
 
 class StaticClassifier(paddle.nn.Layer):
@@ -86,6 +89,34 @@ class StaticClassifier(paddle.nn.Layer):
     def forward(self, input_ids, token_type_ids):
         pooled = self.model.bert(input_ids, token_type_ids=token_type_ids)[1]
         return self.model.classifier(pooled)
+
+
+class LayerGraph(paddle.nn.Layer):
+    """``(hidden [B, T, H], additive mask [B, 1, 1, T]) -> hidden``: one encoder layer at one width, as the
+    engine runs it (``encoder.encoder_layer``), for the dynamic predictor's per-(layer, width) graphs."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, hidden, mask):
+        return encoder_layer(self.layer, hidden, mask, None)[0]
+
+
+LAYER_INPUT_NAMES = ("hidden", "mask")
+
+
+def layer_graph_name(index: int, width: Width) -> str:
+    """``layer<i>_h<heads>``: the file prefix of encoder layer ``index`` at ``width`` in a dynamic export."""
+    return f"layer{index}_h{width.heads}"
+
+
+def save_layer_static(layer, hidden_size: int, prefix: str) -> None:
+    """Trace one (narrowed) encoder layer with batch and length free and save it for Paddle Inference."""
+    layer.eval()
+    spec = [paddle.static.InputSpec(shape=[None, None, hidden_size], dtype="float32", name="hidden"),
+            paddle.static.InputSpec(shape=[None, 1, 1, None], dtype="float32", name="mask")]
+    trace_and_save(LayerGraph(layer), spec, prefix)
 
 
 def parameter_count(model) -> int:
@@ -107,13 +138,16 @@ def save_static(model, directory: str) -> str:
     """
     model.eval()
     spec = [paddle.static.InputSpec(shape=[None, None], dtype="int64", name=name) for name in INPUT_NAMES]
-    layer = StaticClassifier(model)
-    prefix = os.path.join(directory, MODEL_PREFIX)
+    trace_and_save(StaticClassifier(model), spec, os.path.join(directory, MODEL_PREFIX))
+    return graph_file(directory)
+
+
+def trace_and_save(layer: paddle.nn.Layer, spec: list, prefix: str) -> None:
+    """``paddle.jit.save`` of ``layer`` traced on ``spec``, the way each paddle needs it."""
     if int(paddle.__version__.split(".")[0]) >= 3:
         paddle.jit.save(paddle.jit.to_static(layer, input_spec=spec, full_graph=True), prefix)
     else:  # 2.6: to_static ignores input_spec in its default mode; jit.save honours it
         paddle.jit.save(layer, prefix, input_spec=spec)
-    return graph_file(directory)
 
 
 ONNX_FILE = "model.onnx"
@@ -144,10 +178,10 @@ def save_onnx(directory: str) -> str:
     return path
 
 
-def graph_file(directory: str) -> str:
-    """The static graph file in an export directory (model.json or model.pdmodel)."""
+def graph_file(directory: str, prefix: str = MODEL_PREFIX) -> str:
+    """The static graph file ``<prefix>.json`` or ``<prefix>.pdmodel`` in an export directory."""
     for name in GRAPH_FILES:
-        path = os.path.join(directory, name)
+        path = os.path.join(directory, prefix + name[len(MODEL_PREFIX):])
         if os.path.isfile(path):
             return path
     raise UserError(f"{directory}: no exported model (expected {' or '.join(GRAPH_FILES)}; "

@@ -20,7 +20,7 @@ import numpy as np
 
 from .data import Example, encode, get_task
 from .errors import UserError
-from .export import INPUT_NAMES, ONNX_FILE, graph_file, read_manifest
+from .export import INPUT_NAMES, MODEL_PREFIX, ONNX_FILE, graph_file, read_manifest
 
 
 @dataclass(frozen=True)
@@ -31,21 +31,22 @@ class Prediction:
     probabilities: Optional[dict[str, float]]
 
 
-def paddle_predictor(export_dir: str, num_threads: int = 1, onednn: bool = True):
-    """A Paddle Inference predictor for the exported graph, CPU, with ``num_threads`` math threads.
+def paddle_predictor(export_dir: str, num_threads: int = 1, onednn: bool = True, prefix: str = MODEL_PREFIX):
+    """A Paddle Inference predictor for the exported graph ``<prefix>.*``, CPU, with ``num_threads`` math threads.
 
-    oneDNN is on by default in both CPU builds and makes BERT about 4x faster there (notes §13);
-    it is set explicitly either way so a benchmark states what it ran.
+    oneDNN is on by default in both CPU builds (notes §13); it is set explicitly either way so a
+    benchmark states what it ran (bench/export_latency.py: it is faster for batches of long
+    inputs, slower for single short ones).
     """
     import paddle
     import paddle.inference as inference
 
-    graph = graph_file(export_dir)
+    graph = graph_file(export_dir, prefix)
     if graph.endswith(".json") and int(paddle.__version__.split(".")[0]) < 3:  # it would segfault (notes §13)
         raise UserError(f"--export_dir {export_dir}: model.json was written by paddle 3, whose format paddle "
                         f"{paddle.__version__}'s Paddle Inference cannot read; predict with paddle >= 3, or export "
                         "again under this paddle")
-    config = inference.Config(graph, os.path.join(export_dir, "model.pdiparams"))
+    config = inference.Config(graph, os.path.join(export_dir, prefix + ".pdiparams"))
     config.disable_gpu()
     config.set_cpu_math_library_num_threads(num_threads)
     switch = ("enable_" if onednn else "disable_") + ("onednn" if hasattr(config, "enable_onednn") else "mkldnn")
@@ -58,6 +59,16 @@ def paddle_predictor(export_dir: str, num_threads: int = 1, onednn: bool = True)
         raise UserError(f"--export_dir {export_dir}: Paddle Inference cannot load {os.path.basename(graph)} "
                         f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); "
                         "export with the paddle version that runs it") from None
+
+
+def run_graph(predictor, names: Sequence[str], arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """Feed ``arrays`` to a Paddle Inference predictor's inputs by name; return its first output."""
+    for name, array in zip(names, arrays):
+        handle = predictor.get_input_handle(name)
+        handle.reshape(list(array.shape))
+        handle.copy_from_cpu(array)
+    predictor.run()
+    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
 
 
 def onnx_session(export_dir: str, num_threads: int = 1):
@@ -98,7 +109,14 @@ class Predictor:
         self.batch_size = batch_size
         self.runtime = runtime
         self.tokenizer = BertTokenizer.from_pretrained(export_dir)
-        if runtime == "onnx":
+        self.dynamic = None
+        if self.manifest.get("kind") == "dynamic":  # gates and exits: layers on Paddle Inference, routed per input
+            if runtime != "paddle":
+                raise UserError(f"--runtime {runtime}: a {self.manifest['tag']} export runs on Paddle Inference only")
+            from .dynamic_predictor import DynamicPredictor
+
+            self.dynamic = DynamicPredictor(export_dir, self.manifest, num_threads, onednn)
+        elif runtime == "onnx":
             self._session = onnx_session(export_dir, num_threads)
         else:
             self._predictor = paddle_predictor(export_dir, num_threads, onednn)
@@ -110,15 +128,13 @@ class Predictor:
 
     def logits(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
         """[B, C] logits for one padded batch of int64 [B, T] ids."""
+        if self.dynamic is not None:
+            return self.dynamic.run(input_ids, token_type_ids)[0]
         if self.runtime == "onnx":  # by name: conversion may reorder the inputs (notes §13)
             feed = {name: np.ascontiguousarray(a, dtype="int64") for name, a in zip(INPUT_NAMES, (input_ids, token_type_ids))}
             return self._session.run(None, feed)[0]
-        for name, array in zip(INPUT_NAMES, (input_ids, token_type_ids)):
-            handle = self._predictor.get_input_handle(name)
-            handle.reshape(list(array.shape))
-            handle.copy_from_cpu(np.ascontiguousarray(array, dtype="int64"))
-        self._predictor.run()
-        return self._predictor.get_output_handle(self._predictor.get_output_names()[0]).copy_to_cpu()
+        return run_graph(self._predictor, INPUT_NAMES, (np.ascontiguousarray(input_ids, dtype="int64"),
+                                                         np.ascontiguousarray(token_type_ids, dtype="int64")))
 
     def encode(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> list[dict]:
         """Token ids of each input, truncated as the model's training data was."""
@@ -141,15 +157,32 @@ class Predictor:
                 types[i, :len(row["token_type_ids"])] = row["token_type_ids"]
             yield ids, types
 
+    def run(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> tuple[np.ndarray, list]:
+        """[N, C] logits, and for a dynamic export each input's (route, MACs at its length) -- what
+        ``--stage infer`` reports per input; an empty list for a static export (one route for all)."""
+        rows = self.encode(texts, pairs)
+        logits, routes = [], []
+        for start, (ids, types) in zip(range(0, len(rows), self.batch_size), self.batches(rows)):
+            if self.dynamic is None:
+                logits.append(self.logits(ids, types))
+                continue
+            batch_logits, taken = self.dynamic.run(ids, types)
+            logits.append(batch_logits)
+            lengths = [len(r["input_ids"]) for r in rows[start:start + self.batch_size]]
+            routes.extend((route, self.dynamic.macs(route, t)) for route, t in zip(taken, lengths))
+        empty = np.zeros((0, self.task.num_labels), dtype="float32")
+        return (np.concatenate(logits) if logits else empty), routes
+
     def predict_logits(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> np.ndarray:
         """[N, C] logits of the inputs (empty input: [0, C])."""
-        rows = self.encode(texts, pairs)
-        outputs = [self.logits(ids, types) for ids, types in self.batches(rows)]
-        return np.concatenate(outputs) if outputs else np.zeros((0, self.task.num_labels), dtype="float32")
+        return self.run(texts, pairs)[0]
 
     def predict(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> list[Prediction]:
         """A :class:`Prediction` per input: the argmax label and softmax probabilities (regression: the score)."""
-        logits = self.predict_logits(texts, pairs)
+        return self.predictions(self.predict_logits(texts, pairs))
+
+    def predictions(self, logits: np.ndarray) -> list[Prediction]:
+        """:class:`Prediction` s of logits [N, C]."""
         if self.task.is_regression:
             return [Prediction(float(row[0]), None) for row in logits]
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))

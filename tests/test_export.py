@@ -152,15 +152,6 @@ def test_export_flags_are_checked_before_any_work(toy_width_model, tmp_path, cap
     assert not os.path.exists(tmp_path / "out" / "export_results.json")
 
 
-def test_export_of_a_dynamic_inference_config_is_refused(toy_width_model, tmp_path, capsys):
-    data_dir, width_dir = toy_width_model
-    config = tmp_path / "best.json"
-    config.write_text(json.dumps({"sst-2": {"mode": "w_dynamic", "width_mult_list": [0.25, 0.5]}}))
-    assert main(stage_argv("export", data_dir, width_dir, tmp_path / "out", "--inference_config", str(config))) == 2
-    assert capsys.readouterr().err == (f"error: --inference_config {config}: sst-2 is w_dynamic; --stage export writes "
-                                       "static subnets (gated and early-exit routes are decided per input at run time)\n")
-
-
 def test_a_pair_model_reads_text_pairs_as_its_tokenizer_joins_them(tmp_path):
     """A tiny random MRPC model, exported by hand: Predictor(texts, pairs) = the dygraph model on tokenizer(a, b)."""
     from paddlenlp.transformers import BertForSequenceClassification, BertTokenizer
@@ -213,3 +204,42 @@ def test_the_export_multipliers_are_validated_like_the_others():
 
     with pytest.raises(UserError, match=r"^--width_mult: 1.5 is outside \(0, 1\]$"):
         resolve({"task": "sst-2", "stage": "export", "width_mult": [1.5], "config": FAST[-1]})
+
+
+def test_a_dynamic_export_routes_each_input_as_the_infer_stage_does_at_any_batch_size(toy_gated, tmp_path):
+    """wd-dynamic (gates and early exit) exported as per-(layer, width) graphs: the Predictor, at batch 7, gives
+    every dev input the route, MACs and prediction that --stage infer gives it (its own batch size)."""
+    from ofa_flexbert.data import get_task, read_split
+    from ofa_flexbert.predictor import Predictor
+
+    data_dir, _, gates = toy_gated
+    config = tmp_path / "wd.json"
+    config.write_text(json.dumps({"sst-2": {"mode": "wd_dynamic", "width_mult_list": [0.25, 0.5, 0.75, 1.0],
+                                            "early_exit": True, "exit_threshold": 0.5}}))
+    out, infer_out = tmp_path / "export", tmp_path / "infer"
+    assert main(stage_argv("export", data_dir, gates, out, "--inference_config", str(config))) == 0
+    assert main(stage_argv("infer", data_dir, gates, infer_out, "--inference_config", str(config))) == 0
+    manifest = read(out / "wd_dynamic" / "manifest.json")
+    assert manifest["kind"] == "dynamic" and manifest["check"]["same_routes"] == 1.0
+    assert manifest["check"]["max_abs_logit_diff"] <= 1e-5
+    inferred = [json.loads(line) for line in (infer_out / "predictions.jsonl").read_text().splitlines()]
+    assert len({row["exit_after"] for row in inferred}) > 1 and len({tuple(row["heads"]) for row in inferred}) > 1
+
+    examples = read_split(get_task("sst-2"), data_dir, "dev")
+    predictor = Predictor(str(out / "wd_dynamic"), batch_size=7)
+    logits, routes = predictor.run([ex.text_a for ex in examples])
+    got = [{"prediction": int(row.argmax()), "layers": [layer for layer, _ in route.executed],
+            "heads": [w.heads for _, w in route.executed], "macs": macs} for row, (route, macs) in zip(logits, routes)]
+    want = [{key: row[key] for key in ("prediction", "layers", "heads", "macs")} for row in inferred]
+    assert got == want
+    assert read(infer_out / "infer_results.json")["macs"] == pytest.approx(manifest["dev_mean_macs"], rel=1e-12)
+
+
+def test_a_dynamic_export_has_no_onnx_form(toy_gated, tmp_path, capsys):
+    data_dir, _, gates = toy_gated
+    config = tmp_path / "w.json"
+    config.write_text(json.dumps({"sst-2": {"mode": "w_dynamic", "width_mult_list": [0.25, 0.5, 0.75, 1.0]}}))
+    assert main(stage_argv("export", data_dir, gates, tmp_path / "out", "--inference_config", str(config),
+                           "--format", "onnx")) == 2
+    assert capsys.readouterr().err == ("error: --format onnx: a w_dynamic export runs its layers on Paddle "
+                                       "Inference only (ONNX is for static subnets)\n")

@@ -49,6 +49,24 @@ logger = logging.getLogger("ofa_flexbert")
 # onnxruntime 1.4e-5, every prediction the same) and only have to agree to KERNEL_TOLERANCE.
 TOLERANCE = 1e-5
 KERNEL_TOLERANCE = 1e-3
+# A dynamic export's routes depend on argmaxes and thresholds: float noise may flip an input at a
+# boundary, so a small share of routes may differ (their logits are not compared).
+ROUTE_AGREEMENT = 0.99
+
+
+def dynamic_setting(args: RunArgs, task: str) -> Optional[dict[str, Any]]:
+    """The --inference_config entry when it names a gated or early-exit mode (a dynamic export), else None."""
+    if not args.inference_config:
+        return None
+    from .infer import read_inference_config
+
+    entry = read_inference_config(args.inference_config, task)
+    if entry["mode"] == "static":
+        return None
+    if args.format == "onnx":
+        raise UserError(f"--format onnx: a {entry['mode']} export runs its layers on Paddle Inference only "
+                        "(ONNX is for static subnets)")
+    return entry
 
 
 def requested_subnets(args: RunArgs, task: str) -> list[tuple[float, float]]:
@@ -59,9 +77,6 @@ def requested_subnets(args: RunArgs, task: str) -> list[tuple[float, float]]:
         from .infer import read_inference_config
 
         entry = read_inference_config(args.inference_config, task)
-        if entry["mode"] != "static":
-            raise UserError(f"--inference_config {args.inference_config}: {task} is {entry['mode']}; --stage export "
-                            "writes static subnets (gated and early-exit routes are decided per input at run time)")
         widths = entry.get("width_mult_list") or [1.0]
         return [(float(widths[0]), float(entry.get("depth_mult", 1.0)))]
     widths, depths = list(args.width_mult), list(args.depth_mult)
@@ -79,14 +94,13 @@ def requested_subnets(args: RunArgs, task: str) -> list[tuple[float, float]]:
     return list(dict.fromkeys(zip(widths, depths)))  # in order, duplicates once
 
 
-def check_targets(args: RunArgs, subnets: list[tuple[float, float]]) -> None:
+def check_targets(args: RunArgs, tags: list[str]) -> None:
     """Refuse, before any work, to replace an earlier export unless --overwrite_output_dir."""
     if args.overwrite_output_dir:
         return
-    for width, depth in subnets:
-        target = os.path.join(args.output_dir, subnet_tag(width, depth))
-        if os.path.exists(target):
-            raise UserError(f"--output_dir {args.output_dir}: already holds an export of {subnet_tag(width, depth)}; "
+    for tag in tags:
+        if os.path.exists(os.path.join(args.output_dir, tag)):
+            raise UserError(f"--output_dir {args.output_dir}: already holds an export of {tag}; "
                             "pass --overwrite_output_dir to replace it")
 
 
@@ -98,9 +112,7 @@ def export_one(args: RunArgs, task, tokenizer, width: float, depth: float, pooli
                batches: list, labels: np.ndarray, lengths: list[int], text_pair: bool) -> dict[str, Any]:
     """Export one subnet into ``OUT/<tag>``; return its manifest.  Nothing is moved into place unless it passes."""
     tag = subnet_tag(width, depth)
-    model = load_model(args.model_dir, task.num_labels, require_classifier=True)
-    model.bert.config.pooling = pooling
-    model.eval()
+    model = fresh_model(args, task, pooling)
     config = model.bert.config
     route = Route.uniform(config, width, depth, rule)
     with paddle.no_grad():
@@ -114,7 +126,7 @@ def export_one(args: RunArgs, task, tokenizer, width: float, depth: float, pooli
             graph = save_static(model, tmp)
         tokenizer.save_pretrained(tmp)
         manifest: dict[str, Any] = {
-            "task": task.name, "num_labels": task.num_labels, "labels": list(task.labels or []),
+            "kind": "static", "tag": tag, "task": task.name, "num_labels": task.num_labels, "labels": list(task.labels or []),
             "text_pair": text_pair, "max_seq_length": length, "pooling": pooling,
             "format": os.path.basename(graph), "width_mult": width, "depth_mult": depth, "depth_rule": rule,
             **route_description(route), "hidden_size": config.hidden_size,
@@ -137,6 +149,108 @@ def export_one(args: RunArgs, task, tokenizer, width: float, depth: float, pooli
                 f"length {length}; max |Δlogits| {manifest['check']['max_abs_logit_diff']:.1e} against the flexible "
                 f"model on {len(expected)} dev examples")
     return manifest
+
+
+def export_dynamic(args: RunArgs, task, tokenizer, setting: dict[str, Any], pooling: str, rule: str,
+                   batches: list, labels: np.ndarray, lengths: list[int], text_pair: bool) -> dict[str, Any]:
+    """A gated or early-exit setting into ``OUT/<mode>``: a graph per (layer, width), the backbone's other
+    weights, gates and off-ramps; checked like a static export, routes included."""
+    from gate.inference import DynamicModel
+    from gate.io import load_gates, load_off_ramps, save_gates, save_off_ramps
+
+    from ..dynamic_predictor import plan_of_setting, save_backbone, save_layers
+    from .infer import depth_rule_for
+
+    tag = setting["mode"]
+    plan = plan_of_setting(setting)
+
+    def fresh():
+        return fresh_model(args, task, pooling)
+
+    model = fresh()
+    gates = load_gates(args.model_dir) if plan.gated else None
+    ramps = load_off_ramps(args.model_dir) if plan.exits else None
+    if (plan.gated and gates is None) or (plan.exits and ramps is None):
+        raise UserError(f"--inference_config: {tag} needs the gates and off-ramps of --stage gate; "
+                        f"{args.model_dir} lacks them")
+    reference = DynamicModel(model, gates, ramps, plan, depth_rule_for(args.model_dir, plan))
+    expected, routes = run_dynamic(reference, batches)
+    config = model.bert.config
+    with staging(args.output_dir, tag) as tmp:
+        with quiet_native(args.verbose):
+            graphs, layer_parameters = save_layers(fresh, plan, tmp)
+        save_backbone(model, tmp)
+        for saved, save in ((gates, save_gates), (ramps, save_off_ramps)):
+            if saved is not None:
+                save(saved, tmp)
+        tokenizer.save_pretrained(tmp)
+        outside = sum(parameter_count(layer) for layer in (gates, ramps) if layer is not None) + \
+            parameter_count(model) - sum(parameter_count(layer) for layer in model.bert.encoder.layers)
+        manifest: dict[str, Any] = {
+            "kind": "dynamic", "tag": tag, "task": task.name, "num_labels": task.num_labels,
+            "labels": list(task.labels or []), "text_pair": text_pair, "max_seq_length": args.max_seq_length,
+            "pooling": pooling, "format": f"{graphs} layer graphs", "setting": setting, "depth_rule": rule,
+            "hidden_size": config.hidden_size, "full_layers": config.num_hidden_layers,
+            "parameters": outside + layer_parameters, "parameters_outside_layers": outside,
+            "full_parameters": parameter_count(model),
+            "dev_mean_macs": float(np.mean([reference.macs(r, t) for r, t in zip(routes, lengths)])),
+            "dev_full_mean_macs": mean_macs(config, 1.0, 1.0, lengths),
+            "source_model": os.path.abspath(args.model_dir), "versions": package_versions(),
+        }
+        write_manifest(tmp, manifest)  # the predictor reads it
+        check, deployed = check_dynamic(args, tmp, manifest, task, batches, expected, routes)
+        manifest["check"] = check
+        manifest["dev_metrics"] = compute_metrics(task, deployed, labels)
+        write_manifest(tmp, manifest)
+        replace_dir(tmp, os.path.join(args.output_dir, tag))
+    logger.info(f"exported {tag} to {os.path.join(args.output_dir, tag)}: {graphs} layer graphs; "
+                f"{check['same_routes']:.1%} of dev routes and max |Δlogits| {check['max_abs_logit_diff']:.1e} "
+                "against the flexible model")
+    return manifest
+
+
+def check_dynamic(args: RunArgs, export_dir: str, manifest: dict[str, Any], task, batches: list,
+                  expected: np.ndarray, routes: list) -> tuple[dict[str, Any], np.ndarray]:
+    """The manifest's ``check`` of a dynamic export and its deployed (oneDNN) logits: on each kernel set,
+    the share of dev routes that are the flexible model's and the logit difference where they are."""
+    from ..dynamic_predictor import DynamicPredictor
+
+    tag, threads = manifest["tag"], math_threads(args.num_threads)
+    check: dict[str, Any] = {"split": task.dev_splits[0], "examples": int(len(expected)), "runtime": "paddle_inference"}
+    for onednn in (False, True):
+        got, taken = run_dynamic(DynamicPredictor(export_dir, manifest, threads, onednn), batches)
+        same = np.array([a == b for a, b in zip(taken, routes)])
+        diff = float(np.abs(got - expected)[same].max()) if same.any() else float("inf")
+        key = "onednn_" if onednn else ""
+        check.update({f"{key}max_abs_logit_diff": diff, f"{key}same_routes": float(same.mean()),
+                      f"{key}same_predictions": same_predictions(got, expected, task)})
+        if not diff <= (KERNEL_TOLERANCE if onednn else TOLERANCE) or same.mean() < ROUTE_AGREEMENT:
+            raise UserError(f"export {tag}: on Paddle Inference{' with oneDNN' if onednn else ''} {same.mean():.1%} "
+                            f"of the routes are the flexible model's and the logits differ by {diff:.2e}; "
+                            "nothing was written")
+    return check, got
+
+
+def fresh_model(args: RunArgs, task, pooling: str):
+    """A fresh load of --model_dir in eval mode with its pooling: every export narrows a model of its own."""
+    model = load_model(args.model_dir, task.num_labels, require_classifier=True)
+    model.bert.config.pooling = pooling
+    model.eval()
+    return model
+
+
+def run_dynamic(runner, batches: list) -> tuple[np.ndarray, list]:
+    """Logits and routes of a ``DynamicModel`` or ``DynamicPredictor`` over (ids, token types) batches."""
+    logits, routes = [], []
+    for ids, types in batches:
+        if hasattr(runner, "dynamic"):
+            batch_logits, batch_routes = runner.run(ids, types)
+        else:
+            batch_logits, batch_routes = runner.run({"input_ids": paddle.to_tensor(ids),
+                                                     "token_type_ids": paddle.to_tensor(types)})
+        logits.append(batch_logits)
+        routes.extend(batch_routes)
+    return np.concatenate(logits), routes
 
 
 def check_runtimes(args: RunArgs, export_dir: str, task, batches: list, expected: np.ndarray, labels: np.ndarray,
@@ -199,8 +313,9 @@ def onnx_versions() -> dict[str, str]:
 def run(args: RunArgs) -> StageReport:
     """``--stage export``: each requested subnet into ``<output_dir>/<tag>/``; export_results.json lists them."""
     task, tokenizer = start(args)
-    subnets = requested_subnets(args, task.name)
-    check_targets(args, subnets)
+    setting = dynamic_setting(args, task.name)
+    subnets = [] if setting else requested_subnets(args, task.name)
+    check_targets(args, [setting["mode"]] if setting else [subnet_tag(w, d) for w, d in subnets])
     pooling = check_pooling(args)
     rule = recorded_depth_rule(args.model_dir) or "prefix"
     started = time.time()
@@ -210,12 +325,16 @@ def run(args: RunArgs) -> StageReport:
     batches, lengths = _batches(loader), sequence_lengths(loader)
     labels = np.array([row["labels"] for row in dataset])
     text_pair = any(ex.text_b is not None for ex in examples)
-    exports = [export_one(args, task, tokenizer, w, d, pooling, rule, batches, labels, lengths, text_pair)
-               for w, d in subnets]
-    rows = [{"tag": subnet_tag(m["width_mult"], m["depth_mult"]), "path": os.path.join(args.output_dir,
-             subnet_tag(m["width_mult"], m["depth_mult"])), "width_mult": m["width_mult"], "depth_mult": m["depth_mult"],
+    if setting:
+        exports = [export_dynamic(args, task, tokenizer, setting, pooling, rule, batches, labels, lengths, text_pair)]
+    else:
+        exports = [export_one(args, task, tokenizer, w, d, pooling, rule, batches, labels, lengths, text_pair)
+                   for w, d in subnets]
+    rows = [{"tag": m["tag"], "path": os.path.join(args.output_dir, m["tag"]),
+             "width_mult": m.get("width_mult"), "depth_mult": m.get("depth_mult"),
              "parameters": m["parameters"], "parameter_share": m["parameters"] / m["full_parameters"],
-             "macs_share": m["macs_at_max_seq_length"] / m["full_macs_at_max_seq_length"],
+             "macs_share": m["dev_mean_macs"] / m["dev_full_mean_macs"] if setting else
+             m["macs_at_max_seq_length"] / m["full_macs_at_max_seq_length"],
              "metric": task.primary_metric, "value": m["dev_metrics"][task.primary_metric],
              "max_abs_logit_diff": m["check"]["max_abs_logit_diff"], "format": m["format"],
              "onednn_max_abs_logit_diff": m["check"]["onednn_max_abs_logit_diff"],

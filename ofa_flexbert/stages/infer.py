@@ -17,21 +17,17 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import paddle
 
+from gate.inference import DynamicModel, Plan
 from gate.io import load_gates, load_off_ramps
-from gate.modules import GateRouter
-from gate.ramps import ExitCheck, chain, exit_check_macs
-from gate.settings import gate_macs
 
-from ..accounting import mean_macs, route_macs, sequence_lengths
+from ..accounting import mean_macs, sequence_lengths
 from ..config import RunArgs, task_data_dir
 from ..data import encode, make_loader, read_split
-from ..encoder import Hook, classify, pooling_of
 from ..errors import UserError
 from ..metrics import compute_metrics, predictions
 from ..models import load_model
@@ -46,28 +42,6 @@ MODES = ("static", "w_dynamic", "d_dynamic", "wd_dynamic")
 LATENCY_INPUTS = 500  # dev inputs timed at batch 1 (after WARMUP): enough for a stable median and p90
 WARMUP = 10
 THROUGHPUT_BATCH = 32
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What runs: the mode, class k -> width, the depth, and the exit rule."""
-
-    mode: str
-    widths: tuple[float, ...]
-    depth_mult: float
-    early_exit: bool
-    threshold: float
-    normalized: bool
-    fixed_width: Optional[float] = None  # --fixed_gate: every gate decision replaced by this width
-
-    @property
-    def gated(self) -> bool:
-        """Whether gates run: a gated mode whose decisions are not fixed."""
-        return self.mode in ("w_dynamic", "wd_dynamic") and self.fixed_width is None
-
-    @property
-    def exits(self) -> bool:
-        return self.early_exit and self.mode in ("d_dynamic", "wd_dynamic")
 
 
 SETTINGS_KEYS = {"mode", "width_mult_list", "depth_mult", "early_exit", "exit_threshold", "normalized_entropy"}
@@ -140,48 +114,6 @@ def plan_of(args: RunArgs) -> Plan:
                         f"(got --{mode})")
     return Plan(mode, widths, args.depth_mult_list[0], args.early_exit, args.exit_threshold, args.normalized_entropy,
                 args.fixed_gate)
-
-
-class DynamicModel:
-    """A backbone with its gates and off-ramps, run as a :class:`Plan` says."""
-
-    def __init__(self, model, gates, ramps, plan: Plan, depth_rule: str = "prefix"):
-        self.model, self.gates, self.ramps, self.plan = model, gates, ramps, plan
-        self.config = model.bert.config
-        self.pooling = pooling_of(model.bert)
-        start_width = plan.fixed_width or (1.0 if plan.gated else plan.widths[0])
-        self.route = Route.uniform(self.config, start_width, plan.depth_mult, depth_rule)
-        if plan.gated and len(plan.widths) != gates.settings.num_classes:
-            raise UserError(f"--width_mult_list: the gates have {gates.settings.num_classes} classes, so it needs "
-                            f"{gates.settings.num_classes} widths, got {len(plan.widths)}")
-
-    def run(self, batch: dict, first: Optional[Hook] = None):
-        """(logits [B, C], the routes taken) for one batch, eval mode, no gradient.
-
-        ``first``: a hook run before the plan's own at every step (``--stage search`` records
-        the off-ramps' predictions with it)."""
-        rows = int(batch["input_ids"].shape[0])
-        router = GateRouter(self.gates, self.config, rows, self.plan.widths) if self.plan.gated else None
-        check = None
-        if self.plan.exits:
-            check = ExitCheck(self.ramps, self.plan.threshold, self.plan.normalized, len(self.route.layers))
-        hooks = [h for h in (first, check, router) if h is not None]
-        with paddle.no_grad():
-            out = classify(self.model, batch["input_ids"], batch["token_type_ids"], self.route,
-                           hook=chain(*hooks) if hooks else None,
-                           exit_heads=self.ramps.heads() if self.plan.exits else None)
-        return out.logits.numpy(), out.routes
-
-    def macs(self, route: Route, length: int) -> int:
-        """Everything one input of ``length`` tokens ran on ``route``: layers, head, gates, exit checks."""
-        run = len(route.executed)
-        total = route_macs(self.config, route, length)
-        if self.plan.gated:
-            total += gate_macs(self.gates.settings, self.config.hidden_size, length, self.pooling, run)
-        if self.plan.exits:
-            total += exit_check_macs(self.ramps, self.config.hidden_size, length, self.pooling, run,
-                                     len(route.layers), route.exit_after is not None)
-        return total
 
 
 def depth_rule_for(model_dir: str, plan: Plan) -> str:

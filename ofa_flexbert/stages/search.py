@@ -12,7 +12,7 @@ plotted.  Both halves were seen by the earlier stages' checkpoint selection, whi
 mode over another.  Every figure is also given for the whole of dev, which is what
 ``--stage infer`` with the written inference config reports.
 
-One engine: each map (and each static width) is one pass of ``infer.DynamicModel`` over dev at
+One engine: each map (and each static width) is one pass of ``gate.inference.DynamicModel`` over dev at
 full depth with the off-ramps' predictions recorded; an exit threshold is then replayed from the
 record (an input leaves at the first off-ramp whose entropy is below it), so forty thresholds
 cost one pass.  The replay is the exit check's own rule, and a test runs the chosen setting
@@ -31,6 +31,7 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
+from gate.inference import DynamicModel, Plan
 from gate.io import load_gates, load_off_ramps
 from gate.modules import FeatureRecorder
 from gate.ramps import entropy
@@ -47,7 +48,6 @@ from ..outputs import recorded_depth_rule, write_run_info
 from ..routes import Route
 from ..tradeoff import best_under_budget, default_thresholds, exit_steps, pareto_front, split_halves, width_maps
 from .common import StageReport, check_pooling, start
-from .infer import DynamicModel, Plan
 
 logger = logging.getLogger("ofa_flexbert")
 
