@@ -49,11 +49,14 @@ class Gates(paddle.nn.Layer):
 
 
 def gate_input(state: Between) -> paddle.Tensor:
-    """[n, H]: what the gate deciding at ``state.step`` reads -- the masked token mean of the
+    """[n, H]: what the gate deciding at ``state.step`` reads (:func:`gate_input_at`)."""
+    return gate_input_at(state.step, state.hidden, state.weights, state.pooling)
+
+
+def gate_input_at(step: int, hidden: paddle.Tensor, weights: paddle.Tensor, pooling: str) -> paddle.Tensor:
+    """[n, H]: what a gate deciding after ``step`` layers reads -- the masked token mean of the
     embeddings at step 0 (input-dependent, unlike [CLS] there), else the model's pooled vector."""
-    if state.step == 0:
-        return pool("mean", state.hidden, state.weights)
-    return state.pooled()
+    return pool("mean" if step == 0 else pooling, hidden, weights)
 
 
 class FeatureRecorder:
