@@ -218,7 +218,7 @@ def check_dynamic(args: RunArgs, export_dir: str, manifest: dict[str, Any], task
     tag, threads = manifest["tag"], math_threads(args.num_threads)
     check: dict[str, Any] = {"split": task.dev_splits[0], "examples": int(len(expected)), "runtime": "paddle_inference"}
     for onednn in (False, True):
-        got, taken = run_dynamic(DynamicPredictor(export_dir, manifest, threads, onednn), batches)
+        got, taken = run_dynamic(DynamicPredictor(export_dir, manifest, threads, onednn).dynamic, batches)
         same = np.array([a == b for a, b in zip(taken, routes)])
         diff = float(np.abs(got - expected)[same].max()) if same.any() else float("inf")
         key = "onednn_" if onednn else ""
@@ -240,14 +240,11 @@ def fresh_model(args: RunArgs, task, pooling: str):
 
 
 def run_dynamic(runner, batches: list) -> tuple[np.ndarray, list]:
-    """Logits and routes of a ``DynamicModel`` or ``DynamicPredictor`` over (ids, token types) batches."""
+    """Logits and routes of a ``gate.inference.DynamicModel`` over (ids, token types) batches."""
     logits, routes = [], []
     for ids, types in batches:
-        if hasattr(runner, "dynamic"):
-            batch_logits, batch_routes = runner.run(ids, types)
-        else:
-            batch_logits, batch_routes = runner.run({"input_ids": paddle.to_tensor(ids),
-                                                     "token_type_ids": paddle.to_tensor(types)})
+        batch_logits, batch_routes = runner.run({"input_ids": paddle.to_tensor(ids),
+                                                 "token_type_ids": paddle.to_tensor(types)})
         logits.append(batch_logits)
         routes.extend(batch_routes)
     return np.concatenate(logits), routes
