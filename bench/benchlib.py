@@ -13,6 +13,22 @@ from ofa_flexbert.atomic import write_text as atomic_write  # noqa: E402,F401  -
 from ofa_flexbert.plots import axes, save  # noqa: E402,F401  -- re-exported
 
 
+def run_side_by_side(jobs: list[tuple[list[str], str]]) -> None:
+    """Run every (command, log path) at once from the project root, appending to the logs; exit if one fails.
+
+    Runs compared by their wall time go side by side so that the rest of the machine's load falls on
+    them alike.
+    """
+    logs = [open(log_path, "a") for _, log_path in jobs]
+    procs = [subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT) for (cmd, _), log in zip(jobs, logs)]
+    codes = [proc.wait() for proc in procs]
+    for log in logs:
+        log.close()
+    for (cmd, log_path), code in zip(jobs, codes):
+        if code != 0:
+            sys.exit(f"failed ({code}): {' '.join(cmd)}; see {log_path}")
+
+
 def run(cmd: list[str], log_path: str, append: bool = False) -> float:
     """Run ``cmd`` from the project root with its output in ``log_path``; exit on failure. Returns seconds."""
     start = time.time()
