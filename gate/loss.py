@@ -10,11 +10,17 @@ Class weights: the reference hard-codes a table per task with no recipe.  Here t
 from the training targets with scikit-learn's ``balanced`` rule, n / (K · n_k), over the
 classes that occur (a class no training input has gets weight 0: it contributes nothing
 either way).
+
+Route training (``--gate_training routes``, :func:`route_loss`): the gates' straight-through
+choices run the model (``gate.relaxed``), whose logits are distilled from the full model's,
+plus a hinge on the batch's MACs share above a target: ``KD + λ · max(0, share − target)``.
+The share is the one ``eval_results.json`` reports (gates' own MACs included), so the target
+is read the way a user reads the result.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional, Sequence, TYPE_CHECKING
 
 import numpy as np
 import paddle
@@ -22,6 +28,11 @@ import paddle.nn.functional as F
 
 TAU_START, TAU_MIN, TAU_PERIOD, TAU_FINAL_FACTOR = 1.0, 0.5, 500, 0.3
 PROB_FLOOR = 1e-6
+
+if TYPE_CHECKING:
+    from ofa_flexbert.tasks import TaskSpec
+
+    from .settings import RouteCosts
 
 
 def class_weights(targets: np.ndarray, classes: int) -> np.ndarray:
@@ -71,3 +82,26 @@ def gate_loss(logits: Sequence[paddle.Tensor], targets: np.ndarray, weights: np.
         nll = -paddle.log(paddle.clip(picked, min=PROB_FLOOR))
         total = total + (nll * row_weights).sum()
     return total / (len(logits) * len(targets))
+
+
+def macs_share(choices: Sequence[paddle.Tensor], costs: Sequence["RouteCosts"]) -> paddle.Tensor:
+    """The batch's MACs as a share of the full model's (ratio of sums, as ``eval_results.json``'s
+    ``macs_share`` is a ratio of means) when gate g's choice for row b is ``choices[g][b]`` [B, K]
+    (one-hot, or straight-through: then the share has the soft choices' gradient); ``costs[b]`` is
+    row b's :class:`gate.settings.RouteCosts`."""
+    block = paddle.to_tensor(np.array([c.block for c in costs], dtype="float32"))  # [B, K]
+    fixed = float(sum(c.fixed for c in costs))
+    full = float(sum(c.full for c in costs))
+    chosen = paddle.add_n([(choice * block).sum() for choice in choices])
+    return (chosen + fixed) / full
+
+
+def route_loss(task: "TaskSpec", logits: paddle.Tensor, teacher: paddle.Tensor, share: paddle.Tensor,
+               target: float, weight: float) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
+    """(loss, distillation, penalty): the routed model's logits distilled from the full model's
+    (soft cross-entropy; MSE for regression) plus ``weight`` times the share above ``target``."""
+    from ofa_flexbert.losses import logit_distillation
+
+    distill = logit_distillation(task, logits, teacher)
+    penalty = F.relu(share - target)
+    return distill + weight * penalty, distill, penalty

@@ -85,3 +85,40 @@ def gate_macs(settings: GateSettings, hidden: int, length: int, pooling: str, la
     mlp = hidden * hidden + hidden * settings.num_classes
     reads = sum(length * hidden if s == 0 or pooling == "mean" else 0 for s in ran)
     return len(ran) * mlp + reads
+
+
+@dataclass(frozen=True)
+class RouteCosts:
+    """MACs of one ``length``-token input under gated routes, in the parts a gate's choice moves:
+    ``fixed`` (the gates' MLPs and reads, pooling, pooler, classifier: paid whatever the gates
+    choose), ``block[k]`` (one gate's block of layers at class k's width) and ``full`` (the full
+    model, what shares are of).  A route with gate g choosing class c_g costs
+    ``fixed + Σ_g block[c_g]`` -- exactly ``accounting.route_macs`` plus :func:`gate_macs`
+    for a route without exits, which a test checks."""
+
+    fixed: int
+    block: tuple[int, ...]
+    full: int
+
+
+def route_costs(config, settings: GateSettings, length: int) -> RouteCosts:
+    """The :class:`RouteCosts` of a ``length``-token input for a model with ``config`` (a BertConfig)
+    and these gates (class k runs at ``settings.class_widths[k]``).
+
+    Why: route-trained gates (``--gate_training routes``) pay for the MACs their choices cost;
+    the penalty is a sum of these numbers weighted by the gates' straight-through choices.
+    """
+    from ofa_flexbert.accounting import layer_macs, route_macs
+    from ofa_flexbert.routes import Route, config_width
+
+    def layer(width) -> int:
+        parts = layer_macs(config.hidden_size, width.heads, width.head_dim, width.ffn, length)
+        return parts["linear"] + parts["attention"]
+
+    full_route = Route.uniform(config)
+    full = route_macs(config, full_route, length)
+    encoder = sum(layer(width) for _, width in full_route.executed)
+    pooling = getattr(config, "pooling", None) or "cls"
+    fixed = full - encoder + gate_macs(settings, config.hidden_size, length, pooling)
+    block = tuple(settings.layers_per_gate * layer(config_width(config, w)) for w in settings.class_widths)
+    return RouteCosts(fixed, block, full)

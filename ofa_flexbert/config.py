@@ -21,6 +21,7 @@ from .routes import DEPTH_RULES, POOLINGS
 from .tasks import get_task  # the single list of tasks
 
 EXPORT_FORMATS = ("paddle", "onnx")
+GATE_TRAINING = ("targets", "routes")  # what --stage gate trains the gates on (stages/gate.py)
 STAGES = ("finetune", "width", "depth", "final", "gate", "infer", "search", "export", "all")
 # The reference's --training_phase values, mapped to our stages.  Its "finetuning" phase
 # runs the final-fine-tuning code path (flexible-bert-method.md §4), so it maps to "final".
@@ -103,6 +104,14 @@ class RunArgs:
                                  default_factory=list)
     train_off_ramps: bool = _flag("gate stage: also distil each off-ramp from the final classifier's logits "
                                   "(backbone frozen); off: copies of the final head, as in the reference", False)
+    gate_training: str = _flag("gate stage: what the gates learn from: targets (the reference: each input's "
+                               "smallest correct width, on features at that width) or routes (distil the full "
+                               "model through the routes the gates take, straight-through Gumbel, with a MACs "
+                               "penalty; see README)", "targets")
+    gate_macs_target: float = _flag("gate stage, --gate_training routes: the gated model's mean MACs, as a share of "
+                                    "the full model's, above which the penalty applies", 0.5)
+    gate_cost_weight: float = _flag("gate stage, --gate_training routes: weight of the MACs penalty "
+                                    "(per unit of share above --gate_macs_target)", 1.0)
     regression_tolerance: float = _flag("gate stage, regression tasks: a width 'gets an input right' when "
                                         "|prediction - label| <= this", 0.5)
     static: bool = _flag("infer stage: a static subnet: --width_mult_list (identical values) at the first "
@@ -315,6 +324,12 @@ def validate(args: RunArgs) -> None:
                                     or any(not w >= 0 for w in args.gate_class_weights)):
         raise UserError(f"--gate_class_weights: needs one non-negative weight per --gate_setting width "
                         f"({len(args.gate_setting)}), got " + ",".join(f"{w:g}" for w in args.gate_class_weights))
+    if args.gate_training not in GATE_TRAINING:
+        raise UserError(f"--gate_training: expected one of {', '.join(GATE_TRAINING)}, got '{args.gate_training}'")
+    if not 0.0 < args.gate_macs_target <= 1.0:
+        raise UserError(f"--gate_macs_target: a share of the full model's MACs, in (0, 1], got {args.gate_macs_target:g}")
+    if not args.gate_cost_weight >= 0:
+        raise UserError(f"--gate_cost_weight: must not be negative, got {args.gate_cost_weight:g}")
     if not args.regression_tolerance >= 0:
         raise UserError(f"--regression_tolerance: must not be negative, got {args.regression_tolerance:g}")
     if not 0.0 < args.macs_budget <= 1.0:

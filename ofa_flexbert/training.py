@@ -151,7 +151,7 @@ def resume_fingerprint(strategy: Strategy, task: TaskSpec, args: RunArgs, steps:
             "importance_data", "importance_holdout", "width_lambda1", "width_lambda2", "depth_lambda1",
             "depth_lambda2", "balance_subnet_gradients", "pooling",
             "num_gates", "gate_setting", "gate_class_weights", "regression_tolerance", "off_ramps",
-            "train_off_ramps")
+            "train_off_ramps", "gate_training", "gate_macs_target", "gate_cost_weight")
     return {"stage": strategy.name, "total_steps": steps, "world_size": distributed.world_size(),
             "model_dir": os.path.realpath(args.model_dir) if args.model_dir else None,
             "data_dir": os.path.realpath(task_data_dir(args.data_dir, task.dir_name)),

@@ -38,6 +38,10 @@ The patches:
 ``no_strided_views`` (paddle >= 2.6, a flag)
     ``FLAGS_use_stride_kernel`` off: views from transpose/reshape/slice make every CPU op
     that reads them run a slow generic strided copy first (attention reads three per layer).
+``gumbel_softmax_straight_through`` (all versions)
+    ``paddle.nn.functional.gumbel_softmax(hard=True)`` has a zero gradient (its backward applies
+    the softmax gradient to the one-hot output), where its documentation promises the soft
+    sample's; route-trained gates could not learn.  See ``gumbel.py``.
 ``bert_classifier_layer_indices`` (all versions)
     ``BertForSequenceClassification.forward`` also takes ``layer_indices`` and passes it to the
     encoder: the stock classifier cannot run a subset of layers, so OFA's elastic depth has
@@ -109,6 +113,12 @@ def _encoder_layer():
     return paddle.nn.TransformerEncoderLayer
 
 
+def _functional():
+    import paddle.nn.functional
+
+    return paddle.nn.functional
+
+
 def _replacement(module: str, name: str, wraps_original: bool = False) -> Callable[[Any], Any]:
     """Load ``<module>.<name>`` (``patches.<module>`` for a bare name); with ``wraps_original`` it is a
     factory taking the original.  The flexible forwards live in ``ofa_flexbert.encoder``, the engine
@@ -167,6 +177,13 @@ PATCHES: tuple[Patch, ...] = (
         _replacement("ofa_flexbert.encoder", "classifier_forward", wraps_original=True),
         lambda v: True,
         requires=("bert_list_mask_forward",),
+    ),
+    Patch(
+        "gumbel_softmax_straight_through",
+        _functional,
+        "gumbel_softmax",
+        _replacement("gumbel", "gumbel_softmax_straight_through", wraps_original=True),
+        lambda v: True,
     ),
 )
 

@@ -327,3 +327,30 @@ def test_eval_forward_does_not_call_dropout(tiny_batch):
     assert per_layer == 2
     assert calls[False] == 2  # only BertEmbeddings' and the classifier's (paddlenlp's forwards, not ours)
     assert calls[True] == 1 + per_layer * len(model.bert.encoder.layers) + 1  # embeddings, encoder, classifier
+
+
+# --- gumbel_softmax_straight_through ------------------------------------------------------------
+
+def gumbel_gradient(seed: int):
+    """(one-hot sample, gradient of Σ_k k·y_k w.r.t. the logits) of gumbel_softmax(hard=True)."""
+    paddle.seed(seed)
+    x = paddle.to_tensor(np.random.RandomState(0).randn(5, 4).astype("float32"), stop_gradient=False)
+    y = paddle.nn.functional.gumbel_softmax(x, temperature=0.7, hard=True)
+    (y * paddle.arange(4).astype("float32")).sum().backward()
+    return y.numpy(), x.grad.numpy()
+
+
+def test_stock_hard_gumbel_softmax_has_no_gradient_and_the_patched_one_has_the_soft_samples():
+    patches.restore()
+    stock_y, stock_grad = gumbel_gradient(11)
+    assert np.all(stock_grad == 0)  # the defect: nothing trained through hard choices can learn
+    patches.apply(only=("gumbel_softmax_straight_through",))
+    y, grad = gumbel_gradient(11)
+    np.testing.assert_array_equal(y, stock_y)  # the same noise, the same one-hot forward
+    paddle.seed(11)  # the soft sample with that noise, and its gradient: what the patched backward must be
+    x = paddle.to_tensor(np.random.RandomState(0).randn(5, 4).astype("float32"), stop_gradient=False)
+    soft = paddle.nn.functional.gumbel_softmax(x, temperature=0.7, hard=False)
+    (soft * paddle.arange(4).astype("float32")).sum().backward()
+    np.testing.assert_allclose(grad, x.grad.numpy(), rtol=1e-5, atol=1e-7)
+    assert np.abs(grad).max() > 1e-3
+    patches.restore()

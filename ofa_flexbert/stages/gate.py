@@ -16,6 +16,15 @@ are bit-identical).  What differs from the reference, each a recorded decision (
   MACs and the widths its gates choose -- so a gate that always picks one width is visible;
 * off-ramps (copies of the final head, as in the reference) can also be distilled from the
   final logits (--train_off_ramps), on the pooled vectors of the full model, cached likewise.
+
+``--gate_training routes`` (:class:`RouteGateStrategy`) trains the gates instead on the routes
+they take: trained on their targets' features, gates meet other features at inference (the
+widths earlier gates chose), and on MiniLM they did no better than static subnets of their cost
+(docs/benchmarks.md).  Each step runs the gated model with straight-through Gumbel choices
+(``gate.relaxed``), distils its logits from the full model's and pays for the MACs above
+--gate_macs_target (``gate.loss.route_loss``); the checkpoint is chosen by that loss on dev
+with argmax routes.  Targets are still computed on dev, to report how the gates' choices
+compare with them.
 """
 from __future__ import annotations
 
@@ -28,10 +37,11 @@ import paddle
 from tqdm.auto import tqdm
 
 from gate.io import save_gates, save_off_ramps
-from gate.loss import class_weights, gate_loss, target_features, temperature
+from gate.loss import class_weights, gate_loss, macs_share, route_loss, target_features, temperature
 from gate.modules import GateRouter, Gates
 from gate.ramps import OffRamps, check_ramp_layers, default_ramp_layers, ramp_inputs, ramp_loss
-from gate.settings import GateSettings, gate_macs
+from gate.relaxed import RelaxedOutput, relaxed_classify
+from gate.settings import GateSettings, RouteCosts, gate_macs, route_costs
 from gate.targets import balanced_accuracy, distribution, majority_rate, width_passes
 
 from .. import distributed
@@ -146,12 +156,16 @@ class GateStrategy:
                  steps: int, dev: GateData, dev_loader, ramps: OffRamps):
         self.backbone, self.gates, self.tokenizer, self.task, self.args = backbone, gates, tokenizer, task, args
         self.ramps, self.train_ramps = ramps, bool(args.train_off_ramps and ramps.layers)
-        self.model = GateModules(gates, ramps, self.train_ramps)
+        self.model = self.modules()
         self.runner = distributed.data_parallel(self.model)
         self.weights, self.steps, self.dev, self.dev_loader = weights, steps, dev, dev_loader
         self.subnets = [Subnet(w, 1.0) for w in gates.settings.gate_setting]
         self.step = 0
         self.static = self._static_results()
+
+    def modules(self) -> GateModules:
+        """What this strategy trains and checkpoints."""
+        return GateModules(self.gates, self.ramps, self.train_ramps)
 
     def resume_at(self, step: int) -> None:
         self.step = step
@@ -232,7 +246,7 @@ class GateStrategy:
                  bool(len(np.unique(predictions(task, gated_logits))) == 1)}
         extra = {"gate_loss": loss, "gated": gated, "gates": gates, "off_ramps": ramps,
                  "targets": {"distribution": distribution(dev.targets, settings.num_classes), "majority_rate": majority},
-                 "class_weights": [float(w) for w in self.weights], "settings": settings.to_json()}
+                 "settings": settings.to_json(), **self.training_record()}
         scalars = {"eval/gate_loss": loss, f"eval/gated/{task.primary_metric}": metrics[task.primary_metric],
                    "eval/gated/macs_share": gated["macs_share"],
                    **{f"eval/gate{g}/{key}": s[key] for g, s in enumerate(gates)
@@ -249,7 +263,15 @@ class GateStrategy:
         if self.train_ramps:
             scalars["eval/ramp_loss"] = ramp_total
             summary += f"; off-ramp loss {ramp_total:.4f}"
-        return Evaluation(self.static, -(loss + (ramp_total if self.train_ramps else 0.0)), summary, scalars, extra)
+        selected, note = self.selection_loss(loss, gated_logits, gated, scalars, extra)
+        return Evaluation(self.static, -(selected + (ramp_total if self.train_ramps else 0.0)), summary + note,
+                          scalars, extra)
+
+    def selection_loss(self, target_loss: float, gated_logits: np.ndarray, gated: dict, scalars: dict,
+                       extra: dict) -> tuple[float, str]:
+        """(the dev loss the checkpoint is chosen by, what to add to the log line): here the gate loss
+        against the targets; the off-ramps' loss is added when they train."""
+        return target_loss, ""
 
     def ramp_results(self) -> tuple[list[dict], float]:
         """Per off-ramp on dev: its task metrics if every input left there, its agreement with the
@@ -269,8 +291,102 @@ class GateStrategy:
     def save(self, output_dir: str) -> None:
         """The unchanged backbone (a complete model directory) and the gates beside it."""
         save_model(self.backbone, self.tokenizer, output_dir)
-        save_gates(self.gates, output_dir, {"class_weights": [float(w) for w in self.weights]})
+        save_gates(self.gates, output_dir, self.training_record())
         save_off_ramps(self.ramps, output_dir)
+
+    def training_record(self) -> dict[str, Any]:
+        """How the gates were trained, saved in gates.json."""
+        return {"gate_training": "targets", "class_weights": [float(w) for w in self.weights]}
+
+
+class RoutedGateModules(GateModules):
+    """The same trainable parameters as :class:`GateModules` (so the same checkpoint and gates
+    files), run as route training needs: the gated model on a token batch, every gate's choice
+    straight-through (``gate.relaxed``).  The frozen backbone is held outside the layer tree so
+    that it is neither checkpointed nor synchronised as a trainable part."""
+
+    def __init__(self, backbone, gates: Gates, ramps: OffRamps, train_ramps: bool):
+        super().__init__(gates, ramps, train_ramps)
+        self._backbone = [backbone]
+
+    def forward(self, batch: dict, tau: float, ramp_inputs: Optional[list[paddle.Tensor]] = None
+                ) -> tuple[RelaxedOutput, Optional[list[paddle.Tensor]]]:
+        out = relaxed_classify(self._backbone[0], batch["input_ids"], batch["token_type_ids"], self.gates,
+                               self.gates.settings.class_widths, tau=tau, noise=True)
+        return out, (None if ramp_inputs is None else self.ramps(ramp_inputs))
+
+
+class RouteGateStrategy(GateStrategy):
+    """``--gate_training routes``: the gates learn from the routes they take (module docstring).
+
+    Each step costs a no-gradient full-model forward (the distillation teacher, and the
+    off-ramps' inputs) and the relaxed gated model, which runs every class width of every layer
+    forward and backward: for widths 0.25-1 about five full forwards.
+    """
+
+    def __init__(self, backbone, gates: Gates, tokenizer, task: TaskSpec, args: RunArgs, steps: int,
+                 dev: GateData, dev_loader, ramps: OffRamps):
+        weights = np.ones(gates.settings.num_classes)  # the dev gate loss is reported unweighted
+        super().__init__(backbone, gates, tokenizer, task, args, weights, steps, dev, dev_loader, ramps)
+        self.target, self.cost_weight = args.gate_macs_target, args.gate_cost_weight
+        self.costs: dict[int, RouteCosts] = {}
+        self.dev_teacher = full_logits(backbone, dev_loader)
+
+    def modules(self) -> GateModules:
+        return RoutedGateModules(self.backbone, self.gates, self.ramps, self.train_ramps)
+
+    def row_costs(self, input_ids: paddle.Tensor) -> list[RouteCosts]:
+        """Each row's :class:`gate.settings.RouteCosts` at its real length (padding excluded)."""
+        lengths = (input_ids != self.backbone.bert.pad_token_id).astype("int64").sum(axis=1).numpy()
+        for length in set(lengths.tolist()) - set(self.costs):
+            self.costs[length] = route_costs(self.backbone.bert.config, self.gates.settings, length)
+        return [self.costs[int(t)] for t in lengths]
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        tau = temperature(self.step, self.steps)
+        pooled, teacher = ramp_inputs(self.backbone, batch, self.ramps) if self.train_ramps else \
+            (None, full_logits_of(self.backbone, batch))
+        out, ramp_logits = self.runner(batch, tau, pooled)
+        share = macs_share(out.choices, self.row_costs(batch["input_ids"]))
+        loss, distill, penalty = route_loss(self.task, out.logits, teacher, share, self.target, self.cost_weight)
+        logs = {"route_distill": float(distill), "macs_share": float(share), "macs_penalty": float(penalty), "tau": tau}
+        if self.train_ramps:
+            ramp = ramp_loss(ramp_logits, teacher)
+            logs["ramp_loss"] = float(ramp)
+            loss = loss + ramp
+        loss.backward()
+        self.step += 1
+        return {"loss": float(loss), **logs}
+
+    def selection_loss(self, target_loss: float, gated_logits: np.ndarray, gated: dict, scalars: dict,
+                       extra: dict) -> tuple[float, str]:
+        """The route loss on dev with the gates' argmax routes (no noise: deterministic), at the
+        MACs the engine counts -- the same share as in training, a test checks."""
+        with paddle.no_grad():
+            _, distill, penalty = route_loss(self.task, paddle.to_tensor(gated_logits), paddle.to_tensor(self.dev_teacher),
+                                             paddle.to_tensor(gated["macs_share"], dtype="float32"), self.target,
+                                             self.cost_weight)
+        loss = float(distill) + self.cost_weight * float(penalty)
+        extra["route_loss"] = {"loss": loss, "distillation": float(distill), "macs_share": gated["macs_share"],
+                               "macs_target": self.target, "cost_weight": self.cost_weight}
+        scalars.update({"eval/route_loss": loss, "eval/route_distill": float(distill)})
+        return loss, (f"; route loss {loss:.4f} (distillation {float(distill):.4f}, "
+                      f"MACs {gated['macs_share']:.0%} against a target of {self.target:.0%})")
+
+    def training_record(self) -> dict[str, Any]:
+        return {"gate_training": "routes", "gate_macs_target": self.target, "gate_cost_weight": self.cost_weight}
+
+
+def full_logits_of(model, batch: dict) -> paddle.Tensor:
+    """The full model's logits [B, C] on a token batch, without gradient (the distillation teacher)."""
+    with paddle.no_grad():
+        return classify(model, batch["input_ids"], batch["token_type_ids"], Route.uniform(model.bert.config)).logits
+
+
+def full_logits(model, loader) -> np.ndarray:
+    """:func:`full_logits_of` every example of ``loader``, in order (batches shared among ranks)."""
+    parts = [(index, full_logits_of(model, batch).numpy()) for index, batch in distributed.shard_batches(loader)]
+    return np.concatenate(distributed.gather(parts))
 
 
 def gate_settings(args: RunArgs, num_layers: int) -> GateSettings:
@@ -310,24 +426,33 @@ def run(args: RunArgs) -> StageReport:
     ramps = off_ramps(args, task, backbone)
     paddle.seed(args.seed)
     gates = Gates(backbone.bert.config.hidden_size, settings)
-    train_tokens = make_loader(data.train_loader.dataset, tokenizer, args.per_gpu_eval_batch_size)
     dev_loader = next(iter(data.dev_loaders.values()))
     tolerance = args.regression_tolerance
-    train_data = collect(backbone, train_tokens, settings, task, tolerance, "train",
-                         ramps if args.train_off_ramps else None)
     dev_data = collect(backbone, dev_loader, settings, task, tolerance, "dev", ramps)
-    weights = (np.array(args.gate_class_weights, dtype="float64") if args.gate_class_weights
-               else class_weights(train_data.targets, settings.num_classes))
-    shares = distribution(train_data.targets, settings.num_classes)
-    if distributed.is_main():
-        logger.info("gate targets (train): " + ", ".join(f"w{w:g} {s:.1%}" for w, s in zip(settings.gate_setting, shares))
-                    + "; class weights " + ", ".join(f"{w:.3g}" for w in weights))
-    loader = feature_loader(train_data, args)
-    strategy = GateStrategy(backbone, gates, tokenizer, task, args, weights, total_steps(args, len(loader)),
-                            dev_data, dev_loader, ramps)
+    extra: dict[str, Any] = {"gate_settings": settings.to_json(), "gate_training": args.gate_training,
+                             "depth_rule": recorded_depth_rule(args.model_dir)}
+    if args.gate_training == "routes":
+        if distributed.is_main():
+            logger.info(f"gate training on routes: the full model distilled through the gates' own routes, MACs "
+                        f"above {args.gate_macs_target:.0%} of the full model's weighted {args.gate_cost_weight:g}")
+        loader = data.train_loader
+        strategy: GateStrategy = RouteGateStrategy(backbone, gates, tokenizer, task, args, total_steps(args, len(loader)),
+                                                   dev_data, dev_loader, ramps)
+    else:
+        train_tokens = make_loader(data.train_loader.dataset, tokenizer, args.per_gpu_eval_batch_size)
+        train_data = collect(backbone, train_tokens, settings, task, tolerance, "train",
+                             ramps if args.train_off_ramps else None)
+        weights = (np.array(args.gate_class_weights, dtype="float64") if args.gate_class_weights
+                   else class_weights(train_data.targets, settings.num_classes))
+        shares = distribution(train_data.targets, settings.num_classes)
+        if distributed.is_main():
+            logger.info("gate targets (train): " + ", ".join(f"w{w:g} {s:.1%}" for w, s in zip(settings.gate_setting, shares))
+                        + "; class weights " + ", ".join(f"{w:.3g}" for w in weights))
+        loader = feature_loader(train_data, args)
+        strategy = GateStrategy(backbone, gates, tokenizer, task, args, weights, total_steps(args, len(loader)),
+                                dev_data, dev_loader, ramps)
+        extra.update({"train_target_distribution": shares, "class_weights": [float(w) for w in weights]})
     result = train(strategy, task, args, loader, data.dev_loaders, initial_best=-np.inf)
     saved = read_eval_results(args.output_dir) or {}
-    extra: dict[str, Any] = {"gate_settings": settings.to_json(), "train_target_distribution": shares,
-                             "class_weights": [float(w) for w in weights], "gated": saved.get("gated"),
-                             "depth_rule": recorded_depth_rule(args.model_dir)}
+    extra["gated"] = saved.get("gated")
     return finish(args, task, data, result, extra)
