@@ -168,3 +168,39 @@ def test_bad_route_training_flags_get_one_line(toy_width_model, tmp_path, capsys
     data_dir, width_dir = toy_width_model
     assert main(route_argv(data_dir, width_dir, tmp_path / "out", flag, value)) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(message)
+
+
+def test_route_training_on_two_ranks_keeps_the_ranks_identical(toy_width_model, tmp_path):
+    """The relaxed gated model runs through the DataParallel wrapper, so the ranks' gradients are
+    averaged; without it (the control) each rank's gates follow their own shard."""
+    from test_distributed import launch
+
+    data_dir, width_dir = toy_width_model
+    argv = route_argv(data_dir, width_dir, tmp_path / "dp", "--max_steps", "4", "--logging_steps", "2")
+    rank0, rank1 = launch(tmp_path, "dp", "sync", argv)
+    for name in rank0:
+        np.testing.assert_array_equal(rank0[name], rank1[name], err_msg=name)
+    argv = route_argv(data_dir, width_dir, tmp_path / "control", "--max_steps", "4", "--logging_steps", "2")
+    control0, control1 = launch(tmp_path, "control", "nosync", argv)
+    assert any(np.abs(control0[name] - control1[name]).max() > 0 for name in control0 if name.startswith("gates."))
+
+
+def test_route_training_starts_from_the_gates_of_its_model_directory(toy_width_model, tmp_path, capsys):
+    """Target-trained gates refined on their own routes: the run starts from them (at a vanishing
+    learning rate its first evaluation is theirs), and gates of other settings are refused."""
+    data_dir, width_dir = toy_width_model
+    targets = tmp_path / "targets"
+    assert main(stage_argv("gate", data_dir, width_dir, targets, "--num_gates", "2", "--learning_rate", "1e-3",
+                           "--num_train_epochs", "2", "--logging_steps", "20")) == 0
+    refined = tmp_path / "refined"
+    assert main(route_argv(data_dir, targets, refined, "--learning_rate", "1e-12", "--max_steps", "1",
+                           "--logging_steps", "1")) == 0
+    assert json.loads((refined / "flexbert.json").read_text())["gates_started_from"] == str(targets)
+    before = json.loads((targets / "eval_results.json").read_text())["gated"]
+    after = json.loads((refined / "eval_results.json").read_text())["gated"]
+    assert after == before and 0 < before["macs_share"] < 1
+    assert main(route_argv(data_dir, targets, tmp_path / "other", "--num_gates", "4")) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "its gates (2 gates, widths 0.25,0.5,0.75,1 -> 0.25,0.5,0.75,1) differ from the flags' (4 gates, "
+        "0.25,0.5,0.75,1 -> 0.25,0.5,0.75,1); --gate_training routes starts from a model's gates, so give "
+        "matching --num_gates/--gate_setting/--width_mult_list")

@@ -36,7 +36,7 @@ import numpy as np
 import paddle
 from tqdm.auto import tqdm
 
-from gate.io import save_gates, save_off_ramps
+from gate.io import load_gates, load_off_ramps, save_gates, save_off_ramps
 from gate.loss import class_weights, gate_loss, macs_share, route_loss, target_features, temperature
 from gate.modules import GateRouter, Gates
 from gate.ramps import OffRamps, check_ramp_layers, default_ramp_layers, ramp_inputs, ramp_loss
@@ -310,10 +310,15 @@ class RoutedGateModules(GateModules):
         self._backbone = [backbone]
 
     def forward(self, batch: dict, tau: float, ramp_inputs: Optional[list[paddle.Tensor]] = None
-                ) -> tuple[RelaxedOutput, Optional[list[paddle.Tensor]]]:
-        out = relaxed_classify(self._backbone[0], batch["input_ids"], batch["token_type_ids"], self.gates,
-                               self.gates.settings.class_widths, tau=tau, noise=True)
-        return out, (None if ramp_inputs is None else self.ramps(ramp_inputs))
+                ) -> tuple[paddle.Tensor, list[paddle.Tensor], Optional[list[paddle.Tensor]]]:
+        """(the gated model's logits, each gate's straight-through choice, the off-ramps' logits or None).
+
+        Plain tensors in tuples and lists: paddle's DataParallel finds the outputs it must wait
+        for by walking those (a dataclass hides them, and the reducer then fails in backward).
+        """
+        out: RelaxedOutput = relaxed_classify(self._backbone[0], batch["input_ids"], batch["token_type_ids"],
+                                              self.gates, self.gates.settings.class_widths, tau=tau, noise=True)
+        return out.logits, out.choices, (None if ramp_inputs is None else self.ramps(ramp_inputs))
 
 
 class RouteGateStrategy(GateStrategy):
@@ -346,9 +351,9 @@ class RouteGateStrategy(GateStrategy):
         tau = temperature(self.step, self.steps)
         pooled, teacher = ramp_inputs(self.backbone, batch, self.ramps) if self.train_ramps else \
             (None, full_logits_of(self.backbone, batch))
-        out, ramp_logits = self.runner(batch, tau, pooled)
-        share = macs_share(out.choices, self.row_costs(batch["input_ids"]))
-        loss, distill, penalty = route_loss(self.task, out.logits, teacher, share, self.target, self.cost_weight)
+        logits, choices, ramp_logits = self.runner(batch, tau, pooled)
+        share = macs_share(choices, self.row_costs(batch["input_ids"]))
+        loss, distill, penalty = route_loss(self.task, logits, teacher, share, self.target, self.cost_weight)
         logs = {"route_distill": float(distill), "macs_share": float(share), "macs_penalty": float(penalty), "tau": tau}
         if self.train_ramps:
             ramp = ramp_loss(ramp_logits, teacher)
@@ -416,6 +421,31 @@ def off_ramps(args: RunArgs, task: TaskSpec, model) -> OffRamps:
     return OffRamps.from_model(model, sorted(set(layers)))
 
 
+def start_from_saved(args: RunArgs, gates: Gates, ramps: OffRamps) -> Optional[str]:
+    """Route training continues from the gates (and off-ramps) saved in --model_dir, if it has any:
+    target-trained gates already depend on the input, and training them on their own routes is
+    what corrects the features they were trained on.  Returns the directory they came from.
+
+    Saved gates with other settings than the flags' are refused (a silent restart would throw away
+    what the user meant to refine); off-ramps are reused when they sit at the same layers.
+    """
+    saved = load_gates(args.model_dir)
+    if saved is None:
+        return None
+    if saved.settings != gates.settings:
+        raise UserError(f"--model_dir {args.model_dir}: its gates ({saved.settings.num_gates} gates, widths "
+                        f"{','.join(f'{w:g}' for w in saved.settings.gate_setting)} -> "
+                        f"{','.join(f'{w:g}' for w in saved.settings.class_widths)}) differ from the flags' "
+                        f"({gates.settings.num_gates} gates, {','.join(f'{w:g}' for w in gates.settings.gate_setting)} -> "
+                        f"{','.join(f'{w:g}' for w in gates.settings.class_widths)}); --gate_training routes starts "
+                        "from a model's gates, so give matching --num_gates/--gate_setting/--width_mult_list")
+    gates.set_state_dict(saved.state_dict())
+    saved_ramps = load_off_ramps(args.model_dir)
+    if saved_ramps is not None and saved_ramps.layers == ramps.layers:
+        ramps.set_state_dict(saved_ramps.state_dict())
+    return args.model_dir
+
+
 def run(args: RunArgs) -> StageReport:
     """``--stage gate``: train width gates on the frozen input model; keep the lowest dev gate loss."""
     task, tokenizer = start(args)
@@ -432,9 +462,12 @@ def run(args: RunArgs) -> StageReport:
     extra: dict[str, Any] = {"gate_settings": settings.to_json(), "gate_training": args.gate_training,
                              "depth_rule": recorded_depth_rule(args.model_dir)}
     if args.gate_training == "routes":
+        extra["gates_started_from"] = start_from_saved(args, gates, ramps)
         if distributed.is_main():
             logger.info(f"gate training on routes: the full model distilled through the gates' own routes, MACs "
-                        f"above {args.gate_macs_target:.0%} of the full model's weighted {args.gate_cost_weight:g}")
+                        f"above {args.gate_macs_target:.0%} of the full model's weighted {args.gate_cost_weight:g}; "
+                        + (f"starting from the gates in {args.model_dir}" if extra["gates_started_from"]
+                           else "gates initialised at random"))
         loader = data.train_loader
         strategy: GateStrategy = RouteGateStrategy(backbone, gates, tokenizer, task, args, total_steps(args, len(loader)),
                                                    dev_data, dev_loader, ramps)
