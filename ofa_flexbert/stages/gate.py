@@ -335,7 +335,7 @@ class RouteGateStrategy(GateStrategy):
         super().__init__(backbone, gates, tokenizer, task, args, weights, steps, dev, dev_loader, ramps)
         self.target, self.cost_weight = args.gate_macs_target, args.gate_cost_weight
         self.costs: dict[int, RouteCosts] = {}
-        self.dev_teacher = full_logits(backbone, dev_loader)
+        self.dev_teacher = full_logits(backbone, dev_loader, ramps)
 
     def modules(self) -> GateModules:
         return RoutedGateModules(self.backbone, self.gates, self.ramps, self.train_ramps)
@@ -349,9 +349,8 @@ class RouteGateStrategy(GateStrategy):
 
     def train_step(self, batch: dict) -> dict[str, float]:
         tau = temperature(self.step, self.steps)
-        pooled, teacher = ramp_inputs(self.backbone, batch, self.ramps) if self.train_ramps else \
-            (None, full_logits_of(self.backbone, batch))
-        logits, choices, ramp_logits = self.runner(batch, tau, pooled)
+        pooled, teacher = ramp_inputs(self.backbone, batch, self.ramps)  # the teacher: the full model's logits
+        logits, choices, ramp_logits = self.runner(batch, tau, pooled if self.train_ramps else None)
         share = macs_share(choices, self.row_costs(batch["input_ids"]))
         loss, distill, penalty = route_loss(self.task, logits, teacher, share, self.target, self.cost_weight)
         logs = {"route_distill": float(distill), "macs_share": float(share), "macs_penalty": float(penalty), "tau": tau}
@@ -368,10 +367,10 @@ class RouteGateStrategy(GateStrategy):
         """The route loss on dev with the gates' argmax routes (no noise: deterministic), at the
         MACs the engine counts -- the same share as in training, a test checks."""
         with paddle.no_grad():
-            _, distill, penalty = route_loss(self.task, paddle.to_tensor(gated_logits), paddle.to_tensor(self.dev_teacher),
+            total, distill, _ = route_loss(self.task, paddle.to_tensor(gated_logits), paddle.to_tensor(self.dev_teacher),
                                              paddle.to_tensor(gated["macs_share"], dtype="float32"), self.target,
                                              self.cost_weight)
-        loss = float(distill) + self.cost_weight * float(penalty)
+        loss = float(total)
         extra["route_loss"] = {"loss": loss, "distillation": float(distill), "macs_share": gated["macs_share"],
                                "macs_target": self.target, "cost_weight": self.cost_weight}
         scalars.update({"eval/route_loss": loss, "eval/route_distill": float(distill)})
@@ -382,15 +381,10 @@ class RouteGateStrategy(GateStrategy):
         return {"gate_training": "routes", "gate_macs_target": self.target, "gate_cost_weight": self.cost_weight}
 
 
-def full_logits_of(model, batch: dict) -> paddle.Tensor:
-    """The full model's logits [B, C] on a token batch, without gradient (the distillation teacher)."""
-    with paddle.no_grad():
-        return classify(model, batch["input_ids"], batch["token_type_ids"], Route.uniform(model.bert.config)).logits
-
-
-def full_logits(model, loader) -> np.ndarray:
-    """:func:`full_logits_of` every example of ``loader``, in order (batches shared among ranks)."""
-    parts = [(index, full_logits_of(model, batch).numpy()) for index, batch in distributed.shard_batches(loader)]
+def full_logits(model, loader, ramps: OffRamps) -> np.ndarray:
+    """The full model's logits on every example of ``loader``, in order (batches shared among ranks):
+    the distillation teacher of route training on dev."""
+    parts = [(index, ramp_inputs(model, batch, ramps)[1].numpy()) for index, batch in distributed.shard_batches(loader)]
     return np.concatenate(distributed.gather(parts))
 
 
