@@ -7,10 +7,9 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # the benchmarks use the library's own rules (epoch length, holdout, atomic writes)
 
-from ofa_flexbert.atomic import write_text as atomic_write  # noqa: E402,F401  -- re-exported
-from ofa_flexbert.plots import axes, save  # noqa: E402,F401  -- re-exported
+from ofa_flexbert.store.atomic import write_text as atomic_write  # noqa: E402,F401  -- re-exported
+from ofa_flexbert.app.plots import axes, save  # noqa: E402,F401  -- re-exported
 
 
 def run_side_by_side(jobs: list[tuple[list[str], str]]) -> None:

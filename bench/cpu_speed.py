@@ -45,7 +45,6 @@ BATCH, LENGTH = 32, 128
 
 def paddle_worker(model_dir: str, forward: str, threads: int):
     """(step, evaluate, description) for our Paddle model; ``forward`` is 'ours' or 'stock'."""
-    sys.path.insert(0, ROOT)
     import patches  # first: the MKL fast path acts before paddle loads MKL
 
     import ctypes
@@ -54,7 +53,7 @@ def paddle_worker(model_dir: str, forward: str, threads: int):
     import paddle
     import paddle.nn.functional as F
 
-    from ofa_flexbert.models import load_model
+    from ofa_flexbert.store.models import load_model
 
     if forward == "ours":
         patches.apply()
@@ -340,5 +339,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     main()

@@ -24,12 +24,11 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import patches  # noqa: E402  -- before paddle
 
 from benchlib import atomic_write  # noqa: E402
 
-from ofa_flexbert.diagnostics import CHECK_EXAMPLES  # noqa: E402  -- the depth stage's own sample size
+from ofa_flexbert.train.diagnostics import CHECK_EXAMPLES  # noqa: E402  -- the depth stage's own sample size
 
 
 def main() -> None:
@@ -47,10 +46,10 @@ def main() -> None:
 
     from ofa_flexbert import data as D
     from ofa_flexbert.config import task_data_dir
-    from ofa_flexbert.diagnostics import SPREAD_WARNING_SHARE, cls_spread, shallow_depth_check
-    from ofa_flexbert.losses import logit_distillation
-    from ofa_flexbert.models import load_model, load_tokenizer
-    from ofa_flexbert.routes import depth_layers
+    from ofa_flexbert.train.diagnostics import SPREAD_WARNING_SHARE, cls_spread, shallow_depth_check
+    from ofa_flexbert.engine.losses import logit_distillation
+    from ofa_flexbert.store.models import load_model, load_tokenizer
+    from ofa_flexbert.engine.routes import depth_layers
 
     paddle.seed(0)
     task = D.get_task(args.task)

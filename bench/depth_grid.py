@@ -19,7 +19,7 @@ import sys
 
 from benchlib import atomic_write, axes, run, save
 
-from ofa_flexbert.data import batches_per_epoch  # noqa: E402  -- the stages' own epoch length
+from ofa_flexbert.glue.data import batches_per_epoch  # noqa: E402  -- the stages' own epoch length
 
 
 def load(path: str) -> dict:

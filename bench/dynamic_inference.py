@@ -21,8 +21,8 @@ import sys
 
 from benchlib import atomic_write, run
 
-from ofa_flexbert.stages.search import describe, settings_entry_of  # noqa: E402  -- the stage's own reading
-from ofa_flexbert.tradeoff import best_under_budget  # noqa: E402  -- the stage's own rule
+from ofa_flexbert.app.stages.search import describe, settings_entry_of  # noqa: E402  -- the stage's own reading
+from ofa_flexbert.adaptive.tradeoff import best_under_budget  # noqa: E402  -- the stage's own rule
 
 
 def load(path: str) -> dict:

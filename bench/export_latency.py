@@ -29,8 +29,8 @@ from benchlib import ROOT, atomic_write, axes, run, save
 
 import patches  # noqa: F401,E402  -- zlib before paddle
 
-from ofa_flexbert.data import get_task, read_split  # noqa: E402
-from ofa_flexbert.predictor import Predictor  # noqa: E402
+from ofa_flexbert.glue.data import get_task, read_split  # noqa: E402
+from ofa_flexbert.deploy.predictor import Predictor  # noqa: E402
 
 RUNTIMES = (("paddle", True), ("paddle", False), ("onnx", None))  # (runtime, oneDNN)
 GOAL = 1.1  # latency ratio <= GOAL x MACs ratio

@@ -22,7 +22,7 @@ import sys
 from benchlib import atomic_write, run
 
 from ofa_flexbert.config import task_data_dir  # noqa: E402  -- after benchlib, which puts the project on the path
-from ofa_flexbert.data import batches_per_epoch, get_task, read_split
+from ofa_flexbert.glue.data import batches_per_epoch, get_task, read_split
 
 
 def minilm_dir() -> str:

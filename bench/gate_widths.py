@@ -16,7 +16,7 @@ import argparse
 
 from benchlib import save
 
-from ofa_flexbert.outputs import read_eval_results  # noqa: E402  -- after benchlib, which puts the project on the path
+from ofa_flexbert.store.outputs import read_eval_results  # noqa: E402  -- after benchlib, which puts the project on the path
 
 
 def parse_run(text: str) -> tuple[str, str]:

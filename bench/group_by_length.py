@@ -30,8 +30,8 @@ import sys
 from benchlib import atomic_write, run_side_by_side
 
 from ofa_flexbert.config import task_data_dir  # noqa: E402  -- after benchlib, which puts the project on the path
-from ofa_flexbert.data import EpochBatchSampler, batches_per_epoch, encode, get_task, read_split
-from ofa_flexbert.models import load_tokenizer
+from ofa_flexbert.glue.data import EpochBatchSampler, batches_per_epoch, encode, get_task, read_split
+from ofa_flexbert.store.models import load_tokenizer
 
 
 def tokens_per_epoch(lengths: list[int], batch_size: int, seed: int, grouped: bool) -> int:

@@ -38,11 +38,11 @@ def main() -> None:
     from gate.relaxed import relaxed_classify
     from gate.settings import route_costs
     from ofa_flexbert.config import task_data_dir
-    from ofa_flexbert.data import encode, get_task, make_loader, read_split
-    from ofa_flexbert.encoder import classify
-    from ofa_flexbert.losses import logit_distillation
-    from ofa_flexbert.models import freeze, load_model, load_tokenizer, recorded_pooling
-    from ofa_flexbert.routes import Route
+    from ofa_flexbert.glue.data import encode, get_task, make_loader, read_split
+    from ofa_flexbert.engine.encoder import classify
+    from ofa_flexbert.engine.losses import logit_distillation
+    from ofa_flexbert.store.models import freeze, load_model, load_tokenizer, recorded_pooling
+    from ofa_flexbert.engine.routes import Route
 
     task = get_task(args.task)
     model = freeze(load_model(args.model_dir, task.num_labels, require_classifier=True))

@@ -17,7 +17,6 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 import patches  # noqa: E402
 
@@ -34,13 +33,13 @@ def main() -> None:
     import paddle
 
     from ofa_flexbert.config import RunArgs
-    from ofa_flexbert.data import get_task
-    from ofa_flexbert.losses import task_loss
-    from ofa_flexbert.models import load_model
-    from ofa_flexbert.stages.common import math_threads
-    from ofa_flexbert.stages.width import WidthStrategy
-    from ofa_flexbert.supernet import FlexOFA, convert_to_supernet, mapping_layers
-    from ofa_flexbert.training import build_optimizer
+    from ofa_flexbert.glue.data import get_task
+    from ofa_flexbert.engine.losses import task_loss
+    from ofa_flexbert.store.models import load_model
+    from ofa_flexbert.app.stages.common import math_threads
+    from ofa_flexbert.app.stages.width import WidthStrategy
+    from ofa_flexbert.train.supernet import FlexOFA, convert_to_supernet, mapping_layers
+    from ofa_flexbert.train.loop import build_optimizer
 
     paddle.base.core.set_num_threads(math_threads())
     paddle.seed(0)

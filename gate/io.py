@@ -13,7 +13,7 @@ from typing import Optional
 import paddle
 
 from ofa_flexbert.errors import UserError
-from ofa_flexbert.atomic import write_bytes, write_json
+from ofa_flexbert.store.atomic import write_bytes, write_json
 
 from .modules import Gates
 from .ramps import OffRamps

@@ -30,7 +30,7 @@ TAU_START, TAU_MIN, TAU_PERIOD, TAU_FINAL_FACTOR = 1.0, 0.5, 500, 0.3
 PROB_FLOOR = 1e-6
 
 if TYPE_CHECKING:
-    from ofa_flexbert.tasks import TaskSpec
+    from ofa_flexbert.glue.tasks import TaskSpec
 
     from .settings import RouteCosts
 
@@ -100,7 +100,7 @@ def route_loss(task: "TaskSpec", logits: paddle.Tensor, teacher: paddle.Tensor, 
                target: float, weight: float) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
     """(loss, distillation, penalty): the routed model's logits distilled from the full model's
     (soft cross-entropy; MSE for regression) plus ``weight`` times the share above ``target``."""
-    from ofa_flexbert.losses import logit_distillation
+    from ofa_flexbert.engine.losses import logit_distillation
 
     distill = logit_distillation(task, logits, teacher)
     penalty = F.relu(share - target)

@@ -14,8 +14,8 @@ from typing import Optional, Sequence
 import numpy as np
 import paddle
 
-from ofa_flexbert.encoder import Between, pool
-from ofa_flexbert.routes import Width, config_width
+from ofa_flexbert.engine.encoder import Between, pool
+from ofa_flexbert.engine.routes import Width, config_width
 
 from .settings import GateSettings
 

@@ -14,9 +14,9 @@ from typing import Optional, Sequence
 import numpy as np
 import paddle
 
-from ofa_flexbert.encoder import Between, Head, classify
-from ofa_flexbert.losses import soft_cross_entropy
-from ofa_flexbert.routes import Route, depth_for
+from ofa_flexbert.engine.encoder import Between, Head, classify
+from ofa_flexbert.engine.losses import soft_cross_entropy
+from ofa_flexbert.engine.routes import Route, depth_for
 
 
 def default_ramp_layers(num_layers: int) -> list[int]:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import paddle
 import paddle.nn.functional as F
 
-from ofa_flexbert.encoder import (ExpandedMask, additive_mask, encoder_layer, final_head, pool, pooling_of,
+from ofa_flexbert.engine.encoder import (ExpandedMask, additive_mask, encoder_layer, final_head, pool, pooling_of,
                                   token_weights)
-from ofa_flexbert.routes import Width, config_width
+from ofa_flexbert.engine.routes import Width, config_width
 
 from .modules import Gates, gate_input_at
 

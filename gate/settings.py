@@ -108,8 +108,8 @@ def route_costs(config, settings: GateSettings, length: int) -> RouteCosts:
     Why: route-trained gates (``--gate_training routes``) pay for the MACs their choices cost;
     the penalty is a sum of these numbers weighted by the gates' straight-through choices.
     """
-    from ofa_flexbert.accounting import layer_macs, route_macs
-    from ofa_flexbert.routes import Route, config_width
+    from ofa_flexbert.engine.accounting import layer_macs, route_macs
+    from ofa_flexbert.engine.routes import Route, config_width
 
     def layer(width) -> int:
         parts = layer_macs(config.hidden_size, width.heads, width.head_dim, width.ffn, length)

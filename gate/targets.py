@@ -11,9 +11,9 @@ from typing import Optional
 import numpy as np
 import paddle
 
-from ofa_flexbert.tasks import TaskSpec
-from ofa_flexbert.encoder import classify
-from ofa_flexbert.routes import Route
+from ofa_flexbert.glue.tasks import TaskSpec
+from ofa_flexbert.engine.encoder import classify
+from ofa_flexbert.engine.routes import Route
 
 from .modules import FeatureRecorder
 from .settings import GateSettings

@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     """``ofa_flexbert.Predictor`` without paying for paddle's import until it is used."""
     if name == "Predictor":
-        from .predictor import Predictor
+        from ofa_flexbert.deploy.predictor import Predictor
 
         return Predictor
     raise AttributeError(f"module 'ofa_flexbert' has no attribute {name!r}")

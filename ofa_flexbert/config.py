@@ -17,8 +17,8 @@ from typing import Any, Optional, get_type_hints
 import yaml
 
 from .errors import UserError
-from .routes import DEPTH_RULES, POOLINGS
-from .tasks import get_task  # the single list of tasks
+from ofa_flexbert.engine.routes import DEPTH_RULES, POOLINGS
+from ofa_flexbert.glue.tasks import get_task  # the single list of tasks
 
 EXPORT_FORMATS = ("paddle", "onnx")
 GATE_TRAINING = ("targets", "routes")  # what --stage gate trains the gates on (stages/gate.py)

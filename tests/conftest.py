@@ -3,7 +3,6 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 import patches  # noqa: E402  -- before paddle (zlib_first)
 
@@ -89,8 +88,8 @@ FAST = ["--per_gpu_train_batch_size", "32", "--per_gpu_eval_batch_size", "200", 
 @pytest.fixture(scope="session")
 def toy_teacher(tmp_path_factory):
     """The demo task (small) and a tiny teacher fine-tuned on it: ``(data_dir, teacher_dir)``."""
-    from ofa_flexbert.demo import write_synthetic_task, write_tiny_bert
-    from run_ofa_glue import main
+    from ofa_flexbert.app.demo import write_synthetic_task, write_tiny_bert
+    from ofa_flexbert.app.cli import main
 
     root = tmp_path_factory.mktemp("toy")
     data_dir, pretrained, teacher = str(root / "SST-2"), str(root / "pretrained"), str(root / "teacher")
@@ -104,7 +103,7 @@ def toy_teacher(tmp_path_factory):
 @pytest.fixture(scope="session")
 def toy_width_model(toy_teacher, tmp_path_factory):
     """The toy teacher after a short width stage (with distillation): ``(data_dir, width_dir)``."""
-    from run_ofa_glue import main
+    from ofa_flexbert.app.cli import main
 
     data_dir, teacher = toy_teacher
     out = str(tmp_path_factory.mktemp("toy_width") / "width")
@@ -117,7 +116,7 @@ def toy_width_model(toy_teacher, tmp_path_factory):
 @pytest.fixture(scope="session")
 def toy_gated(toy_width_model, tmp_path_factory):
     """The toy width model with briefly trained gates and off-ramps: ``(data_dir, width_dir, gate_dir)``."""
-    from run_ofa_glue import main
+    from ofa_flexbert.app.cli import main
 
     data_dir, width_dir = toy_width_model
     out = tmp_path_factory.mktemp("infer") / "gates"
@@ -160,7 +159,7 @@ def without_dropout(model_dir, out_dir):
 
 def run_interrupted(monkeypatch, strategy_class, crash_step, argv):
     """Run the CLI on ``argv`` and interrupt it in training step ``crash_step`` (a simulated Ctrl-C)."""
-    from run_ofa_glue import main
+    from ofa_flexbert.app.cli import main
 
     calls = {"n": 0}
     original = strategy_class.train_step

@@ -13,8 +13,6 @@ import json
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 import patches  # noqa: E402,F401  -- before paddle
 
@@ -23,10 +21,10 @@ import numpy as np  # noqa: E402
 
 def main() -> int:
     dump_dir, mode, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
-    from ofa_flexbert import distributed, training
-    from ofa_flexbert.stages import depth, finetune, gate, width
-    from ofa_flexbert.supernet import plain_state_dict
-    from run_ofa_glue import main as cli
+    from ofa_flexbert.train import distributed, loop as training
+    from ofa_flexbert.app.stages import depth, finetune, gate, width
+    from ofa_flexbert.train.supernet import plain_state_dict
+    from ofa_flexbert.app.cli import main as cli
 
     original_train, original_importance = training.train, width.compute_importance
     rows = {"eval_rows": 0, "importance_rows": 0}
@@ -78,6 +76,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    from ofa_flexbert.distributed import exit_process
+    from ofa_flexbert.train.distributed import exit_process
 
     exit_process(main())

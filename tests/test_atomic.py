@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from ofa_flexbert import atomic
+from ofa_flexbert.store import atomic
 
 
 def test_a_failure_while_staging_leaves_the_target_and_no_temporary(tmp_path):

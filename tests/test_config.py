@@ -3,7 +3,7 @@ import pytest
 
 from ofa_flexbert.config import RunArgs, load_yaml_defaults, resolve
 from ofa_flexbert.errors import UserError
-from run_ofa_glue import stage_parser
+from ofa_flexbert.app.cli import stage_parser
 
 
 def parse(*argv):
@@ -98,7 +98,7 @@ def test_a_stage_section_that_is_not_a_mapping_is_refused(tmp_path):
 
 
 def test_stage_all_checks_every_stage_section_before_running_any(tmp_path):
-    from ofa_flexbert.stages import run
+    from ofa_flexbert.app.stages import run
 
     config = write(tmp_path, "stages:\n  width:\n    learning_rat: 1.0\n")
     with pytest.raises(UserError) as info:
@@ -198,7 +198,7 @@ def test_do_lower_case_is_checked_against_the_tokenizer(caplog, flag, lower, war
     import logging
     from types import SimpleNamespace
 
-    from ofa_flexbert.stages.common import check_lower_case
+    from ofa_flexbert.app.stages.common import check_lower_case
 
     tokenizer = SimpleNamespace(basic_tokenizer=SimpleNamespace(do_lower_case=lower))
     with caplog.at_level(logging.WARNING, logger="ofa_flexbert"):

@@ -3,7 +3,7 @@ import logging
 
 import pytest
 
-from ofa_flexbert.console import quiet_libraries
+from ofa_flexbert.app.console import quiet_libraries
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ import numpy as np
 import paddle
 import pytest
 
-from ofa_flexbert.data import (
+from ofa_flexbert.glue.data import (
     TASKS,
     EpochBatchSampler,
     Example,
@@ -198,7 +198,7 @@ def test_blank_lines_are_skipped_but_line_numbers_stay_physical(tmp_path):
 
 
 def test_bom_is_stripped_from_the_first_cell(tmp_path):
-    from ofa_flexbert.data import _rows
+    from ofa_flexbert.glue.data import _rows
 
     path = write_tsv(tmp_path / "train.tsv", ["1\tx"], bom=True)
     assert list(_rows(path, header=False, what="x")) == [(1, ["1", "x"])]
@@ -458,7 +458,7 @@ def _padded_tokens(batches, lengths):
 
 
 def test_group_by_length_visits_each_example_once_in_batches_of_similar_length():
-    from ofa_flexbert.data import POOL_BATCHES
+    from ofa_flexbert.glue.data import POOL_BATCHES
 
     rng = np.random.RandomState(0)
     n, size = 2 * POOL_BATCHES * 8 + 13, 8  # two full pools and a partial one with a short last batch

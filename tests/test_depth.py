@@ -10,11 +10,11 @@ import pytest
 import patches
 from conftest import assert_same_checkpoint, run_interrupted, stage_argv, tiny_bert_config
 from numpy_bert import bert_forward, classifier_logits, sliced_hf_weights
-from ofa_flexbert.accounting import layer_macs, mean_macs, subnet_macs
-from ofa_flexbert.losses import hidden_distillation, teacher_layer_map
-from ofa_flexbert.routes import Subnet, width_for
-from ofa_flexbert.supernet import FlexOFA, convert_to_supernet, mapping_layers, plain_state_dict
-from run_ofa_glue import main
+from ofa_flexbert.engine.accounting import layer_macs, mean_macs, subnet_macs
+from ofa_flexbert.engine.losses import hidden_distillation, teacher_layer_map
+from ofa_flexbert.engine.routes import Subnet, width_for
+from ofa_flexbert.train.supernet import FlexOFA, convert_to_supernet, mapping_layers, plain_state_dict
+from ofa_flexbert.app.cli import main
 
 
 
@@ -233,7 +233,7 @@ def test_final_replaces_the_input_when_it_improves(toy_width_model, tmp_path):
 
 
 def test_resumed_depth_run_equals_an_uninterrupted_one(toy_width_model, tmp_path, monkeypatch):
-    from ofa_flexbert.stages.depth import GridStrategy
+    from ofa_flexbert.app.stages.depth import GridStrategy
 
     data_dir, width_dir = toy_width_model
     extra = ("--max_steps", "6", "--logging_steps", "2", "--learning_rate", "5e-4", "--width_mult_list", "0.5,1.0")
@@ -274,16 +274,16 @@ def test_a_foreign_flexbert_json_is_no_depth_rule_record(tmp_path, text):
     """Only a description this toolkit wrote can refuse a rule; anything else is ignored, never a traceback."""
     from types import SimpleNamespace
 
-    from ofa_flexbert.stages.depth import check_depth_rule
+    from ofa_flexbert.app.stages.depth import check_depth_rule
 
     (tmp_path / "flexbert.json").write_text(text)
     assert check_depth_rule(SimpleNamespace(model_dir=str(tmp_path), depth_rule="every_other")) is None
 
 
 def test_grid_table_puts_depths_in_rows_and_widths_in_columns():
-    from ofa_flexbert.outputs import SubnetResult
-    from ofa_flexbert.report import grid_table
-    from ofa_flexbert.stages.common import StageReport
+    from ofa_flexbert.store.outputs import SubnetResult
+    from ofa_flexbert.app.report import grid_table
+    from ofa_flexbert.app.stages.common import StageReport
 
     results = [SubnetResult(w, d, {"acc": acc}, macs) for w, d, acc, macs in
                [(1.0, 1.0, 0.9, 400.0), (0.5, 1.0, 0.8, 200.0), (1.0, 0.5, 0.7, 200.0), (0.5, 0.5, 0.6, 100.0)]]
@@ -299,8 +299,8 @@ def test_grid_table_puts_depths_in_rows_and_widths_in_columns():
 
 
 def test_evaluate_flags_a_subnet_that_predicts_one_class():
-    from ofa_flexbert.data import get_task
-    from ofa_flexbert.evaluation import evaluate
+    from ofa_flexbert.glue.data import get_task
+    from ofa_flexbert.train.evaluation import evaluate
     from paddlenlp.transformers import BertForSequenceClassification
 
     class Fixed:
@@ -334,8 +334,8 @@ def test_evaluate_flags_a_subnet_that_predicts_one_class():
 
 def test_depth_step_runs_the_teacher_once_and_every_subnet_once():
     from ofa_flexbert.config import RunArgs
-    from ofa_flexbert.data import get_task
-    from ofa_flexbert.stages.depth import GridStrategy
+    from ofa_flexbert.glue.data import get_task
+    from ofa_flexbert.app.stages.depth import GridStrategy
 
     toy = Toy()
     toy.student.train()

@@ -9,9 +9,9 @@ import pytest
 
 import patches
 from conftest import stage_argv, tiny_bert_config
-from ofa_flexbert.diagnostics import SPREAD_WARNING_SHARE, cls_spread, first_batches, shallow_depth_check
-from ofa_flexbert.routes import depth_layers
-from run_ofa_glue import main
+from ofa_flexbert.train.diagnostics import SPREAD_WARNING_SHARE, cls_spread, first_batches, shallow_depth_check
+from ofa_flexbert.engine.routes import depth_layers
+from ofa_flexbert.app.cli import main
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ import paddle
 import pytest
 
 from conftest import ROOT, stage_argv, vdl_scalars, without_dropout
-from run_ofa_glue import main
+from ofa_flexbert.app.cli import main
 
 WORKER = os.path.join(ROOT, "tests", "dp_worker.py")
 # Adam's first step moves a weight by lr * g / (|g| + eps): with the default eps (1e-8) a gradient
@@ -48,7 +48,7 @@ def equal_length_task(data_dir, out):
 def launch(tmp_path, name, mode, argv, expect_rc=0):
     """Run ``argv`` (CLI flags) on 2 gloo ranks; return ``[rank0 weights, rank1 weights]``."""
     dump, logs = tmp_path / f"{name}.dump", tmp_path / f"{name}.logs"
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = dict(os.environ)
     proc = subprocess.run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
                            "--log_dir", str(logs), WORKER, str(dump), mode, *argv],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -91,7 +91,7 @@ def last_losses(out, stage):
 # --- the sampler: global batches, sharded ------------------------------------------------------
 
 def test_ranks_split_each_global_batch_of_the_single_process_order():
-    from ofa_flexbert.data import EpochBatchSampler
+    from ofa_flexbert.glue.data import EpochBatchSampler
 
     single = EpochBatchSampler(103, 20, shuffle=True, seed=5)
     ranks = [EpochBatchSampler(103, 10, shuffle=True, seed=5, rank=r, world_size=2) for r in (0, 1)]
@@ -106,7 +106,7 @@ def test_ranks_split_each_global_batch_of_the_single_process_order():
 
 
 def test_a_last_global_batch_smaller_than_the_world_still_feeds_every_rank():
-    from ofa_flexbert.data import EpochBatchSampler
+    from ofa_flexbert.glue.data import EpochBatchSampler
 
     ranks = [list(EpochBatchSampler(11, 2, shuffle=False, seed=0, rank=r, world_size=4)) for r in range(4)]
     assert [r[0] for r in ranks] == [[0, 1], [2, 3], [4, 5], [6, 7]]
@@ -181,7 +181,7 @@ def test_sharded_evaluation_gives_the_single_process_metrics_also_when_a_rank_ha
 
 
 def test_shard_deals_batches_round_robin_and_gather_restores_their_order(monkeypatch):
-    from ofa_flexbert import distributed
+    from ofa_flexbert.train import distributed
 
     def shares(items, world):
         monkeypatch.setattr(distributed, "world_size", lambda: world)
@@ -202,7 +202,7 @@ def test_shard_deals_batches_round_robin_and_gather_restores_their_order(monkeyp
 
 
 def test_sum_over_ranks_adds_in_rank_order_whatever_order_the_ranks_arrive_in(monkeypatch):
-    from ofa_flexbert import distributed
+    from ofa_flexbert.train import distributed
 
     values = [1.0, 1.0, 1e16]
     parts = [(r, (np.full([2], values[r]), np.array([r]))) for r in range(3)]

@@ -7,10 +7,10 @@ import pytest
 import patches
 from conftest import tiny_bert_config
 from numpy_bert import bert_forward, classifier_logits, sliced_hf_weights
-from ofa_flexbert.accounting import route_macs
-from ofa_flexbert.encoder import Between, classify
-from ofa_flexbert.routes import Route, heads_width
-from ofa_flexbert.supernet import FlexOFA, convert_to_supernet, plain_state_dict
+from ofa_flexbert.engine.accounting import route_macs
+from ofa_flexbert.engine.encoder import Between, classify
+from ofa_flexbert.engine.routes import Route, heads_width
+from ofa_flexbert.train.supernet import FlexOFA, convert_to_supernet, plain_state_dict
 
 LAYERS, HEADS, HEAD_DIM, FFN = 4, 4, 8, 64
 LENGTHS = [9, 6, 9, 4, 7]  # rows 1, 3 and 4 are padded in a batch

@@ -9,8 +9,8 @@ import pytest
 
 import patches
 from conftest import FAST, stage_argv
-from ofa_flexbert.routes import Route, config_width, depth_layers
-from run_ofa_glue import main
+from ofa_flexbert.engine.routes import Route, config_width, depth_layers
+from ofa_flexbert.app.cli import main
 
 
 def closed_form_parameters(config, heads: int, ffn: int, layers: int, labels: int) -> int:
@@ -38,7 +38,7 @@ def read(path):
 
 
 def test_each_subnet_is_as_small_as_the_closed_form_and_never_compounds(exported):
-    from ofa_flexbert.models import load_model
+    from ofa_flexbert.store.models import load_model
 
     _, width_dir, out = exported
     config = load_model(width_dir, 2).bert.config
@@ -65,10 +65,10 @@ def test_each_subnet_is_as_small_as_the_closed_form_and_never_compounds(exported
 
 def test_the_exported_graph_gives_the_flexible_models_logits_on_dev(exported):
     """Independently of the stage's own check: the Predictor on dev rows against the routed supernet forward."""
-    from ofa_flexbert.data import encode, get_task, read_split
-    from ofa_flexbert.encoder import classify
-    from ofa_flexbert.models import load_model, load_tokenizer
-    from ofa_flexbert.predictor import Predictor
+    from ofa_flexbert.glue.data import encode, get_task, read_split
+    from ofa_flexbert.engine.encoder import classify
+    from ofa_flexbert.store.models import load_model, load_tokenizer
+    from ofa_flexbert.deploy.predictor import Predictor
 
     data_dir, width_dir, out = exported
     patches.apply()
@@ -156,9 +156,9 @@ def test_a_pair_model_reads_text_pairs_as_its_tokenizer_joins_them(tmp_path):
     """A tiny random MRPC model, exported by hand: Predictor(texts, pairs) = the dygraph model on tokenizer(a, b)."""
     from paddlenlp.transformers import BertForSequenceClassification, BertTokenizer
 
-    from ofa_flexbert.demo import write_tiny_bert
-    from ofa_flexbert.export import save_static, shrink, write_manifest
-    from ofa_flexbert.predictor import Predictor, read_inputs
+    from ofa_flexbert.app.demo import write_tiny_bert
+    from ofa_flexbert.deploy.graphs import save_static, shrink, write_manifest
+    from ofa_flexbert.deploy.predictor import Predictor, read_inputs
 
     source = str(tmp_path / "bert")
     write_tiny_bert(source, seed=0)
@@ -169,7 +169,7 @@ def test_a_pair_model_reads_text_pairs_as_its_tokenizer_joins_them(tmp_path):
     model.eval()
     texts, pairs = ["the movie was good", "a plot"], ["it was great", "the story was not good at all and dull"]
     enc = [tokenizer(a, text_pair=b, max_length=16, truncation=True) for a, b in zip(texts, pairs)]
-    from ofa_flexbert.encoder import classify
+    from ofa_flexbert.engine.encoder import classify
 
     route = Route.uniform(model.bert.config, 0.5, 1.0)
     want = np.concatenate([classify(model, paddle.to_tensor([e["input_ids"]]), paddle.to_tensor([e["token_type_ids"]]),
@@ -190,7 +190,7 @@ def test_a_pair_model_reads_text_pairs_as_its_tokenizer_joins_them(tmp_path):
 
 
 def test_shrink_refuses_a_route_that_exits_early(tiny_bert):
-    from ofa_flexbert.export import shrink
+    from ofa_flexbert.deploy.graphs import shrink
 
     route = Route.uniform(tiny_bert.bert.config)
     with pytest.raises(ValueError, match="exits are decided at run time"):
@@ -209,8 +209,8 @@ def test_the_export_multipliers_are_validated_like_the_others():
 def test_a_dynamic_export_routes_each_input_as_the_infer_stage_does_at_any_batch_size(toy_gated, tmp_path):
     """wd-dynamic (gates and early exit) exported as per-(layer, width) graphs: the Predictor, at batch 7, gives
     every dev input the route, MACs and prediction that --stage infer gives it (its own batch size)."""
-    from ofa_flexbert.data import get_task, read_split
-    from ofa_flexbert.predictor import Predictor
+    from ofa_flexbert.glue.data import get_task, read_split
+    from ofa_flexbert.deploy.predictor import Predictor
 
     data_dir, _, gates = toy_gated
     config = tmp_path / "wd.json"

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from conftest import ROOT
-from ofa_flexbert.demo import DEMO_SENTENCES, synthetic_example, write_synthetic_task, write_tiny_bert
-from run_ofa_glue import main
+from ofa_flexbert.app.demo import DEMO_SENTENCES, synthetic_example, write_synthetic_task, write_tiny_bert
+from ofa_flexbert.app.cli import main
 
 FAST = ["--per_gpu_train_batch_size", "32", "--per_gpu_eval_batch_size", "200", "--max_seq_length", "40"]
 
@@ -31,8 +31,8 @@ def finetune_argv(data_dir, model_dir, out, *extra):
 def dev_accuracy(model_dir, data_dir):
     """Independent check: reload the saved model and score dev with plain numpy."""
     import paddle
-    from ofa_flexbert.data import encode, get_task, make_loader, read_split
-    from ofa_flexbert.models import load_model, load_tokenizer
+    from ofa_flexbert.glue.data import encode, get_task, make_loader, read_split
+    from ofa_flexbert.store.models import load_model, load_tokenizer
 
     task = get_task("sst-2")
     tokenizer = load_tokenizer(model_dir)
@@ -55,7 +55,7 @@ def test_synthetic_task_is_balanced_and_follows_its_rule():
     examples = [synthetic_example(rng) for _ in range(2000)]
     positives = sum(label for _, label in examples) / len(examples)
     assert 0.4 < positives < 0.6
-    from ofa_flexbert.demo import NEGATION, NEGATIVE, POSITIVE
+    from ofa_flexbert.app.demo import NEGATION, NEGATIVE, POSITIVE
 
     def rule(sentence: str) -> int:  # the task's definition, computed independently from the words
         words, total = sentence.split(), 0
@@ -168,7 +168,7 @@ def test_bad_data_is_reported_before_the_model_is_loaded(toy, tmp_path, capsys, 
     import importlib
 
     data_dir, model_dir = toy
-    module = importlib.import_module(f"ofa_flexbert.stages.{stage}")
+    module = importlib.import_module(f"ofa_flexbert.app.stages.{stage}")
 
     def load_model(*args, **kwargs):
         raise AssertionError("the model was loaded before the data was read")
@@ -234,7 +234,7 @@ def test_group_by_length_changes_the_batches_and_resumes_exactly(toy_teacher, tm
     import paddle
 
     from conftest import assert_same_checkpoint, run_interrupted, stage_argv
-    from ofa_flexbert.stages.finetune import FinetuneStrategy
+    from ofa_flexbert.app.stages.finetune import FinetuneStrategy
 
     data_dir, teacher = toy_teacher
     extra = ("--max_steps", "6", "--logging_steps", "3", "--learning_rate", "5e-4")
@@ -257,7 +257,7 @@ def test_gradient_accumulation_makes_the_update_of_the_larger_batch(toy, tmp_pat
     batch 8 (fixed order, no dropout; the same 16 examples in the same groups)."""
     from conftest import assert_same_checkpoint, without_dropout
     from ofa_flexbert.config import RunArgs
-    from ofa_flexbert.training import total_steps
+    from ofa_flexbert.train.loop import total_steps
 
     data_dir, pretrained = toy
     model = without_dropout(pretrained, tmp_path / "model")

@@ -14,10 +14,10 @@ from gate.modules import GateRouter, Gates, gate_input
 from gate.ramps import ExitCheck, OffRamps, chain, default_ramp_layers, entropy
 from gate.settings import GateSettings, gate_macs
 from gate.targets import smallest_correct
-from ofa_flexbert.encoder import classify
+from ofa_flexbert.engine.encoder import classify
 from ofa_flexbert.errors import UserError
-from ofa_flexbert.routes import Route, config_width
-from run_ofa_glue import main
+from ofa_flexbert.engine.routes import Route, config_width
+from ofa_flexbert.app.cli import main
 
 
 @pytest.fixture(autouse=True)
@@ -199,7 +199,7 @@ def test_gate_stage_refuses_a_gate_count_that_does_not_divide_the_layers(toy_wid
 
 def test_a_resumed_gate_run_equals_an_uninterrupted_one(toy_width_model, tmp_path, monkeypatch):
     from conftest import assert_same_checkpoint, run_interrupted
-    from ofa_flexbert.stages.gate import GateStrategy
+    from ofa_flexbert.app.stages.gate import GateStrategy
 
     data_dir, width_dir = toy_width_model
     extra = ("--max_steps", "9", "--logging_steps", "3")

@@ -16,11 +16,11 @@ from gate.io import load_gates
 from gate.loss import macs_share, route_loss
 from gate.modules import GateRouter, Gates
 from gate.settings import GateSettings, gate_macs, route_costs
-from ofa_flexbert.accounting import route_macs
-from ofa_flexbert.encoder import classify
-from ofa_flexbert.routes import Route, config_width
-from ofa_flexbert.tasks import get_task
-from run_ofa_glue import main
+from ofa_flexbert.engine.accounting import route_macs
+from ofa_flexbert.engine.encoder import classify
+from ofa_flexbert.engine.routes import Route, config_width
+from ofa_flexbert.glue.tasks import get_task
+from ofa_flexbert.app.cli import main
 
 
 @pytest.fixture(autouse=True)
@@ -146,7 +146,7 @@ def test_the_macs_penalty_brings_the_gated_model_down_to_its_target(toy_routes):
 
 def test_a_resumed_route_run_equals_an_uninterrupted_one(toy_width_model, tmp_path, monkeypatch):
     from conftest import assert_same_checkpoint, run_interrupted
-    from ofa_flexbert.stages.gate import RouteGateStrategy
+    from ofa_flexbert.app.stages.gate import RouteGateStrategy
 
     data_dir, width_dir = toy_width_model
     extra = ("--max_steps", "6", "--logging_steps", "3")

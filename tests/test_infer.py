@@ -7,9 +7,9 @@ import pytest
 
 import patches
 from conftest import stage_argv
-from ofa_flexbert.accounting import subnet_macs
-from ofa_flexbert.models import load_model
-from run_ofa_glue import main
+from ofa_flexbert.engine.accounting import subnet_macs
+from ofa_flexbert.store.models import load_model
+from ofa_flexbert.app.cli import main
 
 
 @pytest.fixture(autouse=True)
@@ -38,8 +38,8 @@ def test_static_inference_equals_the_stage_s_own_evaluation_of_that_subnet(toy_w
 
 
 def _dev_ids(data_dir, model_dir):
-    from ofa_flexbert.data import encode, get_task, read_split
-    from ofa_flexbert.models import load_tokenizer
+    from ofa_flexbert.glue.data import encode, get_task, read_split
+    from ofa_flexbert.store.models import load_tokenizer
 
     task = get_task("sst-2")
     return [row["input_ids"] for row in encode(read_split(task, str(data_dir), "dev"), task,

@@ -2,8 +2,8 @@
 import numpy as np
 import paddle
 
-from ofa_flexbert.data import get_task
-from ofa_flexbert.losses import task_loss
+from ofa_flexbert.glue.data import get_task
+from ofa_flexbert.engine.losses import task_loss
 
 
 def test_classification_loss_is_mean_cross_entropy():

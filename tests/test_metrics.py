@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from ofa_flexbert.data import TASKS, get_task
-from ofa_flexbert.metrics import compute_metrics, predictions
+from ofa_flexbert.glue.data import TASKS, get_task
+from ofa_flexbert.glue.metrics import compute_metrics, predictions
 
 
 def one_hot(preds, num_labels=2):

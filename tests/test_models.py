@@ -17,8 +17,8 @@ from safetensors.numpy import save_file
 
 import numpy_bert
 from ofa_flexbert.errors import UserError
-from ofa_flexbert.hf_import import convert_hf_checkpoint
-from ofa_flexbert.models import check_model_dir, load_model, load_tokenizer, save_model
+from ofa_flexbert.store.hf_import import convert_hf_checkpoint
+from ofa_flexbert.store.models import check_model_dir, load_model, load_tokenizer, save_model
 
 WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "ran", "fast", "slow", "big", "small", "red",
          "blue", "green", "and", "or", "not", "very", "good", "bad", "Hello", "World", "is", "was"]

@@ -293,7 +293,7 @@ def test_no_strided_views_makes_transposes_real_copies_and_restore_brings_views_
 # --- the BERT forward's expanded attention mask ------------------------------------------------
 
 def test_expanded_mask_is_made_once_per_score_shape_and_equals_broadcasting():
-    from ofa_flexbert.encoder import ExpandedMask
+    from ofa_flexbert.engine.encoder import ExpandedMask
 
     mask = paddle.to_tensor(np.random.RandomState(0).randn(2, 1, 1, 5).astype("float32"))
     scores = paddle.to_tensor(np.random.RandomState(1).randn(2, 3, 5, 5).astype("float32"))

@@ -10,11 +10,11 @@ import pytest
 import numpy_bert
 import patches
 from conftest import stage_argv
-from ofa_flexbert.accounting import subnet_macs
-from ofa_flexbert.diagnostics import cls_spread
-from ofa_flexbert.hf_import import convert_hf_checkpoint
-from ofa_flexbert.models import load_model
-from run_ofa_glue import main
+from ofa_flexbert.engine.accounting import subnet_macs
+from ofa_flexbert.train.diagnostics import cls_spread
+from ofa_flexbert.store.hf_import import convert_hf_checkpoint
+from ofa_flexbert.store.models import load_model
+from ofa_flexbert.app.cli import main
 from test_models import HF_CONFIG, INPUT_IDS, TOKEN_TYPES, write_hf_checkpoint
 
 

@@ -12,7 +12,7 @@ import paddle
 import pytest
 
 from conftest import ROOT
-from run_ofa_glue import main
+from ofa_flexbert.app.cli import main
 
 # Verbatim from the reference README, after "python run_glue.py \".
 WIDTH = r"""--model_type bert \
@@ -88,7 +88,7 @@ def argv(command: str, paths: dict, *extra: str) -> list[str]:
 def reference_dirs(tmp_path_factory):
     """$DATA_DIR (toy task with train_aug.tsv, as TinyBERT's augmentation leaves it) and $BERT_DIR (a
     task-fine-tuned tiny BERT that takes the reference's 128 tokens)."""
-    from ofa_flexbert.demo import write_synthetic_task, write_tiny_bert
+    from ofa_flexbert.app.demo import write_synthetic_task, write_tiny_bert
 
     root = tmp_path_factory.mktemp("reference")
     data_dir, pretrained, teacher = root / "SST-2", root / "pretrained", root / "bert"

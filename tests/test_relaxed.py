@@ -6,9 +6,9 @@ import patches
 from gate.modules import GateRouter, Gates
 from gate.relaxed import relaxed_classify
 from gate.settings import GateSettings
-from ofa_flexbert.encoder import classify
-from ofa_flexbert.models import freeze
-from ofa_flexbert.routes import Route
+from ofa_flexbert.engine.encoder import classify
+from ofa_flexbert.store.models import freeze
+from ofa_flexbert.engine.routes import Route
 
 
 def sharp_gates(hidden: int, settings: GateSettings) -> Gates:

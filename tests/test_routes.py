@@ -1,4 +1,4 @@
-"""The pure rules (ofa_flexbert/routes.py): widths, depths, subnets and routes, without paddle."""
+"""The pure rules (ofa_flexbert/engine/routes.py): widths, depths, subnets and routes, without paddle."""
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -6,14 +6,21 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import ROOT
-from ofa_flexbert.routes import (DEPTH_RULES, Route, Width, depth_for, depth_layers, heads_width, subnet_tag,
+from ofa_flexbert.engine.routes import (DEPTH_RULES, Route, Width, depth_for, depth_layers, heads_width, subnet_tag,
                                  width_for)
 
 MINILM = SimpleNamespace(num_hidden_layers=6, num_attention_heads=12, hidden_size=384, intermediate_size=1536)
 
 
-def test_rules_and_accounting_import_neither_paddle_nor_paddleslim():
-    probe = ("import sys; import ofa_flexbert.routes, ofa_flexbert.accounting; "
+# The pure rules: what a subnet, route, cost or inference setting is, and the task table -- importable
+# (and testable, and usable by a serving process) without paddle, paddleslim or paddlenlp.
+PURE_MODULES = ("ofa_flexbert.engine.routes", "ofa_flexbert.engine.accounting", "ofa_flexbert.adaptive.tradeoff",
+                "ofa_flexbert.glue.tasks", "ofa_flexbert.config", "gate.settings")
+
+
+@pytest.mark.parametrize("module", PURE_MODULES)
+def test_pure_rules_import_no_framework(module):
+    probe = (f"import sys; import {module}; "
              "print(sorted(m for m in ('paddle', 'paddleslim', 'paddlenlp') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-1000:]
@@ -83,7 +90,7 @@ def test_subnet_tags_name_grid_points():
 
 
 def test_route_macs_count_each_executed_layer_at_its_width_and_the_head_at_the_exit():
-    from ofa_flexbert.accounting import layer_macs, route_macs, subnet_macs
+    from ofa_flexbert.engine.accounting import layer_macs, route_macs, subnet_macs
 
     config = SimpleNamespace(**vars(MINILM), num_labels=2)
     widths = tuple(heads_width(h, 12, 32, 1536) for h in (12, 6, 3, 12))

@@ -7,10 +7,10 @@ import pytest
 
 import patches
 from conftest import stage_argv
-from ofa_flexbert.tradeoff import (best_under_budget, default_thresholds, exit_steps, pareto_front, split_halves,
+from ofa_flexbert.adaptive.tradeoff import (best_under_budget, default_thresholds, exit_steps, pareto_front, split_halves,
                                    width_maps)
-from ofa_flexbert.stages.search import settings_entry_of
-from run_ofa_glue import main
+from ofa_flexbert.app.stages.search import settings_entry_of
+from ofa_flexbert.app.cli import main
 
 
 @pytest.fixture(autouse=True)

@@ -3,8 +3,8 @@ import numpy as np
 import paddle
 import pytest
 
-from ofa_flexbert.routes import Subnet
-from ofa_flexbert.training import backward_each
+from ofa_flexbert.engine.routes import Subnet
+from ofa_flexbert.train.loop import backward_each
 
 SUBNETS = [Subnet(1.0, 1.0), Subnet(1.0, 0.5)]
 

@@ -10,13 +10,13 @@ import pytest
 import patches
 from conftest import assert_same_checkpoint, run_interrupted, stage_argv, tiny_bert_config
 from numpy_bert import bert_forward, classifier_logits, sliced_hf_weights
-from ofa_flexbert.data import get_task
-from ofa_flexbert.grafting import GraftSchedule, default_schedule, graft, pairs
-from ofa_flexbert.losses import logit_distillation
-from ofa_flexbert.routes import width_for
-from ofa_flexbert.supernet import (FlexOFA, compute_importance, convert_to_supernet, mapping_layers,
+from ofa_flexbert.glue.data import get_task
+from ofa_flexbert.train.grafting import GraftSchedule, default_schedule, graft, pairs
+from ofa_flexbert.engine.losses import logit_distillation
+from ofa_flexbert.engine.routes import width_for
+from ofa_flexbert.train.supernet import (FlexOFA, compute_importance, convert_to_supernet, mapping_layers,
                                    plain_state_dict, rewire)
-from run_ofa_glue import main
+from ofa_flexbert.app.cli import main
 
 
 @pytest.fixture(autouse=True)
@@ -201,7 +201,7 @@ def test_a_short_width_run_improves_the_quarter_width_subnet(toy_teacher, tmp_pa
     info = json.loads((trained / "flexbert.json").read_text())
     assert info["grafts"] > 0 and info["importance_data"] == "holdout"
     # the output is a plain BERT directory: loads as a model for the next stage
-    from ofa_flexbert.models import load_model
+    from ofa_flexbert.store.models import load_model
 
     assert load_model(str(trained), 2).bert.config.num_attention_heads == 4
 
@@ -223,7 +223,7 @@ def test_distillation_training_lowers_the_quarter_width_distillation_losses(toy_
 
 
 def test_resumed_width_run_equals_an_uninterrupted_one(toy_teacher, tmp_path, monkeypatch):
-    from ofa_flexbert.stages.width import WidthStrategy
+    from ofa_flexbert.app.stages.width import WidthStrategy
 
     data_dir, teacher = toy_teacher
     extra = ("--max_steps", "9", "--logging_steps", "3", "--graft_period", "2", "--learning_rate", "5e-4")
@@ -247,7 +247,7 @@ def test_resume_without_a_checkpoint_is_a_clear_error(toy_teacher, tmp_path, cap
 
 
 def test_importance_holdout_is_seeded_disjoint_and_never_empty():
-    from ofa_flexbert.stages.common import split_holdout
+    from ofa_flexbert.app.stages.common import split_holdout
 
     examples = list(range(50))
     train, held = split_holdout(examples, 0.1, seed=7)

@@ -1,0 +1,4 @@
+"""Adaptive inference: an inference setting run on a backbone with its gates and off-ramps
+(``runner``) and the search's pure accuracy-cost rules (``tradeoff``).  The gates and off-ramps
+themselves live in the top-level ``gate/`` package.
+"""

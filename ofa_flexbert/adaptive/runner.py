@@ -1,0 +1,88 @@
+"""A flexible model with its gates and off-ramps, run as one inference mode says -- on any backbone.
+
+Why here and not in the infer stage: ``--stage infer``, ``--stage search`` and the deployed
+dynamic predictor all run a mode the same way -- the gates (:class:`GateRouter`) pick widths, the
+exit check (:class:`ExitCheck`) retires inputs, both hooks of the routed encoder's one forward
+(``encoder.classify``), in the reference's order (the exit check first) -- and count each input's
+cost the same way.  The backbone may be the trained dygraph model or one whose encoder layers
+run on Paddle Inference (``ofa_flexbert.dynamic_predictor``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import paddle
+
+from ofa_flexbert.engine.accounting import route_macs
+from ofa_flexbert.engine.encoder import Hook, classify, pooling_of
+from ofa_flexbert.errors import UserError
+from ofa_flexbert.engine.routes import Route
+
+from gate.modules import GateRouter
+from gate.ramps import ExitCheck, chain, exit_check_macs
+from gate.settings import gate_macs
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What runs: the mode, class k -> width, the depth, and the exit rule."""
+
+    mode: str
+    widths: tuple[float, ...]
+    depth_mult: float
+    early_exit: bool
+    threshold: float
+    normalized: bool
+    fixed_width: Optional[float] = None  # --fixed_gate: every gate decision replaced by this width
+
+    @property
+    def gated(self) -> bool:
+        """Whether gates run: a gated mode whose decisions are not fixed."""
+        return self.mode in ("w_dynamic", "wd_dynamic") and self.fixed_width is None
+
+    @property
+    def exits(self) -> bool:
+        return self.early_exit and self.mode in ("d_dynamic", "wd_dynamic")
+
+
+class DynamicModel:
+    """A backbone with its gates and off-ramps, run as a :class:`Plan` says."""
+
+    def __init__(self, model, gates, ramps, plan: Plan, depth_rule: str = "prefix"):
+        self.model, self.gates, self.ramps, self.plan = model, gates, ramps, plan
+        self.config = model.bert.config
+        self.pooling = pooling_of(model.bert)
+        start_width = plan.fixed_width or (1.0 if plan.gated else plan.widths[0])
+        self.route = Route.uniform(self.config, start_width, plan.depth_mult, depth_rule)
+        if plan.gated and len(plan.widths) != gates.settings.num_classes:
+            raise UserError(f"--width_mult_list: the gates have {gates.settings.num_classes} classes, so it needs "
+                            f"{gates.settings.num_classes} widths, got {len(plan.widths)}")
+
+    def run(self, batch: dict, first: Optional[Hook] = None):
+        """(logits [B, C], the routes taken) for one batch, eval mode, no gradient.
+
+        ``first``: a hook run before the plan's own at every step (``--stage search`` records
+        the off-ramps' predictions with it)."""
+        rows = int(batch["input_ids"].shape[0])
+        router = GateRouter(self.gates, self.config, rows, self.plan.widths) if self.plan.gated else None
+        check = None
+        if self.plan.exits:
+            check = ExitCheck(self.ramps, self.plan.threshold, self.plan.normalized, len(self.route.layers))
+        hooks = [h for h in (first, check, router) if h is not None]
+        with paddle.no_grad():
+            out = classify(self.model, batch["input_ids"], batch["token_type_ids"], self.route,
+                           hook=chain(*hooks) if hooks else None,
+                           exit_heads=self.ramps.heads() if self.plan.exits else None)
+        return out.logits.numpy(), out.routes
+
+    def macs(self, route: Route, length: int) -> int:
+        """Everything one input of ``length`` tokens ran on ``route``: layers, head, gates, exit checks."""
+        run = len(route.executed)
+        total = route_macs(self.config, route, length)
+        if self.plan.gated:
+            total += gate_macs(self.gates.settings, self.config.hidden_size, length, self.pooling, run)
+        if self.plan.exits:
+            total += exit_check_macs(self.ramps, self.config.hidden_size, length, self.pooling, run,
+                                     len(route.layers), route.exit_after is not None)
+        return total

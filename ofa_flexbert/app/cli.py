@@ -1,0 +1,132 @@
+"""ofa-flexbert command line: parse, dispatch, report.  ``run_ofa_glue.py`` (the user's command, the
+reference's name) and the ``ofa-flexbert`` console script both call :func:`main`.
+
+    python run_ofa_glue.py --task rte --stage finetune --model_dir M --output_dir T
+    python run_ofa_glue.py convert --hf_dir HF --output_dir M
+    python run_ofa_glue.py predict --export_dir OUT/w0.5_d0.75 --input sentences.tsv
+    python run_ofa_glue.py --demo
+
+Bad input ends in a one-line ``error: ...`` on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Optional
+
+from ofa_flexbert.config import OneLineParser, add_run_flags
+from ofa_flexbert.errors import UserError
+
+
+def stage_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="run_ofa_glue.py", description="Train and run width/depth-flexible BERTs.",
+                           epilog="Import a HuggingFace checkpoint first: run_ofa_glue.py convert --help")
+    parser.add_argument("--demo", action="store_true",
+                        help="run every implemented stage on a synthetic task and a tiny BERT (offline, minutes)")
+    add_run_flags(parser)
+    return parser
+
+
+def convert_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="run_ofa_glue.py convert",
+                           description="Import a HuggingFace BERT checkpoint into a Paddle model directory.")
+    parser.add_argument("--hf_dir", required=True, help="folder with config.json, model.safetensors or "
+                        "pytorch_model.bin, vocab.txt (never written to)")
+    parser.add_argument("--output_dir", required=True, help="the Paddle model directory to write")
+    parser.add_argument("--num_labels", type=int, default=2, help="classifier size (1 for STS-B)")
+    return parser
+
+
+def predict_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="run_ofa_glue.py predict",
+                           description="Label raw text with a subnet written by --stage export (Paddle Inference).")
+    parser.add_argument("--export_dir", required=True, help="one subnet's folder written by --stage export")
+    parser.add_argument("--input", required=True, help="a TSV file (one text, or two tab-separated texts for a "
+                        "sentence-pair task, per line; no header) or JSON lines (.jsonl: {\"text\": ..., "
+                        "\"text_pair\": ...})")
+    parser.add_argument("--batch_size", type=int, default=32, help="inputs per Paddle Inference run")
+    parser.add_argument("--num_threads", type=int, default=1, help="CPU math threads")
+    parser.add_argument("--onednn", choices=("on", "off"), default="on", help="Paddle Inference's oneDNN kernels "
+                        "(on: the CPU build's default and usually much faster)")
+    parser.add_argument("--runtime", choices=("paddle", "onnx"), default="paddle", help="Paddle Inference, or "
+                        "onnxruntime on the model.onnx of an export with --format onnx")
+    return parser
+
+
+def run_predict(argv: list[str]) -> int:
+    """``predict``: one line per input -- index, label, then each label's probability (or the score)."""
+    ns = predict_parser().parse_args(argv)
+    if ns.batch_size <= 0 or ns.num_threads <= 0:
+        raise UserError("--batch_size and --num_threads: must be positive integers")
+    from ofa_flexbert.deploy.predictor import Predictor, read_inputs
+
+    predictor = Predictor(ns.export_dir, num_threads=ns.num_threads, onednn=ns.onednn == "on",
+                          batch_size=ns.batch_size, runtime=ns.runtime)
+    texts, pairs = read_inputs(ns.input, predictor.takes_pairs)
+    labels = predictor.task.labels
+    logits, routes = predictor.run(texts, pairs)
+    route_columns = ["layers", "heads", "MACs"] if routes else []  # a dynamic export: each input's own route
+    print("\t".join(["index", "label"] + ([f"p({label})" for label in labels] if labels else []) + route_columns))
+    for i, prediction in enumerate(predictor.predictions(logits)):
+        cells = [str(i)] + ([f"{prediction.label:.4f}"] if prediction.probabilities is None else
+                            [prediction.label] + [f"{p:.4f}" for p in prediction.probabilities.values()])
+        if routes:
+            route, macs = routes[i]
+            cells += [str(len(route.executed)), ",".join(str(w.heads) for _, w in route.executed), str(macs)]
+        print("\t".join(cells))
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        if argv[:1] == ["convert"]:
+            ns = convert_parser().parse_args(argv[1:])
+            from ofa_flexbert.store.hf_import import convert_hf_checkpoint
+
+            convert_hf_checkpoint(ns.hf_dir, ns.output_dir, num_labels=ns.num_labels)
+            print(f"converted {ns.hf_dir} -> {ns.output_dir}")
+            return 0
+        if argv[:1] == ["predict"]:
+            return run_predict(argv[1:])
+        ns = stage_parser().parse_args(argv)
+        from ofa_flexbert.app.report import export_table, front_table, grid_table, results_table, samples_table
+
+        if ns.demo:
+            from ofa_flexbert.app.demo import run_demo
+
+            overrides = {k: v for k, v in vars(ns).items() if v is not None and k not in ("demo", "output_dir")}
+            reports = run_demo(ns.output_dir or "demo_output", extra_flags=overrides)
+        else:
+            from ofa_flexbert.app.stages import run
+
+            reports = run(vars(ns))
+        from ofa_flexbert.train import distributed
+
+        if distributed.is_main():  # under paddle.distributed.launch, one table, not one per process
+            table = results_table(reports)
+            if table:
+                print(table)
+            for report in reports:
+                if len({r.depth_mult for r in report.results}) > 1:
+                    print("\n" + grid_table(report))
+                if report.extra.get("front"):
+                    print("\n" + front_table(report))
+                if report.extra.get("exports"):
+                    print("\n" + export_table(report))
+                if report.extra.get("samples"):
+                    print("\n" + samples_table(report))
+        return 0
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+
+def entry() -> None:
+    """The console script: exit the way a launched worker must (:func:`distributed.exit_process`)."""
+    from ofa_flexbert.train.distributed import exit_process
+
+    exit_process(main())

@@ -1,0 +1,68 @@
+"""Figures people compare (the search stage's trade-off plot; the benchmarks' figures), as PNG files.
+
+matplotlib runs with its non-interactive Agg backend (no display here or on a server), and a
+figure is written atomically like every other output.
+"""
+from __future__ import annotations
+
+import io
+from typing import Any, Optional, Sequence
+
+from ofa_flexbert.store.atomic import write_bytes
+
+# how each inference mode is drawn on a trade-off plot: (label, colour, marker, joined by a line)
+MODE_STYLE = {"static": ("static grid", "0.45", "s", False), "d_dynamic": ("d-dynamic", "tab:blue", "o", True),
+              "w_dynamic": ("w-dynamic", "tab:orange", "^", True), "wd_dynamic": ("wd-dynamic", "tab:green", "D", True)}
+
+
+def axes(xlabel: str, ylabel: str, title: str):
+    """A fresh (figure, axes) pair from a non-interactive matplotlib backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return fig, ax
+
+
+def save(fig, ax, path: str, legend_outside: bool = False) -> None:
+    """Legend (inside where it covers least, or right of the axes), layout, then an atomic PNG write;
+    the figure is closed (no leak across many plots)."""
+    import matplotlib.pyplot as plt
+
+    if legend_outside:
+        fig.set_size_inches(fig.get_size_inches()[0] + 3.2, fig.get_size_inches()[1])
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    else:
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    write_bytes(path, buffer.getvalue())
+
+
+def pareto(rows: Sequence[dict[str, Any]], best: Optional[int], path: str, title: str, metric: str) -> None:
+    """The search stage's figure: held-out metric against the share of the full model's MACs.
+
+    Every static subnet is drawn; of the dynamic modes, each mode's front (chosen on the search
+    half, ``mode_front``), joined in order of cost.  The setting written as the inference config
+    is starred.
+    """
+    fig, ax = axes("MACs (share of the full model)", f"{metric} (held-out half)", title)
+    for mode, (label, colour, marker, joined) in MODE_STYLE.items():
+        points = sorted((r["held_out"]["macs_share"], r["held_out"]["metric"]) for r in rows
+                        if r["mode"] == mode and (r["mode_front"] or mode == "static"))
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker=marker, color=colour, label=label, linestyle="-" if joined else "none",
+                    markersize=4)
+    if best is not None:
+        chosen = rows[best]["held_out"]
+        ax.plot([chosen["macs_share"]], [chosen["metric"]], marker="*", color="red", markersize=12, linestyle="none",
+                label="chosen (inference_config.json)")
+    save(fig, ax, path)

@@ -1,0 +1,104 @@
+"""Console tables of stage results (what people compare: metric per subnet, cost, time)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from ofa_flexbert.app.stages.common import StageReport
+
+
+def _table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
+
+    def line(cells):
+        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+    return "\n".join([line(header), line("-" * w for w in widths), *map(line, rows)])
+
+
+def _full_macs(report: StageReport) -> float | None:
+    """MACs of the full model (width 1, depth 1) if it was evaluated, else of the largest subnet."""
+    costs = [r.macs for r in report.results if r.macs]
+    return max(costs) if costs else None
+
+
+def results_table(reports: list[StageReport]) -> str:
+    """One row per (stage, subnet): task, primary metric, share of the full model's MACs, other metrics."""
+    header = ("stage", "task", "width", "depth", "metric", "value", "MACs", "other metrics", "best step", "time (s)")
+    rows = []
+    for report in reports:
+        full = _full_macs(report)
+        step = "-" if report.best_step is None else str(report.best_step)
+        for result in report.results:
+            others = ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items() if k != report.metric)
+            share = f"{result.macs / full:.0%}" if full and result.macs else "-"
+            if result.single_class:
+                others = "ONE CLASS for every example; " + others
+            rows.append((report.stage, report.task, f"{result.width_mult:g}", f"{result.depth_mult:g}", report.metric,
+                         f"{result.metrics[report.metric]:.4f}", share, others or "-", step,
+                         f"{report.seconds:.1f}"))
+        gated = report.extra.get("gated")
+        if gated:  # the gate stage: the model whose gates pick each input's widths
+            share = f"{gated['macs_share']:.0%}"
+            others = ", ".join(f"{k}={v:.4f}" for k, v in gated["metrics"].items() if k != report.metric)
+            rows.append((report.stage, report.task, gated.get("label", "gated"), f"{gated.get('depth', 1):g}", report.metric,
+                         f"{gated['metrics'][report.metric]:.4f}", share, others or "-", step,
+                         f"{report.seconds:.1f}"))
+    return _table(header, rows) if rows else ""
+
+
+def grid_table(report: StageReport) -> str:
+    """The width x depth grid of one stage: rows are depths, columns widths; each cell is
+    ``metric (share of the full model's MACs)``, flagged ``one class!`` when the subnet
+    predicted a single class for every dev example (a failure, not a trade-off point)."""
+    widths = sorted({r.width_mult for r in report.results}, reverse=True)
+    depths = sorted({r.depth_mult for r in report.results}, reverse=True)
+    cells = {(r.width_mult, r.depth_mult): r for r in report.results}
+    full = _full_macs(report)
+    rows = []
+    for d in depths:
+        row = [f"depth {d:g}"]
+        for w in widths:
+            r = cells.get((w, d))
+            if r is None:
+                row.append("-")
+                continue
+            share = f" ({r.macs / full:.0%})" if full and r.macs else ""
+            row.append(f"{r.metrics[report.metric]:.4f}{share}{' one class!' if r.single_class else ''}")
+        rows.append(row)
+    title = f"{report.stage} {report.task}: dev {report.metric} (MACs vs the full model) per width x depth"
+    return title + "\n" + _table([""] + [f"width {w:g}" for w in widths], rows)
+
+
+def front_table(report: StageReport) -> str:
+    """The search stage's Pareto front (chosen on the search half), cheapest first: each setting's
+    held-out metric and MACs share, and its whole-dev metric (what ``--stage infer`` reports)."""
+    rows = []
+    for r in sorted(report.extra["front"], key=lambda r: r["search"]["macs_share"]):
+        threshold = f"{r['exit_threshold']:g}" if r.get("early_exit") else "-"
+        rows.append((r["mode"], ",".join(f"{w:g}" for w in r["width_mult_list"]), f"{r['depth_mult']:g}", threshold,
+                     f"{r['held_out']['metric']:.4f}", f"{r['held_out']['macs_share']:.0%}",
+                     f"{r['held_out']['mean_layers']:.2f}", f"{r['dev']['metric']:.4f}"))
+    title = (f"search {report.task}: Pareto front chosen on the search half of dev; {report.metric} and MACs "
+             "(share of the full model) on the held-out half")
+    return title + "\n" + _table(("mode", "widths", "depth", "threshold", "held-out", "MACs", "layers", "dev"), rows)
+
+
+def export_table(report: StageReport) -> str:
+    """The export stage's subnets: size and cost against the full model, dev metric of the exported graph,
+    and its largest logit difference from the flexible model on each runtime (the check)."""
+    exports = report.extra["exports"]
+    onnx = any(r.get("onnx_max_abs_logit_diff") is not None for r in exports)
+    rows = [(r["tag"], f"{r['parameters']:,}", f"{r['parameter_share']:.0%}", f"{r['macs_share']:.0%}",
+             f"{r['value']:.4f}", f"{r['max_abs_logit_diff']:.1e}", f"{r['onednn_max_abs_logit_diff']:.1e}")
+            + ((f"{r['onnx_max_abs_logit_diff']:.1e}",) if onnx else ()) + (r["path"],) for r in exports]
+    title = (f"export {report.task}: parameters and MACs (at --max_seq_length) vs the full model; dev {report.metric} "
+             "of the exported graph (Paddle Inference, oneDNN); max |Δlogits| against the flexible model per runtime")
+    header = ("subnet", "parameters", "share", "MACs", report.metric, "Δ reference", "Δ oneDNN") + \
+        (("Δ ONNX",) if onnx else ()) + ("path",)
+    return title + "\n" + _table(header, rows)
+
+
+def samples_table(report: StageReport) -> str:
+    """Raw sentences and what the exported model's Predictor says of them (the demo's last step)."""
+    rows = [(text, label, f"{p:.3f}") for text, label, p in report.extra["samples"]]
+    return f"predictor on {report.extra['exports'][0]['path']}\n" + _table(("input", "label", "probability"), rows)

@@ -1,0 +1,104 @@
+"""Stages: each turns --model_dir into a model in --output_dir (see outputs.py for the contract).
+
+``run`` resolves flags and dispatches; a stage that does not exist yet is a clean error.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from ofa_flexbert.config import RunArgs, resolve
+from .common import StageReport, check_fresh, require
+
+ORDER = ("finetune", "width", "depth", "final", "gate", "search", "infer")  # what --stage all chains
+READERS = ("search", "infer")  # stages that read the last model and write none: the next reads the same model
+INFER_MODES = ("static", "w_dynamic", "d_dynamic", "wd_dynamic")
+
+
+def _finetune(args: RunArgs) -> StageReport:
+    from .finetune import run
+
+    return run(args)
+
+
+def _width(args: RunArgs) -> StageReport:
+    from .width import run
+
+    return run(args)
+
+
+def _depth(args: RunArgs) -> StageReport:
+    from .depth import run_depth
+
+    return run_depth(args)
+
+
+def _final(args: RunArgs) -> StageReport:
+    from .depth import run_final
+
+    return run_final(args)
+
+
+def _gate(args: RunArgs) -> StageReport:
+    from .gate import run
+
+    return run(args)
+
+
+def _infer(args: RunArgs) -> StageReport:
+    from .infer import run
+
+    return run(args)
+
+
+def _export(args: RunArgs) -> StageReport:
+    from .export import run
+
+    return run(args)
+
+
+def _search(args: RunArgs) -> StageReport:
+    from .search import run
+
+    return run(args)
+
+
+IMPLEMENTED: dict[str, Callable[[RunArgs], StageReport]] = {"finetune": _finetune, "width": _width, "depth": _depth,
+                                                            "final": _final, "gate": _gate, "infer": _infer,
+                                                            "search": _search, "export": _export}
+
+
+def plan(flags: dict[str, Any]) -> list[RunArgs]:
+    """The resolved arguments of every stage the flags ask for, all validated before any runs.
+
+    ``--stage all`` chains every implemented stage into <output_dir>/<stage>: each training
+    stage reads the previous one's model; search and infer read the last model (the gated one),
+    and infer runs the setting search chose (its inference_config.json) unless the flags name a
+    mode or a config.  Each stage resolves the flags afresh, so it gets its own ``stages.<stage>``
+    section of the YAML config.
+    """
+    args = resolve(flags)
+    if args.stage != "all":
+        return [args]
+    require(args, "model_dir", "output_dir")
+    chain, model_dir = [], args.model_dir
+    chosen = {} if flags.get("inference_config") or any(flags.get(m) for m in INFER_MODES) else \
+        {"inference_config": os.path.join(args.output_dir, "search", "inference_config.json")}
+    for stage in (s for s in ORDER if s in IMPLEMENTED):
+        output_dir = os.path.join(args.output_dir, stage)
+        extra = chosen if stage == "infer" else {}
+        chain.append(resolve({**flags, "stage": stage, "model_dir": model_dir, "output_dir": output_dir, **extra}))
+        check_fresh(chain[-1])  # before any stage runs: a refusal at the last stage would come hours late
+        if stage not in READERS:
+            model_dir = output_dir
+    return chain
+
+
+def run(flags: dict[str, Any]) -> list[StageReport]:
+    """Resolve the flags (:func:`plan`) and run the stage or stages they name."""
+    return [run_stage(args) for args in plan(flags)]
+
+
+def run_stage(args: RunArgs) -> StageReport:
+    """Run the single stage ``args.stage`` (``config.validate`` checked the name)."""
+    return IMPLEMENTED[args.stage](args)

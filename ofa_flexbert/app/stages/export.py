@@ -1,0 +1,346 @@
+"""Stage ``export``: write each chosen subnet as a smaller static model for Paddle Inference, checked.
+
+    python run_ofa_glue.py --task sst-2 --stage export --model_dir WD --width_mult 0.5 --depth_mult 0.75 --output_dir OUT
+
+Each subnet (``--width_mult``/``--depth_mult`` pairs, or the static setting of an
+``--inference_config``) goes to ``OUT/w<w>_d<d>/``: the pruned graph, the tokenizer and
+``manifest.json`` (widths, layers, heads and FFN per layer, parameters, MACs, pooling, the check,
+versions).  Every subnet starts from a fresh load of ``--model_dir``, so exporting several never
+compounds the pruning.
+
+The check (a decision: a deployment that silently differs from what was evaluated is the
+worst failure an export can have): the exported graph runs under Paddle Inference on every dev
+example and its logits must equal the flexible model's for that route (``encoder.classify``)
+within :data:`TOLERANCE` on the reference kernels, and within :data:`KERNEL_TOLERANCE` with
+oneDNN (how it is deployed) and on onnxruntime (``--format onnx``); the figures are printed and
+recorded.  A subnet is written to a hidden folder first and moved into place only when it passed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Optional
+
+import numpy as np
+import paddle
+
+from ofa_flexbert.engine.accounting import mean_macs, route_macs, sequence_lengths
+from ofa_flexbert.store.atomic import replace_dir, staging, write_json
+from ofa_flexbert.config import RunArgs, task_data_dir
+from ofa_flexbert.app.console import quiet_native
+from ofa_flexbert.glue.data import encode, make_loader, read_split
+from ofa_flexbert.engine.encoder import classify
+from ofa_flexbert.errors import UserError
+from ofa_flexbert.deploy.graphs import (MANIFEST, ONNX_OPSET, parameter_count, route_description, save_onnx, save_static, shrink,
+                      write_manifest)
+from ofa_flexbert.glue.metrics import compute_metrics
+from ofa_flexbert.store.models import load_model
+from ofa_flexbert.store.outputs import package_versions, recorded_depth_rule, write_run_info
+from ofa_flexbert.deploy.predictor import Predictor
+from ofa_flexbert.engine.routes import Route, subnet_tag
+from .common import StageReport, check_pooling, math_threads, start
+
+logger = logging.getLogger("ofa_flexbert")
+
+# Max |Δlogits| between the exported graph and the flexible model.  On Paddle Inference's reference
+# kernels (oneDNN off) the graph must compute the same function (measured on all-MiniLM-L6-v2, SST-2
+# dev: 0.0).  Runtimes with kernels of their own sum in another order (measured: oneDNN 2.0e-5,
+# onnxruntime 1.4e-5, every prediction the same) and only have to agree to KERNEL_TOLERANCE.
+TOLERANCE = 1e-5
+KERNEL_TOLERANCE = 1e-3
+# A dynamic export's routes depend on argmaxes and thresholds: float noise may flip an input at a
+# boundary, so a small share of routes may differ (their logits are not compared).
+ROUTE_AGREEMENT = 0.99
+
+
+def dynamic_setting(args: RunArgs, task: str) -> Optional[dict[str, Any]]:
+    """The --inference_config entry when it names a gated or early-exit mode (a dynamic export), else None."""
+    if not args.inference_config:
+        return None
+    from .infer import read_inference_config
+
+    entry = read_inference_config(args.inference_config, task)
+    if entry["mode"] == "static":
+        return None
+    if args.format == "onnx":
+        raise UserError(f"--format onnx: a {entry['mode']} export runs its layers on Paddle Inference only "
+                        "(ONNX is for static subnets)")
+    return entry
+
+
+def requested_subnets(args: RunArgs, task: str) -> list[tuple[float, float]]:
+    """The (width, depth) pairs to export: --width_mult/--depth_mult, or a static --inference_config."""
+    if args.inference_config:
+        if args.width_mult or args.depth_mult:
+            raise UserError("--inference_config and --width_mult/--depth_mult: give one of them")
+        from .infer import read_inference_config
+
+        entry = read_inference_config(args.inference_config, task)
+        widths = entry.get("width_mult_list") or [1.0]
+        return [(float(widths[0]), float(entry.get("depth_mult", 1.0)))]
+    widths, depths = list(args.width_mult), list(args.depth_mult)
+    if not widths and not depths:
+        raise UserError("--stage export: name the subnets with --width_mult and --depth_mult (e.g. --width_mult "
+                        "0.5 --depth_mult 0.75), or give --inference_config")
+    widths, depths = widths or [1.0], depths or [1.0]
+    if len(widths) == 1:
+        widths = widths * len(depths)
+    if len(depths) == 1:
+        depths = depths * len(widths)
+    if len(widths) != len(depths):
+        raise UserError(f"--width_mult and --depth_mult pair up in order: got {len(args.width_mult)} widths and "
+                        f"{len(args.depth_mult)} depths (give as many of each, or one of either)")
+    return list(dict.fromkeys(zip(widths, depths)))  # in order, duplicates once
+
+
+def check_targets(args: RunArgs, tags: list[str]) -> None:
+    """Refuse, before any work, to replace an earlier export unless --overwrite_output_dir."""
+    if args.overwrite_output_dir:
+        return
+    for tag in tags:
+        if os.path.exists(os.path.join(args.output_dir, tag)):
+            raise UserError(f"--output_dir {args.output_dir}: already holds an export of {tag}; "
+                            "pass --overwrite_output_dir to replace it")
+
+
+def _batches(loader) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(batch["input_ids"].numpy(), batch["token_type_ids"].numpy()) for batch in loader]
+
+
+def export_one(args: RunArgs, task, tokenizer, width: float, depth: float, pooling: str, rule: str,
+               batches: list, labels: np.ndarray, lengths: list[int], text_pair: bool) -> dict[str, Any]:
+    """Export one subnet into ``OUT/<tag>``; return its manifest.  Nothing is moved into place unless it passes."""
+    tag = subnet_tag(width, depth)
+    model = fresh_model(args, task, pooling)
+    config = model.bert.config
+    route = Route.uniform(config, width, depth, rule)
+    with paddle.no_grad():
+        expected = np.concatenate([classify(model, paddle.to_tensor(ids), paddle.to_tensor(types), routes=route)
+                                   .logits.numpy() for ids, types in batches])
+    full_parameters = parameter_count(model)
+    shrink(model, route)
+    length = args.max_seq_length
+    with staging(args.output_dir, tag) as tmp:
+        with quiet_native(args.verbose):
+            graph = save_static(model, tmp)
+        tokenizer.save_pretrained(tmp)
+        manifest: dict[str, Any] = {
+            "kind": "static", "tag": tag, "task": task.name, "num_labels": task.num_labels, "labels": list(task.labels or []),
+            "text_pair": text_pair, "max_seq_length": length, "pooling": pooling,
+            "format": os.path.basename(graph), "width_mult": width, "depth_mult": depth, "depth_rule": rule,
+            **route_description(route), "hidden_size": config.hidden_size,
+            "full_layers": config.num_hidden_layers, "full_heads": config.num_attention_heads,
+            "full_ffn": config.intermediate_size,
+            "parameters": parameter_count(model), "full_parameters": full_parameters,
+            "macs_at_max_seq_length": route_macs(config, route, length),
+            "full_macs_at_max_seq_length": route_macs(config, Route.uniform(config), length),
+            "dev_mean_macs": mean_macs(config, width, depth, lengths),
+            "dev_full_mean_macs": mean_macs(config, 1.0, 1.0, lengths),
+            "source_model": os.path.abspath(args.model_dir), "versions": package_versions(),
+        }
+        write_manifest(tmp, manifest)  # the Predictor reads it
+        manifest.update(check_runtimes(args, tmp, task, batches, expected, labels, tag))
+        write_manifest(tmp, manifest)
+        target = os.path.join(args.output_dir, tag)
+        replace_dir(tmp, target)  # an earlier export of it (--overwrite_output_dir) goes only now
+    logger.info(f"exported {tag} to {target}: {manifest['parameters'] / full_parameters:.0%} of the parameters, "
+                f"{manifest['macs_at_max_seq_length'] / manifest['full_macs_at_max_seq_length']:.0%} of the MACs at "
+                f"length {length}; max |Δlogits| {manifest['check']['max_abs_logit_diff']:.1e} against the flexible "
+                f"model on {len(expected)} dev examples")
+    return manifest
+
+
+def export_dynamic(args: RunArgs, task, tokenizer, setting: dict[str, Any], pooling: str, rule: str,
+                   batches: list, labels: np.ndarray, lengths: list[int], text_pair: bool) -> dict[str, Any]:
+    """A gated or early-exit setting into ``OUT/<mode>``: a graph per (layer, width), the backbone's other
+    weights, gates and off-ramps; checked like a static export, routes included."""
+    from ofa_flexbert.adaptive.runner import DynamicModel
+    from gate.io import load_gates, load_off_ramps, save_gates, save_off_ramps
+
+    from ofa_flexbert.deploy.dynamic_predictor import plan_of_setting, save_backbone, save_layers
+    from .infer import depth_rule_for
+
+    tag = setting["mode"]
+    plan = plan_of_setting(setting)
+
+    def fresh():
+        return fresh_model(args, task, pooling)
+
+    model = fresh()
+    gates = load_gates(args.model_dir) if plan.gated else None
+    ramps = load_off_ramps(args.model_dir) if plan.exits else None
+    if (plan.gated and gates is None) or (plan.exits and ramps is None):
+        raise UserError(f"--inference_config: {tag} needs the gates and off-ramps of --stage gate; "
+                        f"{args.model_dir} lacks them")
+    reference = DynamicModel(model, gates, ramps, plan, depth_rule_for(args.model_dir, plan))
+    expected, routes = run_dynamic(reference, batches)
+    config = model.bert.config
+    with staging(args.output_dir, tag) as tmp:
+        with quiet_native(args.verbose):
+            graphs, layer_parameters = save_layers(fresh, plan, tmp)
+        save_backbone(model, tmp)
+        for saved, save in ((gates, save_gates), (ramps, save_off_ramps)):
+            if saved is not None:
+                save(saved, tmp)
+        tokenizer.save_pretrained(tmp)
+        outside = sum(parameter_count(layer) for layer in (gates, ramps) if layer is not None) + \
+            parameter_count(model) - sum(parameter_count(layer) for layer in model.bert.encoder.layers)
+        manifest: dict[str, Any] = {
+            "kind": "dynamic", "tag": tag, "task": task.name, "num_labels": task.num_labels,
+            "labels": list(task.labels or []), "text_pair": text_pair, "max_seq_length": args.max_seq_length,
+            "pooling": pooling, "format": f"{graphs} layer graphs", "setting": setting, "depth_rule": rule,
+            "hidden_size": config.hidden_size, "full_layers": config.num_hidden_layers,
+            "parameters": outside + layer_parameters, "parameters_outside_layers": outside,
+            "full_parameters": parameter_count(model),
+            "dev_mean_macs": float(np.mean([reference.macs(r, t) for r, t in zip(routes, lengths)])),
+            "dev_full_mean_macs": mean_macs(config, 1.0, 1.0, lengths),
+            "source_model": os.path.abspath(args.model_dir), "versions": package_versions(),
+        }
+        write_manifest(tmp, manifest)  # the predictor reads it
+        check, deployed = check_dynamic(args, tmp, manifest, task, batches, expected, routes)
+        manifest["check"] = check
+        manifest["dev_metrics"] = compute_metrics(task, deployed, labels)
+        write_manifest(tmp, manifest)
+        replace_dir(tmp, os.path.join(args.output_dir, tag))
+    logger.info(f"exported {tag} to {os.path.join(args.output_dir, tag)}: {graphs} layer graphs; "
+                f"{check['same_routes']:.1%} of dev routes and max |Δlogits| {check['max_abs_logit_diff']:.1e} "
+                "against the flexible model")
+    return manifest
+
+
+def check_dynamic(args: RunArgs, export_dir: str, manifest: dict[str, Any], task, batches: list,
+                  expected: np.ndarray, routes: list) -> tuple[dict[str, Any], np.ndarray]:
+    """The manifest's ``check`` of a dynamic export and its deployed (oneDNN) logits: on each kernel set,
+    the share of dev routes that are the flexible model's and the logit difference where they are."""
+    from ofa_flexbert.deploy.dynamic_predictor import DynamicPredictor
+
+    tag, threads = manifest["tag"], math_threads(args.num_threads)
+    check: dict[str, Any] = {"split": task.dev_splits[0], "examples": int(len(expected)), "runtime": "paddle_inference"}
+    for onednn in (False, True):
+        got, taken = run_dynamic(DynamicPredictor(export_dir, manifest, threads, onednn).dynamic, batches)
+        same = np.array([a == b for a, b in zip(taken, routes)])
+        diff = float(np.abs(got - expected)[same].max()) if same.any() else float("inf")
+        key = "onednn_" if onednn else ""
+        check.update({f"{key}max_abs_logit_diff": diff, f"{key}same_routes": float(same.mean()),
+                      f"{key}same_predictions": same_predictions(got, expected, task)})
+        if not diff <= (KERNEL_TOLERANCE if onednn else TOLERANCE) or same.mean() < ROUTE_AGREEMENT:
+            raise UserError(f"export {tag}: on Paddle Inference{' with oneDNN' if onednn else ''} {same.mean():.1%} "
+                            f"of the routes are the flexible model's and the logits differ by {diff:.2e}; "
+                            "nothing was written")
+    return check, got
+
+
+def fresh_model(args: RunArgs, task, pooling: str):
+    """A fresh load of --model_dir in eval mode with its pooling: every export narrows a model of its own."""
+    model = load_model(args.model_dir, task.num_labels, require_classifier=True)
+    model.bert.config.pooling = pooling
+    model.eval()
+    return model
+
+
+def run_dynamic(runner, batches: list) -> tuple[np.ndarray, list]:
+    """Logits and routes of a ``gate.inference.DynamicModel`` over (ids, token types) batches."""
+    logits, routes = [], []
+    for ids, types in batches:
+        batch_logits, batch_routes = runner.run({"input_ids": paddle.to_tensor(ids),
+                                                 "token_type_ids": paddle.to_tensor(types)})
+        logits.append(batch_logits)
+        routes.extend(batch_routes)
+    return np.concatenate(logits), routes
+
+
+def check_runtimes(args: RunArgs, export_dir: str, task, batches: list, expected: np.ndarray, labels: np.ndarray,
+                   tag: str) -> dict[str, Any]:
+    """The manifest's ``check``, ``onnx`` and ``dev_metrics``: the exported model on every runtime against
+    the flexible model's logits ``expected``; a one-line error when one differs beyond its tolerance."""
+    threads = math_threads(args.num_threads)
+    plain = runtime_logits(export_dir, batches, threads, "paddle", onednn=False)
+    diff = float(np.abs(plain - expected).max())
+    if not diff <= TOLERANCE:
+        raise UserError(f"export {tag}: the exported model's logits differ from the flexible model's by "
+                        f"{diff:.2e} on {task.name} dev (> {TOLERANCE:g}); nothing was written")
+    deployed = runtime_logits(export_dir, batches, threads, "paddle", onednn=True)
+    result: dict[str, Any] = {
+        "check": {"split": task.dev_splits[0], "examples": int(len(expected)), "max_abs_logit_diff": diff,
+                  "runtime": "paddle_inference", "onednn": False,
+                  "onednn_max_abs_logit_diff": kernel_check(deployed, expected, "Paddle Inference with oneDNN", tag),
+                  "onednn_same_predictions": same_predictions(deployed, expected, task)},
+        "dev_metrics": compute_metrics(task, deployed, labels),
+    }
+    if args.format == "onnx":
+        with quiet_native(args.verbose):
+            path = save_onnx(export_dir)
+        onnx = runtime_logits(export_dir, batches, threads, "onnx")
+        result["onnx"] = {"file": os.path.basename(path), "opset": ONNX_OPSET,
+                          "max_abs_logit_diff": kernel_check(onnx, expected, "onnxruntime", tag),
+                          "same_predictions": same_predictions(onnx, expected, task), "versions": onnx_versions()}
+    return result
+
+
+def runtime_logits(export_dir: str, batches: list, threads: int, runtime: str, onednn: bool = True) -> np.ndarray:
+    """The exported model's logits on ``batches`` under one runtime (a fresh Predictor)."""
+    predictor = Predictor(export_dir, num_threads=threads, onednn=onednn, runtime=runtime)
+    return np.concatenate([predictor.logits(ids, types) for ids, types in batches])
+
+
+def kernel_check(got: np.ndarray, expected: np.ndarray, runtime: str, tag: str) -> float:
+    """Max |Δlogits| of a runtime with kernels of its own (oneDNN, onnxruntime); refused above :data:`KERNEL_TOLERANCE`."""
+    diff = float(np.abs(got - expected).max())
+    if not diff <= KERNEL_TOLERANCE:
+        raise UserError(f"export {tag}: {runtime}'s logits differ from the flexible model's by {diff:.2e} "
+                        f"(> {KERNEL_TOLERANCE:g}); nothing was written")
+    return diff
+
+
+def same_predictions(got: np.ndarray, expected: np.ndarray, task) -> Optional[float]:
+    """Share of inputs whose predicted class is the flexible model's (None for regression)."""
+    if task.is_regression:
+        return None
+    return float((got.argmax(axis=1) == expected.argmax(axis=1)).mean())
+
+
+def onnx_versions() -> dict[str, str]:
+    import onnxruntime
+    import paddle2onnx
+
+    return {"paddle2onnx": getattr(paddle2onnx, "__version__", "?"), "onnxruntime": onnxruntime.__version__}
+
+
+def run(args: RunArgs) -> StageReport:
+    """``--stage export``: each requested subnet into ``<output_dir>/<tag>/``; export_results.json lists them."""
+    task, tokenizer = start(args)
+    setting = dynamic_setting(args, task.name)
+    subnets = [] if setting else requested_subnets(args, task.name)
+    check_targets(args, [setting["mode"]] if setting else [subnet_tag(w, d) for w, d in subnets])
+    pooling = check_pooling(args)
+    rule = recorded_depth_rule(args.model_dir) or "prefix"
+    started = time.time()
+    examples = read_split(task, task_data_dir(args.data_dir, task.dir_name), task.dev_splits[0])
+    dataset = encode(examples, task, tokenizer, args.max_seq_length)
+    loader = make_loader(dataset, tokenizer, args.per_gpu_eval_batch_size)
+    batches, lengths = _batches(loader), sequence_lengths(loader)
+    labels = np.array([row["labels"] for row in dataset])
+    text_pair = any(ex.text_b is not None for ex in examples)
+    if setting:
+        exports = [export_dynamic(args, task, tokenizer, setting, pooling, rule, batches, labels, lengths, text_pair)]
+    else:
+        exports = [export_one(args, task, tokenizer, w, d, pooling, rule, batches, labels, lengths, text_pair)
+                   for w, d in subnets]
+    rows = [{"tag": m["tag"], "path": os.path.join(args.output_dir, m["tag"]),
+             "width_mult": m.get("width_mult"), "depth_mult": m.get("depth_mult"),
+             "parameters": m["parameters"], "parameter_share": m["parameters"] / m["full_parameters"],
+             "macs_share": m["dev_mean_macs"] / m["dev_full_mean_macs"] if setting else
+             m["macs_at_max_seq_length"] / m["full_macs_at_max_seq_length"],
+             "metric": task.primary_metric, "value": m["dev_metrics"][task.primary_metric],
+             "max_abs_logit_diff": m["check"]["max_abs_logit_diff"], "format": m["format"],
+             "onednn_max_abs_logit_diff": m["check"]["onednn_max_abs_logit_diff"],
+             "onnx_max_abs_logit_diff": m["onnx"]["max_abs_logit_diff"] if "onnx" in m else None}
+            for m in exports]
+    seconds = round(time.time() - started, 1)
+    write_json(os.path.join(args.output_dir, "export_results.json"),
+                      {"task": task.name, "source_model": os.path.abspath(args.model_dir), "manifest": MANIFEST,
+                       "exports": rows, "seconds": seconds})
+    write_run_info(args, task.name, {"complete": True, "exports": [r["tag"] for r in rows]})
+    return StageReport("export", task.name, args.output_dir, task.primary_metric, [], None, seconds,
+                       {"exports": rows})

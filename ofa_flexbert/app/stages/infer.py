@@ -1,0 +1,233 @@
+"""Stage ``infer``: static, width-, depth- and width+depth-dynamic inference on dev, batched,
+with each input's route and cost (flexible-bert-method.md §7).
+
+Every mode is one call of the routed encoder (``encoder.classify``) with a hook: the gates
+(``GateRouter``) pick widths, the exit check (``ExitCheck``) retires inputs, both chained in the
+reference's order (the exit check first).  Inputs of one batch take different routes, so any
+``--per_gpu_eval_batch_size`` gives the predictions of batch size 1 (the reference needs 1).
+
+Cost per input is counted from the route it took at its real length: its layers at their widths,
+the head at its exit, the gates that ran and the exit checks it passed (``accounting.route_macs``,
+``gate.settings.gate_macs``, ``gate.ramps.exit_check_macs``).  A static subnet runs no gates: it
+needs none, so none are counted (the reference runs and counts them in every mode).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import numpy as np
+import paddle
+
+from ofa_flexbert.adaptive.runner import DynamicModel, Plan
+from gate.io import load_gates, load_off_ramps
+
+from ofa_flexbert.engine.accounting import mean_macs, sequence_lengths
+from ofa_flexbert.config import RunArgs, task_data_dir
+from ofa_flexbert.glue.data import encode, make_loader, read_split
+from ofa_flexbert.errors import UserError
+from ofa_flexbert.glue.metrics import compute_metrics, predictions
+from ofa_flexbert.store.models import load_model
+from ofa_flexbert.store.atomic import write_json, write_text
+from ofa_flexbert.store.outputs import recorded_depth_rule, write_run_info
+from ofa_flexbert.engine.routes import Route
+from .common import StageReport, check_pooling, start
+
+logger = logging.getLogger("ofa_flexbert")
+
+MODES = ("static", "w_dynamic", "d_dynamic", "wd_dynamic")
+LATENCY_INPUTS = 500  # dev inputs timed at batch 1 (after WARMUP): enough for a stable median and p90
+WARMUP = 10
+THROUGHPUT_BATCH = 32
+
+
+SETTINGS_KEYS = {"mode", "width_mult_list", "depth_mult", "early_exit", "exit_threshold", "normalized_entropy"}
+
+
+def read_inference_config(path: str, task: str) -> dict[str, Any]:
+    """The ``task`` entry of an --inference_config file (the format --stage search writes), checked.
+
+    A one-line error names the file and line for invalid JSON, a missing task, an unknown key or
+    mode; keys starting with ``_`` are comments.
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except OSError as exc:
+        raise UserError(f"--inference_config {path}: cannot be read ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--inference_config {path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    tasks = [k for k in data if not k.startswith("_")] if isinstance(data, dict) else []
+    if task not in tasks:
+        raise UserError(f"--inference_config {path}: no settings for {task} (it has {', '.join(tasks) or 'none'})")
+    entry = data[task]
+    unknown = set(entry) - SETTINGS_KEYS if isinstance(entry, dict) else {"(not an object)"}
+    if unknown:
+        raise UserError(f"--inference_config {path}: {task}: unknown key(s) {', '.join(sorted(unknown))}; "
+                        f"expected {', '.join(sorted(SETTINGS_KEYS))}")
+    if entry.get("mode") not in MODES:
+        raise UserError(f"--inference_config {path}: {task}: mode must be one of {', '.join(MODES)}, "
+                        f"got {entry.get('mode')!r}")
+    return entry
+
+
+def with_inference_config(args: RunArgs, task: str) -> RunArgs:
+    """``args`` with the mode flags replaced by the --inference_config entry of ``task``."""
+    import dataclasses
+
+    if not args.inference_config:
+        return args
+    given = [m for m in MODES if getattr(args, m)]
+    if given:
+        raise UserError(f"--inference_config and --{given[0]}: give one of them (the file names the mode)")
+    entry = read_inference_config(args.inference_config, task)
+    values = {m: m == entry["mode"] for m in MODES}
+    values["width_mult_list"] = [float(w) for w in entry.get("width_mult_list", args.width_mult_list)]
+    values["depth_mult_list"] = [float(entry.get("depth_mult", 1.0))]
+    for key in ("early_exit", "exit_threshold", "normalized_entropy"):
+        if key in entry:
+            values[key] = entry[key]
+    return dataclasses.replace(args, **values)
+
+
+def plan_of(args: RunArgs) -> Plan:
+    """The one mode the flags name, checked: a one-line error for none, two, or a static mode with
+    different widths."""
+    modes = [m for m in MODES if getattr(args, m)]
+    if len(modes) != 1:
+        raise UserError("--stage infer: give exactly one of --static, --w_dynamic, --d_dynamic, --wd_dynamic"
+                        + (f" (got {', '.join('--' + m for m in modes)})" if modes else ""))
+    mode, widths = modes[0], tuple(args.width_mult_list)
+    if mode in ("static", "d_dynamic") and len(set(widths)) != 1:
+        raise UserError(f"--{mode}: one width for every input, so --width_mult_list needs identical values "
+                        f"(e.g. 0.5,0.5,0.5,0.5), got {','.join(f'{w:g}' for w in widths)}")
+    if mode == "d_dynamic" and not args.early_exit:
+        raise UserError("--d_dynamic: depth-dynamic inference exits early; add --early_exit")
+    if mode in ("d_dynamic", "wd_dynamic") and args.depth_mult_list[0] != 1.0:
+        raise UserError(f"--{mode}: early exit starts from the full model; --depth_mult_list must be 1.0, "
+                        f"got {args.depth_mult_list[0]:g}")
+    if args.fixed_gate is not None and mode not in ("w_dynamic", "wd_dynamic"):
+        raise UserError(f"--fixed_gate: replaces the gates' decisions, so it needs --w_dynamic or --wd_dynamic "
+                        f"(got --{mode})")
+    return Plan(mode, widths, args.depth_mult_list[0], args.early_exit, args.exit_threshold, args.normalized_entropy,
+                args.fixed_gate)
+
+
+def depth_rule_for(model_dir: str, plan: Plan) -> str:
+    """The model's recorded --depth_rule (prefix if it had no depth training), checked against early exit.
+
+    An off-ramp after layer j answers for the first j+1 layers, which the depth stage trained only
+    under the prefix rule; a model trained with another rule never learned to stop there.
+    """
+    rule = recorded_depth_rule(model_dir) or "prefix"
+    if plan.exits and rule != "prefix":
+        raise UserError(f"--early_exit: the model in {model_dir} was depth-trained with --depth_rule {rule}, "
+                        "whose shallow subnets are not the first layers; early exit needs a --depth_rule prefix model")
+    return rule
+
+
+def timed(dynamic: DynamicModel, loader) -> list[float]:
+    """Seconds per batch of ``loader`` (model time only: collation excluded)."""
+    seconds = []
+    for batch in loader:
+        start = time.perf_counter()
+        dynamic.run(batch)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def run(args: RunArgs) -> StageReport:
+    """``--stage infer``: run the plan on dev; write infer_results.json and predictions.jsonl."""
+    task, tokenizer = start(args)
+    args = with_inference_config(args, task.name)
+    plan = plan_of(args)
+    if plan.exits and task.is_regression:
+        raise UserError(f"--early_exit: exits use a classifier's entropy; {task.name} is a regression task")
+    model = load_model(args.model_dir, task.num_labels, require_classifier=True)
+    model.bert.config.pooling = check_pooling(args)
+    model.eval()
+    gates = load_gates(args.model_dir) if plan.gated else None
+    if plan.gated and gates is None:
+        raise UserError(f"--{plan.mode}: {args.model_dir} has no gates (gates.json); run --stage gate first")
+    ramps = load_off_ramps(args.model_dir) if plan.exits else None
+    if plan.exits and (ramps is None or not ramps.layers):
+        raise UserError(f"--early_exit: {args.model_dir} has no off-ramps (off_ramps.json); run --stage gate first")
+    dynamic = DynamicModel(model, gates, ramps, plan, depth_rule_for(args.model_dir, plan))
+    split = task.dev_splits[0]
+    examples = read_split(task, task_data_dir(args.data_dir, task.dir_name), split)
+    dataset = encode(examples, task, tokenizer, args.max_seq_length)
+    loader = make_loader(dataset, tokenizer, args.per_gpu_eval_batch_size)
+    lengths = sequence_lengths(loader)
+    started = time.time()
+    logits, routes = [], []
+    for batch in loader:
+        batch_logits, batch_routes = dynamic.run(batch)
+        logits.append(batch_logits)
+        routes.extend(batch_routes)
+    logits = np.concatenate(logits)
+    labels = np.array([row["labels"] for row in dataset])
+    metrics = compute_metrics(task, logits, labels)
+    macs = np.array([dynamic.macs(r, t) for r, t in zip(routes, lengths)], dtype="float64")
+    full = mean_macs(model.bert.config, 1.0, 1.0, lengths)
+    layers_run = np.array([len(r.executed) for r in routes])
+    timing = latency(dynamic, dataset, tokenizer)
+    summary: dict[str, Any] = {
+        "task": task.name, "split": split, "mode": plan.mode, "width_mult_list": list(plan.widths),
+        "fixed_gate": plan.fixed_width,
+        "depth_mult": plan.depth_mult, "early_exit": plan.exits, "exit_threshold": plan.threshold if plan.exits else None,
+        "normalized_entropy": plan.normalized if plan.exits else None, "metric": task.primary_metric,
+        "metrics": metrics, "macs": float(macs.mean()), "full_macs": float(full),
+        "macs_share": float(macs.mean() / full), "reduction": float(1 - macs.mean() / full),
+        "mean_layers": float(layers_run.mean()),
+        "exit_histogram": {str(k): int(v) for k, v in zip(*np.unique(layers_run, return_counts=True))},
+        "width_histogram": width_histogram(routes, model.bert.config.num_hidden_layers),
+        "examples": len(routes), "batch_size": args.per_gpu_eval_batch_size, **timing,
+        "seconds": round(time.time() - started, 1),
+    }
+    write_outputs(args.output_dir, summary, routes, logits, labels, macs, task)
+    logger.info(f"infer {task.name} {plan.mode}: {task.primary_metric}={metrics[task.primary_metric]:.4f} at "
+                f"{summary['macs_share']:.0%} of the full model's MACs, {summary['mean_layers']:.2f} layers on average")
+    write_run_info(args, task.name, {"complete": True, "mode": plan.mode})
+    return StageReport("infer", task.name, args.output_dir, task.primary_metric, [], None, summary["seconds"],
+                       {"gated": {"metrics": metrics, "macs_share": summary["macs_share"], "label": plan.mode},
+                        "inference": summary})
+
+
+def width_histogram(routes: list[Route], num_layers: int) -> dict[str, dict[str, int]]:
+    """Per encoder layer, how many inputs ran it with how many heads."""
+    counts: dict[str, dict[str, int]] = {str(i): {} for i in range(num_layers)}
+    for route in routes:
+        for layer, width in route.executed:
+            cell = counts[str(layer)]
+            cell[str(width.heads)] = cell.get(str(width.heads), 0) + 1
+    return counts
+
+
+def latency(dynamic: DynamicModel, dataset, tokenizer) -> dict[str, float]:
+    """Per input at batch 1 (median and p90 in ms, warm-up excluded) and throughput at batch 32, on the
+    first inputs of the split (:data:`LATENCY_INPUTS`): the device in use, model time only."""
+    from paddlenlp.datasets import MapDataset
+
+    subset = MapDataset([dataset[i] for i in range(min(len(dataset), LATENCY_INPUTS + WARMUP))])
+    single = timed(dynamic, make_loader(subset, tokenizer, 1))[WARMUP:] or [float("nan")]
+    batched = timed(dynamic, make_loader(subset, tokenizer, THROUGHPUT_BATCH))
+    return {"latency_ms_batch1_median": float(np.median(single) * 1e3),
+            "latency_ms_batch1_p90": float(np.percentile(single, 90) * 1e3),
+            "throughput_per_s_batch32": float(len(subset) / sum(batched)),
+            "latency_inputs": len(single), "device": paddle.get_device()}
+
+
+def write_outputs(output_dir: str, summary: dict, routes: list[Route], logits: np.ndarray, labels: np.ndarray,
+                  macs: np.ndarray, task) -> None:
+    """infer_results.json (the summary) and predictions.jsonl (one row per input), atomically."""
+    preds = predictions(task, logits)
+    lines = [json.dumps({"index": i, "label": labels[i].item(), "prediction": preds[i].item(),
+                         "layers": [layer for layer, _ in r.executed], "heads": [w.heads for _, w in r.executed],
+                         "exit_after": len(r.executed), "macs": int(m)})
+             for i, (r, m) in enumerate(zip(routes, macs))]
+    os.makedirs(output_dir, exist_ok=True)
+    write_text(os.path.join(output_dir, "predictions.jsonl"), "\n".join(lines) + "\n")
+    write_json(os.path.join(output_dir, "infer_results.json"), summary)

@@ -1,0 +1,273 @@
+"""Stage ``search``: the accuracy-cost trade-off of a gated model, found instead of hand-tuned.
+
+Searched: the static grid (--width_mult_list x --depth_mult_list), depth-dynamic inference
+(each width x each exit threshold), width-dynamic inference (every class -> width map,
+``tradeoff.width_maps``) and width+depth-dynamic inference (maps x thresholds).
+
+Which data, and why (a decision): the training split is out (the model fits it, so its exits
+would look free) and GLUE's test labels are hidden, so dev is split in two halves, stratified by
+label (``tradeoff.split_halves``, seeded by --seed).  The *search* half chooses the Pareto front
+and the setting under --macs_budget; the *held-out* half measures them, and only its figures are
+plotted.  Both halves were seen by the earlier stages' checkpoint selection, which favours no
+mode over another.  Every figure is also given for the whole of dev, which is what
+``--stage infer`` with the written inference config reports.
+
+One engine: each map (and each static width) is one pass of ``gate.inference.DynamicModel`` over dev at
+full depth with the off-ramps' predictions recorded; an exit threshold is then replayed from the
+record (an input leaves at the first off-ramp whose entropy is below it), so forty thresholds
+cost one pass.  The replay is the exit check's own rule, and a test runs the chosen setting
+through ``--stage infer`` and gets the same metric and MACs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import paddle
+from tqdm import tqdm
+
+from ofa_flexbert.adaptive.runner import DynamicModel, Plan
+from gate.io import load_gates, load_off_ramps
+from gate.modules import FeatureRecorder
+from gate.ramps import entropy
+
+from ofa_flexbert.app import plots
+from ofa_flexbert.engine.accounting import sequence_lengths, subnet_macs
+from ofa_flexbert.config import RunArgs, task_data_dir
+from ofa_flexbert.glue.data import encode, make_loader, read_split
+from ofa_flexbert.glue.tasks import TaskSpec
+from ofa_flexbert.glue.metrics import compute_metrics
+from ofa_flexbert.store.models import load_model
+from ofa_flexbert.store.atomic import write_json
+from ofa_flexbert.store.outputs import recorded_depth_rule, write_run_info
+from ofa_flexbert.engine.routes import Route
+from ofa_flexbert.adaptive.tradeoff import best_under_budget, default_thresholds, exit_steps, pareto_front, split_halves, width_maps
+from .common import StageReport, check_pooling, start
+
+logger = logging.getLogger("ofa_flexbert")
+
+MODE_LABELS = {"static": "static grid", "d_dynamic": "d-dynamic", "w_dynamic": "w-dynamic",
+               "wd_dynamic": "wd-dynamic"}
+
+
+@dataclass
+class Recorded:
+    """One pass over dev without exits: final logits [N, C], each off-ramp's logits [R, N, C],
+    and the route each input took (the gates' widths)."""
+
+    logits: np.ndarray
+    ramp_logits: np.ndarray
+    routes: list[Route]
+
+
+@dataclass
+class Outcome:
+    """What a setting does to each dev input: logits [N, C] and MACs [N]."""
+
+    plan: Plan
+    logits: np.ndarray
+    macs: np.ndarray
+    layers: np.ndarray
+
+
+def settings_entry(plan: Plan) -> dict[str, Any]:
+    """``plan`` as an --inference_config entry (the format ``infer.read_inference_config`` reads)."""
+    entry: dict[str, Any] = {"mode": plan.mode, "width_mult_list": list(plan.widths), "depth_mult": plan.depth_mult,
+                             "early_exit": plan.exits}
+    if plan.exits:
+        entry.update(exit_threshold=plan.threshold, normalized_entropy=plan.normalized)
+    return entry
+
+
+def record(dynamic: DynamicModel, loader, ramps) -> Recorded:
+    """Run ``dynamic`` (no exits) over ``loader``, recording every off-ramp's logits on the way."""
+    steps = {layer + 1: i for i, layer in enumerate(ramps.layers)} if ramps is not None else {}
+    logits, ramp_logits, routes = [], [], []
+    for batch in loader:
+        recorder = FeatureRecorder(sorted(steps), read=lambda state: ramps.head(steps[state.step])(state.pooled()))
+        batch_logits, batch_routes = dynamic.run(batch, first=recorder if steps else None)
+        logits.append(batch_logits)
+        routes.extend(batch_routes)
+        ramp_logits.append(np.stack([x.numpy() for x in recorder.features]) if steps else np.zeros((0,) + batch_logits.shape))
+    return Recorded(np.concatenate(logits), np.concatenate(ramp_logits, axis=1), routes)
+
+
+def replay(plan: Plan, recorded: Recorded, dynamic: DynamicModel, lengths: list[int], ramps,
+           thresholds: list[float]) -> list[Outcome]:
+    """The outcome of ``plan`` without exits, or, when it exits, of each threshold, from one record.
+
+    MACs per input come from ``dynamic.macs`` on the route cut at the exit, as ``--stage infer``
+    counts them; a table of them per possible exit makes a threshold a lookup.
+    """
+    if not plan.exits:
+        macs = np.array([dynamic.macs(r, t) for r, t in zip(recorded.routes, lengths)], dtype="float64")
+        layers = np.array([len(r.executed) for r in recorded.routes])
+        return [Outcome(plan, recorded.logits, macs, layers)]
+    exits = [layer + 1 for layer in ramps.layers]
+    table = np.array([[dynamic.macs(dataclasses.replace(r, exit_after=e), t) for e in exits] + [dynamic.macs(r, t)]
+                      for r, t in zip(recorded.routes, lengths)], dtype="float64")  # [N, R + 1]
+    entropies = np.stack([entropy(paddle.to_tensor(x), plan.normalized).numpy() for x in recorded.ramp_logits], axis=1)
+    full_layers = np.array([len(r.layers) for r in recorded.routes])
+    rows = np.arange(len(lengths))
+    outcomes = []
+    for threshold in thresholds:
+        leave = exit_steps(entropies, threshold)
+        logits = recorded.logits.copy()
+        left = leave >= 0
+        logits[left] = recorded.ramp_logits[leave[left], rows[left]]
+        macs = table[rows, np.where(left, leave, len(exits))]
+        layers = np.where(left, np.array(exits)[np.maximum(leave, 0)], full_layers)
+        outcomes.append(Outcome(dataclasses.replace(plan, threshold=threshold), logits, macs, layers))
+    return outcomes
+
+
+def search_groups(args: RunArgs, gates, can_exit: bool) -> list[list[Plan]]:
+    """The settings to try, grouped by the pass they are replayed from (same routes, same logits):
+    per width, static and d-dynamic; per class -> width map, w- and wd-dynamic; then the static
+    subnets of the shallower depths.  An exiting plan is replayed at every threshold."""
+    widths = sorted(set(args.width_mult_list))
+    exits = [True] if can_exit else []
+    groups = [[Plan("static", (w,), 1.0, False, 0.0, False)]
+              + [Plan("d_dynamic", (w,), 1.0, True, 0.0, args.normalized_entropy) for _ in exits] for w in widths]
+    if gates is not None:
+        groups += [[Plan("w_dynamic", m, 1.0, False, 0.0, False)]
+                   + [Plan("wd_dynamic", m, 1.0, True, 0.0, args.normalized_entropy) for _ in exits]
+                   for m in width_maps(widths, gates.settings.num_classes)]
+    groups += [[Plan("static", (w,), d, False, 0.0, False)] for d in sorted(set(args.depth_mult_list) - {1.0})
+               for w in widths]
+    return groups
+
+
+def summarise(outcome: Outcome, task: TaskSpec, labels: np.ndarray, full: np.ndarray,
+              parts: dict[str, np.ndarray]) -> dict[str, Any]:
+    """A setting's JSON row: its settings, then per part of dev (search, held-out, dev) the metrics,
+    mean MACs and their share of the full model's, and the mean number of layers run."""
+    row: dict[str, Any] = settings_entry(outcome.plan)
+    for name, idx in parts.items():
+        metrics = compute_metrics(task, outcome.logits[idx], labels[idx])
+        row[name] = {"metric": metrics[task.primary_metric], "metrics": metrics, "macs": float(outcome.macs[idx].mean()),
+                     "macs_share": float(outcome.macs[idx].mean() / full[idx].mean()),
+                     "mean_layers": float(outcome.layers[idx].mean())}
+    return row
+
+
+def run(args: RunArgs) -> StageReport:
+    """``--stage search``: sweep, keep the Pareto front, write the best setting under --macs_budget."""
+    started = time.time()
+    task, tokenizer = start(args)
+    model = load_model(args.model_dir, task.num_labels, require_classifier=True)
+    model.bert.config.pooling = check_pooling(args)
+    model.eval()
+    gates, ramps = load_gates(args.model_dir), load_off_ramps(args.model_dir)
+    rule = recorded_depth_rule(args.model_dir) or "prefix"
+    can_exit = ramps is not None and bool(ramps.layers) and not task.is_regression and rule == "prefix"
+    if not can_exit:
+        why = ("a regression task" if task.is_regression else f"--depth_rule {rule} model" if rule != "prefix"
+               else "no off-ramps (off_ramps.json)")
+        logger.info(f"search {task.name}: no early exit ({why})")
+    if gates is None:
+        logger.info(f"search {task.name}: no gates (gates.json) in {args.model_dir}: static and d-dynamic only")
+    split = task.dev_splits[0]
+    dataset = encode(read_split(task, task_data_dir(args.data_dir, task.dir_name), split), task, tokenizer,
+                     args.max_seq_length)
+    loader = make_loader(dataset, tokenizer, args.per_gpu_eval_batch_size)
+    lengths = sequence_lengths(loader)
+    labels = np.array([row["labels"] for row in dataset])
+    search_idx, held_idx = split_halves(labels, args.seed, stratify=not task.is_regression)
+    parts = {"search": search_idx, "held_out": held_idx, "dev": np.arange(len(labels))}
+    config = model.bert.config
+    full = np.array([subnet_macs(config, 1.0, 1.0, t) for t in lengths], dtype="float64")
+    thresholds = args.exit_thresholds or default_thresholds(task.num_labels, args.normalized_entropy)
+    rows: list[dict[str, Any]] = []
+    for group in tqdm(search_groups(args, gates, can_exit), desc=f"search {task.name}", unit="pass", leave=False):
+        runner = DynamicModel(model, gates, ramps, group[0], rule)  # the group's plan without exits
+        recorded = record(runner, loader, ramps if len(group) > 1 else None)
+        for plan in group:
+            counter = DynamicModel(model, gates, ramps, plan, rule)  # counts what the plan runs, exit checks included
+            rows.extend(summarise(o, task, labels, full, parts)
+                        for o in replay(plan, recorded, counter, lengths, ramps, thresholds))
+    return finish_search(args, task, rows, {name: len(idx) for name, idx in parts.items()}, split,
+                         time.time() - started)
+
+
+def mark_fronts(rows: list[dict[str, Any]]) -> None:
+    """``front``: on the Pareto front of all settings; ``mode_front``: on its own mode's front.
+    Both chosen on the search half."""
+    def front(idx: list[int]) -> set[int]:
+        return {idx[i] for i in pareto_front([rows[j]["search"]["macs_share"] for j in idx],
+                                             [rows[j]["search"]["metric"] for j in idx])}
+
+    overall = front(list(range(len(rows))))
+    per_mode: set[int] = set()
+    for mode in MODE_LABELS:
+        per_mode |= front([i for i, r in enumerate(rows) if r["mode"] == mode])
+    for i, row in enumerate(rows):
+        row["front"], row["mode_front"] = i in overall, i in per_mode
+
+
+def finish_search(args: RunArgs, task: TaskSpec, rows: list[dict[str, Any]], sizes: dict[str, int],
+                  split: str, seconds: float) -> StageReport:
+    """search_results.json, inference_config.json (the best setting under --macs_budget), pareto.png
+    and VisualDL scalars in --output_dir; the report the CLI prints."""
+    mark_fronts(rows)
+    best = best_under_budget([r["search"]["macs_share"] for r in rows], [r["search"]["metric"] for r in rows],
+                             args.macs_budget)
+    os.makedirs(args.output_dir, exist_ok=True)
+    if best is not None:
+        write_json(os.path.join(args.output_dir, "inference_config.json"),
+                          {task.name: settings_entry_of(rows[best])})
+    summary = {"task": task.name, "split": split, "parts": sizes, "seed": args.seed, "metric": task.primary_metric,
+               "macs_budget": args.macs_budget, "best": best, "seconds": round(seconds, 1), "points": rows}
+    write_json(os.path.join(args.output_dir, "search_results.json"), summary)
+    plots.pareto(rows, best, os.path.join(args.output_dir, "pareto.png"),
+                 f"{task.name}: held-out half of {split} ({sizes['held_out']} inputs)", task.primary_metric)
+    log_fronts(args.output_dir, rows)
+    if best is None:
+        cheapest = min(r["search"]["macs_share"] for r in rows)
+        logger.warning(f"search {task.name}: no setting fits --macs_budget {args.macs_budget:g} (the cheapest costs "
+                       f"{cheapest:.0%} of the full model); no inference_config.json written")
+    else:
+        chosen = rows[best]
+        logger.info(f"search {task.name}: best under {args.macs_budget:.0%} of the full model's MACs: "
+                    f"{describe(chosen)}: held-out {task.primary_metric} {chosen['held_out']['metric']:.4f} at "
+                    f"{chosen['held_out']['macs_share']:.0%}; {os.path.join(args.output_dir, 'inference_config.json')}")
+    write_run_info(args, task.name, {"complete": True, "best": settings_entry_of(rows[best]) if best is not None else None})
+    gated = None
+    if best is not None:
+        gated = {"metrics": rows[best]["held_out"]["metrics"], "macs_share": rows[best]["held_out"]["macs_share"],
+                 "label": rows[best]["mode"], "depth": rows[best]["depth_mult"]}
+    return StageReport("search", task.name, args.output_dir, task.primary_metric, [], None, seconds,
+                       {"gated": gated, "front": [r for r in rows if r["front"]]})
+
+
+def settings_entry_of(row: dict[str, Any]) -> dict[str, Any]:
+    """The --inference_config entry of a search_results.json row."""
+    keys = ("mode", "width_mult_list", "depth_mult", "early_exit", "exit_threshold", "normalized_entropy")
+    return {k: row[k] for k in keys if k in row}
+
+
+def describe(row: dict[str, Any]) -> str:
+    """``wd_dynamic 0.25,0.5,0.75,1 t=0.2`` -- a setting in one short phrase."""
+    text = f"{row['mode']} " + ",".join(f"{w:g}" for w in row["width_mult_list"])
+    if row["depth_mult"] != 1.0:
+        text += f" d{row['depth_mult']:g}"
+    if row.get("early_exit"):
+        text += f" t={row['exit_threshold']:g}"
+    return text
+
+
+def log_fronts(output_dir: str, rows: list[dict[str, Any]]) -> None:
+    """VisualDL ``search/<mode>``: each mode's front (held-out metric), step = MACs share in per mille."""
+    from visualdl import LogWriter
+
+    with LogWriter(logdir=os.path.join(output_dir, "vdl", "search")) as writer:
+        for mode in MODE_LABELS:
+            points = sorted((r["held_out"]["macs_share"], r["held_out"]["metric"]) for r in rows
+                            if r["mode"] == mode and r["mode_front"])
+            for share, metric in points:
+                writer.add_scalar(tag=f"search/{mode}", step=int(round(share * 1000)), value=metric)

@@ -1,0 +1,233 @@
+"""Predict labels for raw text with a model written by ``--stage export``, on Paddle Inference.
+
+    from ofa_flexbert import Predictor
+    predictor = Predictor("export/w0.5_d0.75")
+    predictor.predict(["a gripping, funny film"])          # single sentences
+    predictor.predict(["He left."], pairs=["He is gone."])  # sentence pairs (MRPC, RTE, ...)
+
+Text is tokenised with the tokenizer saved beside the model, truncated to the model's
+``max_seq_length`` exactly as training data was (``data.encode``), batched and padded; the
+static graph reads padding from the pad id, so a row's result does not depend on its batch.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from ofa_flexbert.glue.data import Example, encode, get_task
+from ofa_flexbert.errors import UserError
+from .graphs import INPUT_NAMES, MODEL_PREFIX, ONNX_FILE, graph_file, read_manifest
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One input's answer: the label (a score for regression) and, for classification, each label's probability."""
+
+    label: Union[str, float]
+    probabilities: Optional[dict[str, float]]
+
+
+def paddle_predictor(export_dir: str, num_threads: int = 1, onednn: bool = True, prefix: str = MODEL_PREFIX):
+    """A Paddle Inference predictor for the exported graph ``<prefix>.*``, CPU, with ``num_threads`` math threads.
+
+    oneDNN is on by default in both CPU builds (notes §13); it is set explicitly either way so a
+    benchmark states what it ran (bench/export_latency.py: it is faster for batches of long
+    inputs, slower for single short ones).
+    """
+    import paddle
+    import paddle.inference as inference
+
+    graph = graph_file(export_dir, prefix)
+    if graph.endswith(".json") and int(paddle.__version__.split(".")[0]) < 3:  # it would segfault (notes §13)
+        raise UserError(f"--export_dir {export_dir}: model.json was written by paddle 3, whose format paddle "
+                        f"{paddle.__version__}'s Paddle Inference cannot read; predict with paddle >= 3, or export "
+                        "again under this paddle")
+    config = inference.Config(graph, os.path.join(export_dir, prefix + ".pdiparams"))
+    config.disable_gpu()
+    config.set_cpu_math_library_num_threads(num_threads)
+    switch = ("enable_" if onednn else "disable_") + ("onednn" if hasattr(config, "enable_onednn") else "mkldnn")
+    getattr(config, switch)()  # 3.x names it oneDNN, 2.6 MKLDNN
+    config.switch_ir_optim(True)
+    config.disable_glog_info()
+    try:
+        return inference.create_predictor(config)
+    except Exception as exc:  # e.g. paddle 2.6 given a paddle 3 model.json
+        raise UserError(f"--export_dir {export_dir}: Paddle Inference cannot load {os.path.basename(graph)} "
+                        f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); "
+                        "export with the paddle version that runs it") from None
+
+
+def run_graph(predictor, names: Sequence[str], arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """Feed ``arrays`` to a Paddle Inference predictor's inputs by name; return its first output."""
+    for name, array in zip(names, arrays):
+        handle = predictor.get_input_handle(name)
+        handle.reshape(list(array.shape))
+        handle.copy_from_cpu(array)
+    predictor.run()
+    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+
+
+def onnx_session(export_dir: str, num_threads: int = 1):
+    """An onnxruntime CPU session for the ``model.onnx`` that ``--format onnx`` wrote."""
+    path = os.path.join(export_dir, ONNX_FILE)
+    if not os.path.isfile(path):
+        raise UserError(f"--export_dir {export_dir}: no {ONNX_FILE} (export with --format onnx)")
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError("--runtime onnx: onnxruntime is not installed (pip install onnxruntime)") from None
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = num_threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: it warns about every unused initializer
+    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+RUNTIMES = ("paddle", "onnx")
+
+
+class Predictor:
+    """Labels and probabilities for raw text from an export directory (``--stage export``).
+
+    ``runtime`` is ``paddle`` (Paddle Inference, the model.json/model.pdmodel graph) or ``onnx``
+    (onnxruntime, the model.onnx that ``--format onnx`` adds); both get the same inputs by name.
+    """
+
+    def __init__(self, export_dir: str, num_threads: int = 1, onednn: bool = True, batch_size: int = 32,
+                 runtime: str = "paddle"):
+        from paddlenlp.transformers import BertTokenizer
+
+        if runtime not in RUNTIMES:
+            raise UserError(f"--runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        self.export_dir = export_dir
+        self.manifest = read_manifest(export_dir)
+        self.task = get_task(self.manifest["task"])
+        self.batch_size = batch_size
+        self.runtime = runtime
+        self.tokenizer = BertTokenizer.from_pretrained(export_dir)
+        self.dynamic = None
+        if self.manifest.get("kind") == "dynamic":  # gates and exits: layers on Paddle Inference, routed per input
+            if runtime != "paddle":
+                raise UserError(f"--runtime {runtime}: a {self.manifest['tag']} export runs on Paddle Inference only")
+            from .dynamic_predictor import DynamicPredictor
+
+            self.dynamic = DynamicPredictor(export_dir, self.manifest, num_threads, onednn)
+        elif runtime == "onnx":
+            self._session = onnx_session(export_dir, num_threads)
+        else:
+            self._predictor = paddle_predictor(export_dir, num_threads, onednn)
+
+    @property
+    def takes_pairs(self) -> bool:
+        """Whether the model was trained on sentence pairs (recorded at export)."""
+        return bool(self.manifest.get("text_pair"))
+
+    def logits(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
+        """[B, C] logits for one padded batch of int64 [B, T] ids."""
+        if self.dynamic is not None:
+            return self.dynamic.run(input_ids, token_type_ids)[0]
+        if self.runtime == "onnx":  # by name: conversion may reorder the inputs (notes §13)
+            feed = {name: np.ascontiguousarray(a, dtype="int64") for name, a in zip(INPUT_NAMES, (input_ids, token_type_ids))}
+            return self._session.run(None, feed)[0]
+        return run_graph(self._predictor, INPUT_NAMES, (np.ascontiguousarray(input_ids, dtype="int64"),
+                                                         np.ascontiguousarray(token_type_ids, dtype="int64")))
+
+    def encode(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> list[dict]:
+        """Token ids of each input, truncated as the model's training data was."""
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
+        examples = [Example(t, None if pairs is None else p, None) for t, p in
+                    zip(texts, pairs if pairs is not None else [None] * len(texts))]
+        return list(encode(examples, self.task, self.tokenizer, int(self.manifest["max_seq_length"])))
+
+    def batches(self, rows: list[dict]):
+        """Padded ``(input_ids, token_type_ids)`` batches of :attr:`batch_size` rows, in order."""
+        pad = self.tokenizer.pad_token_id
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start:start + self.batch_size]
+            width = max(len(r["input_ids"]) for r in chunk)
+            ids = np.full((len(chunk), width), pad, dtype="int64")
+            types = np.zeros((len(chunk), width), dtype="int64")
+            for i, row in enumerate(chunk):
+                ids[i, :len(row["input_ids"])] = row["input_ids"]
+                types[i, :len(row["token_type_ids"])] = row["token_type_ids"]
+            yield ids, types
+
+    def run(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> tuple[np.ndarray, list]:
+        """[N, C] logits, and for a dynamic export each input's (route, MACs at its length) -- what
+        ``--stage infer`` reports per input; an empty list for a static export (one route for all)."""
+        rows = self.encode(texts, pairs)
+        logits, routes = [], []
+        for start, (ids, types) in zip(range(0, len(rows), self.batch_size), self.batches(rows)):
+            if self.dynamic is None:
+                logits.append(self.logits(ids, types))
+                continue
+            batch_logits, taken = self.dynamic.run(ids, types)
+            logits.append(batch_logits)
+            lengths = [len(r["input_ids"]) for r in rows[start:start + self.batch_size]]
+            routes.extend((route, self.dynamic.macs(route, t)) for route, t in zip(taken, lengths))
+        empty = np.zeros((0, self.task.num_labels), dtype="float32")
+        return (np.concatenate(logits) if logits else empty), routes
+
+    def predict_logits(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> np.ndarray:
+        """[N, C] logits of the inputs (empty input: [0, C])."""
+        return self.run(texts, pairs)[0]
+
+    def predict(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> list[Prediction]:
+        """A :class:`Prediction` per input: the argmax label and softmax probabilities (regression: the score)."""
+        return self.predictions(self.predict_logits(texts, pairs))
+
+    def predictions(self, logits: np.ndarray) -> list[Prediction]:
+        """:class:`Prediction` s of logits [N, C]."""
+        if self.task.is_regression:
+            return [Prediction(float(row[0]), None) for row in logits]
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs = shifted / shifted.sum(axis=1, keepdims=True)
+        labels = self.task.labels
+        return [Prediction(labels[int(p.argmax())], {label: float(v) for label, v in zip(labels, p)}) for p in probs]
+
+
+def read_inputs(path: str, pairs: bool) -> tuple[list[str], Optional[list[str]]]:
+    """Texts (and second texts when ``pairs``) from a TSV file (one or two tab-separated columns, no
+    header) or a JSON-lines file (``.jsonl``/``.json``: ``{"text": ..., "text_pair": ...}``).
+
+    One-line errors name the file and line: a pair model given one text, a single-sentence
+    model given two, a line that is not valid JSON.
+    """
+    json_lines = path.endswith((".jsonl", ".json"))
+    texts, seconds = [], []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError as exc:
+        raise UserError(f"--input {path}: cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"--input {path}: not UTF-8 text") from None
+    want = "two texts (a sentence pair)" if pairs else "one text"
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if json_lines:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"--input {path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise UserError(f"--input {path}:{lineno}: expected an object with a \"text\" string")
+            fields = [row["text"]] + ([row["text_pair"]] if row.get("text_pair") is not None else [])
+        else:
+            fields = line.split("\t")
+        if len(fields) != (2 if pairs else 1):
+            layout = ('"text" and "text_pair"' if pairs else 'only "text"') if json_lines else \
+                ("two tab-separated columns" if pairs else "one column (no tabs)")
+            raise UserError(f"--input {path}:{lineno}: the model takes {want} per line: expected {layout}, "
+                            f"got {len(fields)} field(s)")
+        texts.append(fields[0])
+        seconds.append(fields[1] if pairs else None)
+    if not texts:
+        raise UserError(f"--input {path}: no inputs (the file is empty)")
+    return texts, (seconds if pairs else None)
