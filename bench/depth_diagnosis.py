@@ -19,8 +19,6 @@ Two measurements on the depth stage's starting model (the width-stage output), n
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 import numpy as np
 

@@ -1,6 +1,5 @@
 """Shared test set-up: import order, patch hygiene and the tiny models every test uses."""
 import os
-import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -157,7 +157,9 @@ def test_a_pair_model_reads_text_pairs_as_its_tokenizer_joins_them(tmp_path):
     from paddlenlp.transformers import BertForSequenceClassification, BertTokenizer
 
     from ofa_flexbert.app.demo import write_tiny_bert
-    from ofa_flexbert.deploy.graphs import save_static, shrink, write_manifest
+    from ofa_flexbert.deploy.graphs import save_static
+    from ofa_flexbert.deploy.layout import write_manifest
+    from ofa_flexbert.deploy.narrow import shrink
     from ofa_flexbert.deploy.predictor import Predictor, read_inputs
 
     source = str(tmp_path / "bert")
@@ -190,7 +192,7 @@ def test_a_pair_model_reads_text_pairs_as_its_tokenizer_joins_them(tmp_path):
 
 
 def test_shrink_refuses_a_route_that_exits_early(tiny_bert):
-    from ofa_flexbert.deploy.graphs import shrink
+    from ofa_flexbert.deploy.narrow import shrink
 
     route = Route.uniform(tiny_bert.bert.config)
     with pytest.raises(ValueError, match="exits are decided at run time"):

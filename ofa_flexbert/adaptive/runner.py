@@ -5,11 +5,10 @@ dynamic predictor all run a mode the same way -- the gates (:class:`GateRouter`)
 exit check (:class:`ExitCheck`) retires inputs, both hooks of the routed encoder's one forward
 (``encoder.classify``), in the reference's order (the exit check first) -- and count each input's
 cost the same way.  The backbone may be the trained dygraph model or one whose encoder layers
-run on Paddle Inference (``ofa_flexbert.dynamic_predictor``).
+run on Paddle Inference (``ofa_flexbert.deploy.dynamic_predictor``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 import paddle
@@ -18,32 +17,13 @@ from ofa_flexbert.engine.accounting import route_macs
 from ofa_flexbert.engine.encoder import Hook, classify, pooling_of
 from ofa_flexbert.errors import UserError
 from ofa_flexbert.engine.routes import Route
+from ofa_flexbert.store.outputs import recorded_depth_rule
 
 from gate.modules import GateRouter
 from gate.ramps import ExitCheck, chain, exit_check_macs
 from gate.settings import gate_macs
 
-
-@dataclass(frozen=True)
-class Plan:
-    """What runs: the mode, class k -> width, the depth, and the exit rule."""
-
-    mode: str
-    widths: tuple[float, ...]
-    depth_mult: float
-    early_exit: bool
-    threshold: float
-    normalized: bool
-    fixed_width: Optional[float] = None  # --fixed_gate: every gate decision replaced by this width
-
-    @property
-    def gated(self) -> bool:
-        """Whether gates run: a gated mode whose decisions are not fixed."""
-        return self.mode in ("w_dynamic", "wd_dynamic") and self.fixed_width is None
-
-    @property
-    def exits(self) -> bool:
-        return self.early_exit and self.mode in ("d_dynamic", "wd_dynamic")
+from .setting import Plan
 
 
 class DynamicModel:
@@ -53,7 +33,7 @@ class DynamicModel:
         self.model, self.gates, self.ramps, self.plan = model, gates, ramps, plan
         self.config = model.bert.config
         self.pooling = pooling_of(model.bert)
-        start_width = plan.fixed_width or (1.0 if plan.gated else plan.widths[0])
+        start_width = plan.fixed_gate or (1.0 if plan.gated else plan.widths[0])
         self.route = Route.uniform(self.config, start_width, plan.depth_mult, depth_rule)
         if plan.gated and len(plan.widths) != gates.settings.num_classes:
             raise UserError(f"--width_mult_list: the gates have {gates.settings.num_classes} classes, so it needs "
@@ -68,7 +48,7 @@ class DynamicModel:
         router = GateRouter(self.gates, self.config, rows, self.plan.widths) if self.plan.gated else None
         check = None
         if self.plan.exits:
-            check = ExitCheck(self.ramps, self.plan.threshold, self.plan.normalized, len(self.route.layers))
+            check = ExitCheck(self.ramps, self.plan.exit_threshold, self.plan.normalized_entropy, len(self.route.layers))
         hooks = [h for h in (first, check, router) if h is not None]
         with paddle.no_grad():
             out = classify(self.model, batch["input_ids"], batch["token_type_ids"], self.route,
@@ -86,3 +66,16 @@ class DynamicModel:
             total += exit_check_macs(self.ramps, self.config.hidden_size, length, self.pooling, run,
                                      len(route.layers), route.exit_after is not None)
         return total
+
+
+def depth_rule_for(model_dir: str, plan: Plan) -> str:
+    """The model's recorded --depth_rule (prefix if it had no depth training), checked against early exit.
+
+    An off-ramp after layer j answers for the first j+1 layers, which the depth stage trained only
+    under the prefix rule; a model trained with another rule never learned to stop there.
+    """
+    rule = recorded_depth_rule(model_dir) or "prefix"
+    if plan.exits and rule != "prefix":
+        raise UserError(f"--early_exit: the model in {model_dir} was depth-trained with --depth_rule {rule}, "
+                        "whose shallow subnets are not the first layers; early exit needs a --depth_rule prefix model")
+    return rule

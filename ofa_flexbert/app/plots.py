@@ -8,11 +8,12 @@ from __future__ import annotations
 import io
 from typing import Any, Optional, Sequence
 
+from ofa_flexbert.adaptive.setting import Mode
 from ofa_flexbert.store.atomic import write_bytes
 
-# how each inference mode is drawn on a trade-off plot: (label, colour, marker, joined by a line)
-MODE_STYLE = {"static": ("static grid", "0.45", "s", False), "d_dynamic": ("d-dynamic", "tab:blue", "o", True),
-              "w_dynamic": ("w-dynamic", "tab:orange", "^", True), "wd_dynamic": ("wd-dynamic", "tab:green", "D", True)}
+# how each inference mode is drawn on a trade-off plot, in legend order: (colour, marker, joined by a line)
+MODE_STYLE = {Mode.STATIC: ("0.45", "s", False), Mode.D_DYNAMIC: ("tab:blue", "o", True),
+              Mode.W_DYNAMIC: ("tab:orange", "^", True), Mode.WD_DYNAMIC: ("tab:green", "D", True)}
 
 
 def axes(xlabel: str, ylabel: str, title: str):
@@ -54,12 +55,12 @@ def pareto(rows: Sequence[dict[str, Any]], best: Optional[int], path: str, title
     is starred.
     """
     fig, ax = axes("MACs (share of the full model)", f"{metric} (held-out half)", title)
-    for mode, (label, colour, marker, joined) in MODE_STYLE.items():
+    for mode, (colour, marker, joined) in MODE_STYLE.items():
         points = sorted((r["held_out"]["macs_share"], r["held_out"]["metric"]) for r in rows
-                        if r["mode"] == mode and (r["mode_front"] or mode == "static"))
+                        if r["mode"] == mode and (r["mode_front"] or mode is Mode.STATIC))
         if points:
             xs, ys = zip(*points)
-            ax.plot(xs, ys, marker=marker, color=colour, label=label, linestyle="-" if joined else "none",
+            ax.plot(xs, ys, marker=marker, color=colour, label=mode.label, linestyle="-" if joined else "none",
                     markersize=4)
     if best is not None:
         chosen = rows[best]["held_out"]

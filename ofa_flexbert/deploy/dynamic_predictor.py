@@ -4,7 +4,7 @@ A dynamic export (``--stage export --inference_config`` of a gated or early-exit
 static graph per (encoder layer, width the setting can choose), the embeddings, pooler and
 classifier weights, the gates and the off-ramps.  Here they are put back together as a model whose
 ``bert.encoder.layers[i]`` is an :class:`InferenceLayer`: asked by the engine for width ``w`` it runs
-the graph of (i, w).  ``gate.inference.DynamicModel`` then drives it exactly as ``--stage infer``
+the graph of (i, w).  ``adaptive.runner.DynamicModel`` then drives it exactly as ``--stage infer``
 drives the trained model -- the same routed encoder loop, gates and exit checks as hooks -- so
 routes, predictions and per-input MACs are the infer stage's, at any batch size.  What runs
 outside Paddle Inference is small: the embedding lookup, the gate MLPs, the exit heads.
@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import paddle
 
+from ofa_flexbert.adaptive.setting import Plan
 from ofa_flexbert.engine.encoder import ExpandedMask
+from ofa_flexbert.engine.routes import Route
 from ofa_flexbert.errors import UserError
-from .graphs import LAYER_INPUT_NAMES, layer_graph_name
-from ofa_flexbert.engine.routes import Route, Width, config_width
 
-BACKBONE_CONFIG, BACKBONE_WEIGHTS = "backbone_config.json", "backbone.pdparams"
-LAYERS = "layers"  # the folder of the per-(layer, width) graphs
+from .layout import BACKBONE_CONFIG, BACKBONE_WEIGHTS, LAYER_INPUT_NAMES, LAYERS, layer_graph_name, layer_widths
+from .runtime import paddle_predictor, run_graph
+
 
 
 class InferenceLayer(paddle.nn.Layer):
@@ -36,8 +37,6 @@ class InferenceLayer(paddle.nn.Layer):
         self.index, self.predictors = index, predictors  # heads -> predictor
 
     def forward(self, hidden: paddle.Tensor, masks) -> paddle.Tensor:
-        from .predictor import run_graph
-
         mask, _, width = masks
         additive = mask.mask if isinstance(mask, ExpandedMask) else mask
         if width is None or width.heads not in self.predictors:
@@ -48,60 +47,9 @@ class InferenceLayer(paddle.nn.Layer):
         return paddle.to_tensor(out)
 
 
-def layer_widths(config, plan) -> list[Width]:
-    """The distinct widths a plan can run a layer at, narrowest first: its --width_mult_list, and full
-    width for a gated plan (the route a gated input starts from)."""
-    multipliers = list(plan.widths) + ([1.0] if plan.gated else [])
-    return sorted({config_width(config, w) for w in multipliers}, key=lambda w: w.heads)
-
-
-def plan_of_setting(setting: dict[str, Any]):
-    """The ``gate.inference.Plan`` of an --inference_config entry (the format --stage search writes)."""
-    from ofa_flexbert.adaptive.runner import Plan
-
-    return Plan(setting["mode"], tuple(float(w) for w in setting["width_mult_list"]),
-                float(setting.get("depth_mult", 1.0)), bool(setting.get("early_exit", False)),
-                float(setting.get("exit_threshold", 0.0)), bool(setting.get("normalized_entropy", False)))
-
-
-def save_backbone(model, export_dir: str) -> None:
-    """The weights that do not live in a layer graph (embeddings, pooler, classifier) and the config."""
-    import io
-
-    from ofa_flexbert.store.atomic import write_bytes, write_json
-
-    state = {k: v for k, v in model.state_dict().items() if ".encoder.layers." not in k}
-    buffer = io.BytesIO()
-    paddle.save(state, buffer)
-    write_bytes(os.path.join(export_dir, BACKBONE_WEIGHTS), buffer.getvalue())
-    write_json(os.path.join(export_dir, BACKBONE_CONFIG), model.bert.config.to_dict())
-
-
-def save_layers(load_fresh: Callable[[], Any], plan, export_dir: str) -> tuple[int, int]:
-    """One static graph per (encoder layer, width the plan can run it at) under ``layers/``; returns how
-    many graphs and their parameters in all.
-
-    Each width starts from a fresh model (``load_fresh()``), so narrowing never compounds."""
-    from .graphs import narrow_layer, parameter_count, save_layer_static
-
-    count = parameters = 0
-    model = load_fresh()
-    for width in layer_widths(model.bert.config, plan):
-        model = model or load_fresh()
-        hidden = model.bert.config.hidden_size
-        for index, layer in enumerate(model.bert.encoder.layers):
-            narrow_layer(layer, width)
-            save_layer_static(layer, hidden, os.path.join(export_dir, LAYERS, layer_graph_name(index, width)))
-            count, parameters = count + 1, parameters + parameter_count(layer)
-        model = None
-    return count, parameters
-
-
 def load_backbone(export_dir: str, plan, num_threads: int, onednn: bool):
     """A ``BertForSequenceClassification`` whose encoder layers are :class:`InferenceLayer` s."""
     from paddlenlp.transformers import BertConfig, BertForSequenceClassification
-
-    from .predictor import paddle_predictor
 
     with open(os.path.join(export_dir, BACKBONE_CONFIG), encoding="utf-8") as fh:
         values = json.load(fh)
@@ -127,7 +75,7 @@ class DynamicPredictor:
         from ofa_flexbert.adaptive.runner import DynamicModel
         from gate.io import load_gates, load_off_ramps
 
-        plan = plan_of_setting(manifest["setting"])
+        plan = Plan.from_entry(manifest["setting"])
         model = load_backbone(export_dir, plan, num_threads, onednn)
         gates = load_gates(export_dir, flag="--export_dir") if plan.gated else None
         ramps = load_off_ramps(export_dir, flag="--export_dir") if plan.exits else None

@@ -1,77 +1,22 @@
-"""Turn one route of a flexible model into a genuinely smaller static model for Paddle Inference.
+"""Write narrowed models as graphs for Paddle Inference and onnxruntime.
 
-Why by hand and not PaddleSlim's ``OFA.export``: that slices tensors in place on the model it
-is given (so a second subnet exported from the same model is cut from the first -- the
-compounding PaddleNLP's ``Trainer.compress`` suffers), leaves ``num_heads`` and the layer list
-to the caller, and knows nothing of our depth rules or mean pooling (notes §3.6, §12.8).  Here a
-freshly loaded model is narrowed to a :class:`routes.Route`: each kept layer's q/k/v/out and
-FFN Linears are replaced by Linears holding the route's first heads and neurons (the ones
-importance reordering put first), the other layers are dropped, and the graph is traced
-through the same engine forward the stages run (``encoder.bert_forward``), so its pooling and
-attention are by construction the ones the model was trained with.
-
-What a directory written by :func:`save` holds (the contract the predictor reads):
-``model.json`` (paddle >= 3, PIR) or ``model.pdmodel`` (paddle 2.6) + ``model.pdiparams``,
-the tokenizer files, and ``manifest.json`` (:func:`read_manifest`).
+Every graph is traced through the same engine forward the stages run (``encoder.bert_forward``,
+``encoder.encoder_layer``), so its pooling and attention are by construction the ones the model
+was trained with.  Where each file goes is :mod:`layout`'s business.
 """
 from __future__ import annotations
 
-import json
 import os
-from typing import Any, Optional
+from typing import Any, Callable
 
 import paddle
 
 from ofa_flexbert.engine.encoder import encoder_layer
 from ofa_flexbert.errors import UserError
-from ofa_flexbert.engine.routes import Route, Width
 
-MANIFEST = "manifest.json"
-MODEL_PREFIX = "model"
-GRAPH_FILES = ("model.json", "model.pdmodel")  # paddle >= 3 writes the first, paddle 2.6 the second
-INPUT_NAMES = ("input_ids", "token_type_ids")
-
-
-def _narrowed(linear: paddle.nn.Linear, out: Optional[int] = None, inp: Optional[int] = None) -> paddle.nn.Linear:
-    """A new Linear holding the first ``inp`` rows and ``out`` columns of ``linear`` (weights are [in, out])."""
-    rows = int(linear.weight.shape[0]) if inp is None else inp
-    cols = int(linear.weight.shape[1]) if out is None else out
-    new = paddle.nn.Linear(rows, cols)
-    new.weight.set_value(linear.weight[:rows, :cols].clone())
-    new.bias.set_value(linear.bias[:cols].clone())
-    return new
-
-
-def shrink(model, route: Route):
-    """Narrow ``model`` (a plain ``BertForSequenceClassification``) in place to ``route``; return it.
-
-    The result computes exactly what ``encoder.classify(model, ..., routes=route)`` computes on
-    the full model, with only the route's parameters.  The route must not exit early (an exit
-    is a runtime decision, not a static shape).  Call it on a model of its own: the full
-    weights are gone afterwards.
-    """
-    if route.exit_after is not None:
-        raise ValueError("a static export runs its route to the end; exits are decided at run time")
-    bert = model.bert
-    kept = [narrow_layer(bert.encoder.layers[index], width) for index, width in route.executed]
-    bert.encoder.layers = paddle.nn.LayerList(kept)
-    bert.encoder.num_layers = len(kept)
-    return model
-
-
-def narrow_layer(layer, width: Width):
-    """Narrow one ``TransformerEncoderLayer`` in place to ``width`` (its first heads and FFN neurons); return it."""
-    mha = layer.self_attn
-    if width.head_dim != mha.head_dim:
-        raise ValueError(f"route head size {width.head_dim} differs from the model's {mha.head_dim}")
-    for name in ("q_proj", "k_proj", "v_proj"):
-        setattr(mha, name, _narrowed(getattr(mha, name), out=width.attention_dim))
-    mha.out_proj = _narrowed(mha.out_proj, inp=width.attention_dim)
-    mha.num_heads = width.heads  # the stock forward would reshape by it (PaddleNLP #1466)
-    layer.linear1 = _narrowed(layer.linear1, out=width.ffn)
-    layer.linear2 = _narrowed(layer.linear2, inp=width.ffn)
-    return layer
-
+from .layout import (BACKBONE_CONFIG, BACKBONE_WEIGHTS, INPUT_NAMES, LAYERS, MODEL_PREFIX, ONNX_FILE, graph_file,
+                     layer_graph_name, layer_widths)
+from .narrow import narrow_layer, parameter_count
 
 class StaticClassifier(paddle.nn.Layer):
     """``(input_ids, token_type_ids) -> logits`` through the engine: what the static graph records.
@@ -103,33 +48,6 @@ class LayerGraph(paddle.nn.Layer):
         return encoder_layer(self.layer, hidden, mask, None)[0]
 
 
-LAYER_INPUT_NAMES = ("hidden", "mask")
-
-
-def layer_graph_name(index: int, width: Width) -> str:
-    """``layer<i>_h<heads>``: the file prefix of encoder layer ``index`` at ``width`` in a dynamic export."""
-    return f"layer{index}_h{width.heads}"
-
-
-def save_layer_static(layer, hidden_size: int, prefix: str) -> None:
-    """Trace one (narrowed) encoder layer with batch and length free and save it for Paddle Inference."""
-    layer.eval()
-    spec = [paddle.static.InputSpec(shape=[None, None, hidden_size], dtype="float32", name="hidden"),
-            paddle.static.InputSpec(shape=[None, 1, 1, None], dtype="float32", name="mask")]
-    trace_and_save(LayerGraph(layer), spec, prefix)
-
-
-def parameter_count(model) -> int:
-    """Parameters the exported model holds (every tensor of its state dict)."""
-    total = 0
-    for value in model.state_dict().values():
-        count = 1
-        for d in value.shape:
-            count *= int(d)
-        total += count
-    return total
-
-
 def save_static(model, directory: str) -> str:
     """Trace ``model`` (batch and length free) and save it in this paddle's inference format; return the graph file.
 
@@ -142,6 +60,14 @@ def save_static(model, directory: str) -> str:
     return graph_file(directory)
 
 
+def save_layer_static(layer, hidden_size: int, prefix: str) -> None:
+    """Trace one (narrowed) encoder layer with batch and length free and save it for Paddle Inference."""
+    layer.eval()
+    spec = [paddle.static.InputSpec(shape=[None, None, hidden_size], dtype="float32", name="hidden"),
+            paddle.static.InputSpec(shape=[None, 1, 1, None], dtype="float32", name="mask")]
+    trace_and_save(LayerGraph(layer), spec, prefix)
+
+
 def trace_and_save(layer: paddle.nn.Layer, spec: list, prefix: str) -> None:
     """``paddle.jit.save`` of ``layer`` traced on ``spec``, the way each paddle needs it."""
     if int(paddle.__version__.split(".")[0]) >= 3:
@@ -150,7 +76,6 @@ def trace_and_save(layer: paddle.nn.Layer, spec: list, prefix: str) -> None:
         paddle.jit.save(layer, prefix, input_spec=spec)
 
 
-ONNX_FILE = "model.onnx"
 ONNX_OPSET = 13
 
 
@@ -178,40 +103,32 @@ def save_onnx(directory: str) -> str:
     return path
 
 
-def graph_file(directory: str, prefix: str = MODEL_PREFIX) -> str:
-    """The static graph file ``<prefix>.json`` or ``<prefix>.pdmodel`` in an export directory."""
-    for name in GRAPH_FILES:
-        path = os.path.join(directory, prefix + name[len(MODEL_PREFIX):])
-        if os.path.isfile(path):
-            return path
-    raise UserError(f"{directory}: no exported model (expected {' or '.join(GRAPH_FILES)}; "
-                    "write one with --stage export)")
+def save_backbone(model, export_dir: str) -> None:
+    """The weights that do not live in a layer graph (embeddings, pooler, classifier) and the config."""
+    import io
+
+    from ofa_flexbert.store.atomic import write_bytes, write_json
+
+    state = {k: v for k, v in model.state_dict().items() if ".encoder.layers." not in k}
+    buffer = io.BytesIO()
+    paddle.save(state, buffer)
+    write_bytes(os.path.join(export_dir, BACKBONE_WEIGHTS), buffer.getvalue())
+    write_json(os.path.join(export_dir, BACKBONE_CONFIG), model.bert.config.to_dict())
 
 
-def route_description(route: Route) -> dict[str, Any]:
-    """The manifest's shape of a route: original layer indices, heads and FFN neurons per layer."""
-    return {"layers": list(route.layers), "heads": [w.heads for w in route.widths],
-            "ffn": [w.ffn for w in route.widths], "head_dim": route.widths[0].head_dim}
+def save_layers(load_fresh: Callable[[], Any], plan, export_dir: str) -> tuple[int, int]:
+    """One static graph per (encoder layer, width the plan can run it at) under ``layers/``; returns how
+    many graphs and their parameters in all.
 
-
-def write_manifest(directory: str, manifest: dict[str, Any]) -> None:
-    """``manifest.json`` beside the exported model (atomically)."""
-    from ofa_flexbert.store.atomic import write_json
-
-    write_json(os.path.join(directory, MANIFEST), manifest)
-
-
-def read_manifest(directory: str, flag: str = "--export_dir") -> dict[str, Any]:
-    """The manifest of an export directory; a one-line error when it is missing or unreadable."""
-    path = os.path.join(directory, MANIFEST)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            manifest = json.load(fh)
-    except FileNotFoundError:
-        raise UserError(f"{flag} {directory}: no {MANIFEST} (not a directory written by --stage export)") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{flag} {directory}: {MANIFEST} cannot be read ({exc})") from None
-    for key in ("task", "num_labels", "max_seq_length", "format"):
-        if key not in manifest:
-            raise UserError(f"{flag} {directory}: {MANIFEST} lacks '{key}' (written by another version?)")
-    return manifest
+    Each width starts from a fresh model (``load_fresh()``), so narrowing never compounds."""
+    count = parameters = 0
+    model = load_fresh()
+    for width in layer_widths(model.bert.config, plan):
+        model = model or load_fresh()
+        hidden = model.bert.config.hidden_size
+        for index, layer in enumerate(model.bert.encoder.layers):
+            narrow_layer(layer, width)
+            save_layer_static(layer, hidden, os.path.join(export_dir, LAYERS, layer_graph_name(index, width)))
+            count, parameters = count + 1, parameters + parameter_count(layer)
+        model = None
+    return count, parameters

@@ -12,7 +12,6 @@ static graph reads padding from the pad id, so a row's result does not depend on
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
@@ -20,7 +19,8 @@ import numpy as np
 
 from ofa_flexbert.glue.data import Example, encode, get_task
 from ofa_flexbert.errors import UserError
-from .graphs import INPUT_NAMES, MODEL_PREFIX, ONNX_FILE, graph_file, read_manifest
+from .layout import INPUT_NAMES, read_manifest
+from .runtime import RUNTIMES, onnx_session, paddle_predictor, run_graph
 
 
 @dataclass(frozen=True)
@@ -29,65 +29,6 @@ class Prediction:
 
     label: Union[str, float]
     probabilities: Optional[dict[str, float]]
-
-
-def paddle_predictor(export_dir: str, num_threads: int = 1, onednn: bool = True, prefix: str = MODEL_PREFIX):
-    """A Paddle Inference predictor for the exported graph ``<prefix>.*``, CPU, with ``num_threads`` math threads.
-
-    oneDNN is on by default in both CPU builds (notes §13); it is set explicitly either way so a
-    benchmark states what it ran (bench/export_latency.py: it is faster for batches of long
-    inputs, slower for single short ones).
-    """
-    import paddle
-    import paddle.inference as inference
-
-    graph = graph_file(export_dir, prefix)
-    if graph.endswith(".json") and int(paddle.__version__.split(".")[0]) < 3:  # it would segfault (notes §13)
-        raise UserError(f"--export_dir {export_dir}: model.json was written by paddle 3, whose format paddle "
-                        f"{paddle.__version__}'s Paddle Inference cannot read; predict with paddle >= 3, or export "
-                        "again under this paddle")
-    config = inference.Config(graph, os.path.join(export_dir, prefix + ".pdiparams"))
-    config.disable_gpu()
-    config.set_cpu_math_library_num_threads(num_threads)
-    switch = ("enable_" if onednn else "disable_") + ("onednn" if hasattr(config, "enable_onednn") else "mkldnn")
-    getattr(config, switch)()  # 3.x names it oneDNN, 2.6 MKLDNN
-    config.switch_ir_optim(True)
-    config.disable_glog_info()
-    try:
-        return inference.create_predictor(config)
-    except Exception as exc:  # e.g. paddle 2.6 given a paddle 3 model.json
-        raise UserError(f"--export_dir {export_dir}: Paddle Inference cannot load {os.path.basename(graph)} "
-                        f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); "
-                        "export with the paddle version that runs it") from None
-
-
-def run_graph(predictor, names: Sequence[str], arrays: Sequence[np.ndarray]) -> np.ndarray:
-    """Feed ``arrays`` to a Paddle Inference predictor's inputs by name; return its first output."""
-    for name, array in zip(names, arrays):
-        handle = predictor.get_input_handle(name)
-        handle.reshape(list(array.shape))
-        handle.copy_from_cpu(array)
-    predictor.run()
-    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
-
-
-def onnx_session(export_dir: str, num_threads: int = 1):
-    """An onnxruntime CPU session for the ``model.onnx`` that ``--format onnx`` wrote."""
-    path = os.path.join(export_dir, ONNX_FILE)
-    if not os.path.isfile(path):
-        raise UserError(f"--export_dir {export_dir}: no {ONNX_FILE} (export with --format onnx)")
-    try:
-        import onnxruntime
-    except ImportError:
-        raise UserError("--runtime onnx: onnxruntime is not installed (pip install onnxruntime)") from None
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = num_threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # errors only: it warns about every unused initializer
-    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-
-
-RUNTIMES = ("paddle", "onnx")
 
 
 class Predictor:

@@ -7,12 +7,12 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
+from ofa_flexbert.adaptive.setting import MODES
 from ofa_flexbert.config import RunArgs, resolve
 from .common import StageReport, check_fresh, require
 
 ORDER = ("finetune", "width", "depth", "final", "gate", "search", "infer")  # what --stage all chains
 READERS = ("search", "infer")  # stages that read the last model and write none: the next reads the same model
-INFER_MODES = ("static", "w_dynamic", "d_dynamic", "wd_dynamic")
 
 
 def _finetune(args: RunArgs) -> StageReport:
@@ -82,7 +82,7 @@ def plan(flags: dict[str, Any]) -> list[RunArgs]:
         return [args]
     require(args, "model_dir", "output_dir")
     chain, model_dir = [], args.model_dir
-    chosen = {} if flags.get("inference_config") or any(flags.get(m) for m in INFER_MODES) else \
+    chosen = {} if flags.get("inference_config") or any(flags.get(m) for m in MODES) else \
         {"inference_config": os.path.join(args.output_dir, "search", "inference_config.json")}
     for stage in (s for s in ORDER if s in IMPLEMENTED):
         output_dir = os.path.join(args.output_dir, stage)

@@ -28,12 +28,14 @@ import paddle
 from ofa_flexbert.engine.accounting import mean_macs, route_macs, sequence_lengths
 from ofa_flexbert.store.atomic import replace_dir, staging, write_json
 from ofa_flexbert.config import RunArgs, task_data_dir
+from ofa_flexbert.adaptive.setting import Mode, Plan, read_inference_config
 from ofa_flexbert.app.console import quiet_native
 from ofa_flexbert.glue.data import encode, make_loader, read_split
 from ofa_flexbert.engine.encoder import classify
 from ofa_flexbert.errors import UserError
-from ofa_flexbert.deploy.graphs import (MANIFEST, ONNX_OPSET, parameter_count, route_description, save_onnx, save_static, shrink,
-                      write_manifest)
+from ofa_flexbert.deploy.graphs import ONNX_OPSET, save_onnx, save_static
+from ofa_flexbert.deploy.layout import MANIFEST, route_description, write_manifest
+from ofa_flexbert.deploy.narrow import parameter_count, shrink
 from ofa_flexbert.glue.metrics import compute_metrics
 from ofa_flexbert.store.models import load_model
 from ofa_flexbert.store.outputs import package_versions, recorded_depth_rule, write_run_info
@@ -58,10 +60,8 @@ def dynamic_setting(args: RunArgs, task: str) -> Optional[dict[str, Any]]:
     """The --inference_config entry when it names a gated or early-exit mode (a dynamic export), else None."""
     if not args.inference_config:
         return None
-    from .infer import read_inference_config
-
     entry = read_inference_config(args.inference_config, task)
-    if entry["mode"] == "static":
+    if entry["mode"] == Mode.STATIC:
         return None
     if args.format == "onnx":
         raise UserError(f"--format onnx: a {entry['mode']} export runs its layers on Paddle Inference only "
@@ -74,8 +74,6 @@ def requested_subnets(args: RunArgs, task: str) -> list[tuple[float, float]]:
     if args.inference_config:
         if args.width_mult or args.depth_mult:
             raise UserError("--inference_config and --width_mult/--depth_mult: give one of them")
-        from .infer import read_inference_config
-
         entry = read_inference_config(args.inference_config, task)
         widths = entry.get("width_mult_list") or [1.0]
         return [(float(widths[0]), float(entry.get("depth_mult", 1.0)))]
@@ -155,14 +153,13 @@ def export_dynamic(args: RunArgs, task, tokenizer, setting: dict[str, Any], pool
                    batches: list, labels: np.ndarray, lengths: list[int], text_pair: bool) -> dict[str, Any]:
     """A gated or early-exit setting into ``OUT/<mode>``: a graph per (layer, width), the backbone's other
     weights, gates and off-ramps; checked like a static export, routes included."""
-    from ofa_flexbert.adaptive.runner import DynamicModel
+    from ofa_flexbert.adaptive.runner import DynamicModel, depth_rule_for
     from gate.io import load_gates, load_off_ramps, save_gates, save_off_ramps
 
-    from ofa_flexbert.deploy.dynamic_predictor import plan_of_setting, save_backbone, save_layers
-    from .infer import depth_rule_for
+    from ofa_flexbert.deploy.graphs import save_backbone, save_layers
 
     tag = setting["mode"]
-    plan = plan_of_setting(setting)
+    plan = Plan.from_entry(setting)
 
     def fresh():
         return fresh_model(args, task, pooling)

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import paddle
 
-from ofa_flexbert.adaptive.runner import DynamicModel, Plan
+from ofa_flexbert.adaptive.runner import DynamicModel, depth_rule_for
+from ofa_flexbert.adaptive.setting import MODES, Mode, Plan, read_inference_config
 from gate.io import load_gates, load_off_ramps
 
 from ofa_flexbert.engine.accounting import mean_macs, sequence_lengths
@@ -32,46 +33,15 @@ from ofa_flexbert.errors import UserError
 from ofa_flexbert.glue.metrics import compute_metrics, predictions
 from ofa_flexbert.store.models import load_model
 from ofa_flexbert.store.atomic import write_json, write_text
-from ofa_flexbert.store.outputs import recorded_depth_rule, write_run_info
+from ofa_flexbert.store.outputs import write_run_info
 from ofa_flexbert.engine.routes import Route
 from .common import StageReport, check_pooling, start
 
 logger = logging.getLogger("ofa_flexbert")
 
-MODES = ("static", "w_dynamic", "d_dynamic", "wd_dynamic")
 LATENCY_INPUTS = 500  # dev inputs timed at batch 1 (after WARMUP): enough for a stable median and p90
 WARMUP = 10
 THROUGHPUT_BATCH = 32
-
-
-SETTINGS_KEYS = {"mode", "width_mult_list", "depth_mult", "early_exit", "exit_threshold", "normalized_entropy"}
-
-
-def read_inference_config(path: str, task: str) -> dict[str, Any]:
-    """The ``task`` entry of an --inference_config file (the format --stage search writes), checked.
-
-    A one-line error names the file and line for invalid JSON, a missing task, an unknown key or
-    mode; keys starting with ``_`` are comments.
-    """
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except OSError as exc:
-        raise UserError(f"--inference_config {path}: cannot be read ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"--inference_config {path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-    tasks = [k for k in data if not k.startswith("_")] if isinstance(data, dict) else []
-    if task not in tasks:
-        raise UserError(f"--inference_config {path}: no settings for {task} (it has {', '.join(tasks) or 'none'})")
-    entry = data[task]
-    unknown = set(entry) - SETTINGS_KEYS if isinstance(entry, dict) else {"(not an object)"}
-    if unknown:
-        raise UserError(f"--inference_config {path}: {task}: unknown key(s) {', '.join(sorted(unknown))}; "
-                        f"expected {', '.join(sorted(SETTINGS_KEYS))}")
-    if entry.get("mode") not in MODES:
-        raise UserError(f"--inference_config {path}: {task}: mode must be one of {', '.join(MODES)}, "
-                        f"got {entry.get('mode')!r}")
-    return entry
 
 
 def with_inference_config(args: RunArgs, task: str) -> RunArgs:
@@ -100,33 +70,21 @@ def plan_of(args: RunArgs) -> Plan:
     if len(modes) != 1:
         raise UserError("--stage infer: give exactly one of --static, --w_dynamic, --d_dynamic, --wd_dynamic"
                         + (f" (got {', '.join('--' + m for m in modes)})" if modes else ""))
-    mode, widths = modes[0], tuple(args.width_mult_list)
-    if mode in ("static", "d_dynamic") and len(set(widths)) != 1:
+    mode, widths = Mode(modes[0]), tuple(args.width_mult_list)
+    if not mode.gated and len(set(widths)) != 1:
         raise UserError(f"--{mode}: one width for every input, so --width_mult_list needs identical values "
                         f"(e.g. 0.5,0.5,0.5,0.5), got {','.join(f'{w:g}' for w in widths)}")
-    if mode == "d_dynamic" and not args.early_exit:
+    if mode is Mode.D_DYNAMIC and not args.early_exit:
         raise UserError("--d_dynamic: depth-dynamic inference exits early; add --early_exit")
-    if mode in ("d_dynamic", "wd_dynamic") and args.depth_mult_list[0] != 1.0:
+    if mode.can_exit and args.depth_mult_list[0] != 1.0:
         raise UserError(f"--{mode}: early exit starts from the full model; --depth_mult_list must be 1.0, "
                         f"got {args.depth_mult_list[0]:g}")
-    if args.fixed_gate is not None and mode not in ("w_dynamic", "wd_dynamic"):
+    if args.fixed_gate is not None and not mode.gated:
         raise UserError(f"--fixed_gate: replaces the gates' decisions, so it needs --w_dynamic or --wd_dynamic "
                         f"(got --{mode})")
-    return Plan(mode, widths, args.depth_mult_list[0], args.early_exit, args.exit_threshold, args.normalized_entropy,
-                args.fixed_gate)
-
-
-def depth_rule_for(model_dir: str, plan: Plan) -> str:
-    """The model's recorded --depth_rule (prefix if it had no depth training), checked against early exit.
-
-    An off-ramp after layer j answers for the first j+1 layers, which the depth stage trained only
-    under the prefix rule; a model trained with another rule never learned to stop there.
-    """
-    rule = recorded_depth_rule(model_dir) or "prefix"
-    if plan.exits and rule != "prefix":
-        raise UserError(f"--early_exit: the model in {model_dir} was depth-trained with --depth_rule {rule}, "
-                        "whose shallow subnets are not the first layers; early exit needs a --depth_rule prefix model")
-    return rule
+    return Plan(mode=mode, widths=widths, depth_mult=args.depth_mult_list[0], early_exit=args.early_exit,
+                exit_threshold=args.exit_threshold, normalized_entropy=args.normalized_entropy,
+                fixed_gate=args.fixed_gate)
 
 
 def timed(dynamic: DynamicModel, loader) -> list[float]:
@@ -175,10 +133,11 @@ def run(args: RunArgs) -> StageReport:
     layers_run = np.array([len(r.executed) for r in routes])
     timing = latency(dynamic, dataset, tokenizer)
     summary: dict[str, Any] = {
-        "task": task.name, "split": split, "mode": plan.mode, "width_mult_list": list(plan.widths),
-        "fixed_gate": plan.fixed_width,
-        "depth_mult": plan.depth_mult, "early_exit": plan.exits, "exit_threshold": plan.threshold if plan.exits else None,
-        "normalized_entropy": plan.normalized if plan.exits else None, "metric": task.primary_metric,
+        "task": task.name, "split": split, "mode": plan.mode.value, "width_mult_list": list(plan.widths),
+        "fixed_gate": plan.fixed_gate,
+        "depth_mult": plan.depth_mult, "early_exit": plan.exits,
+        "exit_threshold": plan.exit_threshold if plan.exits else None,
+        "normalized_entropy": plan.normalized_entropy if plan.exits else None, "metric": task.primary_metric,
         "metrics": metrics, "macs": float(macs.mean()), "full_macs": float(full),
         "macs_share": float(macs.mean() / full), "reduction": float(1 - macs.mean() / full),
         "mean_layers": float(layers_run.mean()),
@@ -190,9 +149,9 @@ def run(args: RunArgs) -> StageReport:
     write_outputs(args.output_dir, summary, routes, logits, labels, macs, task)
     logger.info(f"infer {task.name} {plan.mode}: {task.primary_metric}={metrics[task.primary_metric]:.4f} at "
                 f"{summary['macs_share']:.0%} of the full model's MACs, {summary['mean_layers']:.2f} layers on average")
-    write_run_info(args, task.name, {"complete": True, "mode": plan.mode})
+    write_run_info(args, task.name, {"complete": True, "mode": plan.mode.value})
     return StageReport("infer", task.name, args.output_dir, task.primary_metric, [], None, summary["seconds"],
-                       {"gated": {"metrics": metrics, "macs_share": summary["macs_share"], "label": plan.mode},
+                       {"gated": {"metrics": metrics, "macs_share": summary["macs_share"], "label": plan.mode.value},
                         "inference": summary})
 
 

@@ -31,7 +31,8 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
-from ofa_flexbert.adaptive.runner import DynamicModel, Plan
+from ofa_flexbert.adaptive.runner import DynamicModel
+from ofa_flexbert.adaptive.setting import Mode, Plan, entry_of
 from gate.io import load_gates, load_off_ramps
 from gate.modules import FeatureRecorder
 from gate.ramps import entropy
@@ -51,8 +52,6 @@ from .common import StageReport, check_pooling, start
 
 logger = logging.getLogger("ofa_flexbert")
 
-MODE_LABELS = {"static": "static grid", "d_dynamic": "d-dynamic", "w_dynamic": "w-dynamic",
-               "wd_dynamic": "wd-dynamic"}
 
 
 @dataclass
@@ -73,15 +72,6 @@ class Outcome:
     logits: np.ndarray
     macs: np.ndarray
     layers: np.ndarray
-
-
-def settings_entry(plan: Plan) -> dict[str, Any]:
-    """``plan`` as an --inference_config entry (the format ``infer.read_inference_config`` reads)."""
-    entry: dict[str, Any] = {"mode": plan.mode, "width_mult_list": list(plan.widths), "depth_mult": plan.depth_mult,
-                             "early_exit": plan.exits}
-    if plan.exits:
-        entry.update(exit_threshold=plan.threshold, normalized_entropy=plan.normalized)
-    return entry
 
 
 def record(dynamic: DynamicModel, loader, ramps) -> Recorded:
@@ -111,7 +101,7 @@ def replay(plan: Plan, recorded: Recorded, dynamic: DynamicModel, lengths: list[
     exits = [layer + 1 for layer in ramps.layers]
     table = np.array([[dynamic.macs(dataclasses.replace(r, exit_after=e), t) for e in exits] + [dynamic.macs(r, t)]
                       for r, t in zip(recorded.routes, lengths)], dtype="float64")  # [N, R + 1]
-    entropies = np.stack([entropy(paddle.to_tensor(x), plan.normalized).numpy() for x in recorded.ramp_logits], axis=1)
+    entropies = np.stack([entropy(paddle.to_tensor(x), plan.normalized_entropy).numpy() for x in recorded.ramp_logits], axis=1)
     full_layers = np.array([len(r.layers) for r in recorded.routes])
     rows = np.arange(len(lengths))
     outcomes = []
@@ -122,7 +112,7 @@ def replay(plan: Plan, recorded: Recorded, dynamic: DynamicModel, lengths: list[
         logits[left] = recorded.ramp_logits[leave[left], rows[left]]
         macs = table[rows, np.where(left, leave, len(exits))]
         layers = np.where(left, np.array(exits)[np.maximum(leave, 0)], full_layers)
-        outcomes.append(Outcome(dataclasses.replace(plan, threshold=threshold), logits, macs, layers))
+        outcomes.append(Outcome(plan.replace(exit_threshold=threshold), logits, macs, layers))
     return outcomes
 
 
@@ -132,13 +122,15 @@ def search_groups(args: RunArgs, gates, can_exit: bool) -> list[list[Plan]]:
     subnets of the shallower depths.  An exiting plan is replayed at every threshold."""
     widths = sorted(set(args.width_mult_list))
     exits = [True] if can_exit else []
-    groups = [[Plan("static", (w,), 1.0, False, 0.0, False)]
-              + [Plan("d_dynamic", (w,), 1.0, True, 0.0, args.normalized_entropy) for _ in exits] for w in widths]
+    norm = args.normalized_entropy
+    groups = [[Plan(mode=Mode.STATIC, widths=(w,))]
+              + [Plan(mode=Mode.D_DYNAMIC, widths=(w,), early_exit=True, normalized_entropy=norm) for _ in exits]
+              for w in widths]
     if gates is not None:
-        groups += [[Plan("w_dynamic", m, 1.0, False, 0.0, False)]
-                   + [Plan("wd_dynamic", m, 1.0, True, 0.0, args.normalized_entropy) for _ in exits]
+        groups += [[Plan(mode=Mode.W_DYNAMIC, widths=m)]
+                   + [Plan(mode=Mode.WD_DYNAMIC, widths=m, early_exit=True, normalized_entropy=norm) for _ in exits]
                    for m in width_maps(widths, gates.settings.num_classes)]
-    groups += [[Plan("static", (w,), d, False, 0.0, False)] for d in sorted(set(args.depth_mult_list) - {1.0})
+    groups += [[Plan(mode=Mode.STATIC, widths=(w,), depth_mult=d)] for d in sorted(set(args.depth_mult_list) - {1.0})
                for w in widths]
     return groups
 
@@ -147,7 +139,7 @@ def summarise(outcome: Outcome, task: TaskSpec, labels: np.ndarray, full: np.nda
               parts: dict[str, np.ndarray]) -> dict[str, Any]:
     """A setting's JSON row: its settings, then per part of dev (search, held-out, dev) the metrics,
     mean MACs and their share of the full model's, and the mean number of layers run."""
-    row: dict[str, Any] = settings_entry(outcome.plan)
+    row: dict[str, Any] = outcome.plan.to_entry()
     for name, idx in parts.items():
         metrics = compute_metrics(task, outcome.logits[idx], labels[idx])
         row[name] = {"metric": metrics[task.primary_metric], "metrics": metrics, "macs": float(outcome.macs[idx].mean()),
@@ -204,7 +196,7 @@ def mark_fronts(rows: list[dict[str, Any]]) -> None:
 
     overall = front(list(range(len(rows))))
     per_mode: set[int] = set()
-    for mode in MODE_LABELS:
+    for mode in Mode:
         per_mode |= front([i for i, r in enumerate(rows) if r["mode"] == mode])
     for i, row in enumerate(rows):
         row["front"], row["mode_front"] = i in overall, i in per_mode
@@ -247,18 +239,12 @@ def finish_search(args: RunArgs, task: TaskSpec, rows: list[dict[str, Any]], siz
 
 def settings_entry_of(row: dict[str, Any]) -> dict[str, Any]:
     """The --inference_config entry of a search_results.json row."""
-    keys = ("mode", "width_mult_list", "depth_mult", "early_exit", "exit_threshold", "normalized_entropy")
-    return {k: row[k] for k in keys if k in row}
+    return entry_of(row)
 
 
 def describe(row: dict[str, Any]) -> str:
-    """``wd_dynamic 0.25,0.5,0.75,1 t=0.2`` -- a setting in one short phrase."""
-    text = f"{row['mode']} " + ",".join(f"{w:g}" for w in row["width_mult_list"])
-    if row["depth_mult"] != 1.0:
-        text += f" d{row['depth_mult']:g}"
-    if row.get("early_exit"):
-        text += f" t={row['exit_threshold']:g}"
-    return text
+    """``wd_dynamic 0.25,0.5,0.75,1 t=0.2`` -- a search_results.json row's setting in one short phrase."""
+    return Plan.from_entry(row).describe()
 
 
 def log_fronts(output_dir: str, rows: list[dict[str, Any]]) -> None:
@@ -266,7 +252,7 @@ def log_fronts(output_dir: str, rows: list[dict[str, Any]]) -> None:
     from visualdl import LogWriter
 
     with LogWriter(logdir=os.path.join(output_dir, "vdl", "search")) as writer:
-        for mode in MODE_LABELS:
+        for mode in Mode:
             points = sorted((r["held_out"]["macs_share"], r["held_out"]["metric"]) for r in rows
                             if r["mode"] == mode and r["mode_front"])
             for share, metric in points:
