@@ -25,7 +25,7 @@ import sys
 from benchlib import atomic_write, axes, run, save
 
 from ofa_flexbert.glue.data import batches_per_epoch  # noqa: E402  -- the stages' own epoch length
-from ofa_flexbert.app.stages.common import split_holdout  # noqa: E402  -- the stage's own holdout rule
+from ofa_flexbert.app.stages.task_data import split_holdout# noqa: E402  -- the stage's own holdout rule
 
 
 def summary(results: list[dict], metric: str) -> list[str]:

@@ -35,7 +35,7 @@ def main() -> None:
     from ofa_flexbert.glue.data import get_task
     from ofa_flexbert.engine.losses import task_loss
     from ofa_flexbert.store.models import load_model
-    from ofa_flexbert.app.stages.common import math_threads
+    from ofa_flexbert.app.stages.begin import math_threads
     from ofa_flexbert.app.stages.width import WidthStrategy
     from ofa_flexbert.train.supernet import FlexOFA, convert_to_supernet, mapping_layers
     from ofa_flexbert.train.loop import build_optimizer

@@ -198,7 +198,7 @@ def test_do_lower_case_is_checked_against_the_tokenizer(caplog, flag, lower, war
     import logging
     from types import SimpleNamespace
 
-    from ofa_flexbert.app.stages.common import check_lower_case
+    from ofa_flexbert.app.stages.inputs import check_lower_case
 
     tokenizer = SimpleNamespace(basic_tokenizer=SimpleNamespace(do_lower_case=lower))
     with caplog.at_level(logging.WARNING, logger="ofa_flexbert"):

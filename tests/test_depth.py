@@ -283,7 +283,7 @@ def test_a_foreign_flexbert_json_is_no_depth_rule_record(tmp_path, text):
 def test_grid_table_puts_depths_in_rows_and_widths_in_columns():
     from ofa_flexbert.store.outputs import SubnetResult
     from ofa_flexbert.app.report import grid_table
-    from ofa_flexbert.app.stages.common import StageReport
+    from ofa_flexbert.app.report import StageReport
 
     results = [SubnetResult(w, d, {"acc": acc}, macs) for w, d, acc, macs in
                [(1.0, 1.0, 0.9, 400.0), (0.5, 1.0, 0.8, 200.0), (1.0, 0.5, 0.7, 200.0), (0.5, 0.5, 0.6, 100.0)]]

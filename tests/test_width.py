@@ -247,7 +247,7 @@ def test_resume_without_a_checkpoint_is_a_clear_error(toy_teacher, tmp_path, cap
 
 
 def test_importance_holdout_is_seeded_disjoint_and_never_empty():
-    from ofa_flexbert.app.stages.common import split_holdout
+    from ofa_flexbert.app.stages.task_data import split_holdout
 
     examples = list(range(50))
     train, held = split_holdout(examples, 0.1, seed=7)

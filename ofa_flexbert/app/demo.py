@@ -16,7 +16,8 @@ from typing import Optional
 from ofa_flexbert.config import CONFIG_DIR, resolve
 from ofa_flexbert.deploy.predictor import Predictor
 from .stages import plan, run_stage
-from ofa_flexbert.app.stages.common import StageReport, check_fresh
+from ofa_flexbert.app.report import StageReport
+from ofa_flexbert.app.stages.output_dir import check_fresh
 
 POSITIVE = ("good", "great", "fine", "nice", "superb", "lovely")
 NEGATIVE = ("bad", "awful", "poor", "dull", "grim", "weak")

@@ -1,9 +1,40 @@
-"""Console tables of stage results (what people compare: metric per subnet, cost, time)."""
+"""What a stage reports when it finishes (:class:`StageReport`) and the console tables of those reports
+(what people compare: metric per subnet, cost, time)."""
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
 
-from ofa_flexbert.app.stages.common import StageReport
+from ofa_flexbert.config import RunArgs
+from ofa_flexbert.glue.tasks import TaskSpec
+from ofa_flexbert.store.outputs import SubnetResult, write_run_info
+from ofa_flexbert.train import distributed
+
+
+@dataclass
+class StageReport:
+    """What a stage tells the CLI (and the demo table) when it finishes."""
+
+    stage: str
+    task: str
+    output_dir: str
+    metric: str
+    results: list[SubnetResult]
+    best_step: Optional[int]
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def finish(args: RunArgs, task: TaskSpec, data, result, extra: Optional[dict[str, Any]] = None) -> StageReport:
+    """What every stage does last: record flexbert.json (rank 0), wait for every rank, report to the CLI."""
+    info = {"complete": True, "best_step": result.best_step, "train_examples": data.num_train_examples,
+            "steps": result.steps, "seconds": round(result.seconds, 1), "world_size": distributed.world_size(),
+            "global_train_batch_size": args.per_gpu_train_batch_size * distributed.world_size(), **(extra or {})}
+    if distributed.is_main():
+        write_run_info(args, task.name, info)
+    distributed.barrier()  # a following stage (--stage all) reads what rank 0 wrote
+    return StageReport(args.stage, task.name, args.output_dir, task.primary_metric, result.best_results,
+                       result.best_step, result.seconds, extra or {})
 
 
 def _table(header: Sequence[str], rows: list[Sequence[str]]) -> str:

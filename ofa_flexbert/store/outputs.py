@@ -8,6 +8,10 @@ The contract (later stages, reports and checks read these):
   "depth_mult", "metrics", "macs", "single_class"}], "best_step"}`` for the saved model
   (``macs``: analytic multiply-accumulates per dev example, accounting.py; ``single_class``:
   the subnet predicted one class for every dev example -- classification only);
+* ``checkpoint/``: the resume state of an unfinished training run (``train/checkpoint.py``);
+* ``infer_results.json`` and ``predictions.jsonl`` (``--stage infer``: the summary, one row per input);
+* ``search_results.json``, ``inference_config.json`` (the chosen setting), ``pareto.png`` (``--stage search``);
+* ``export_results.json`` and one folder per subnet (``--stage export``; its contract: ``deploy/layout.py``);
 * ``vdl/<stage>/``: VisualDL logs.
 
 Every file is written atomically (``atomic.py``), so a reader (or a crash) never sees half a file.
@@ -20,9 +24,21 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Optional
 
-from .atomic import write_json
+from .atomic import write_json, write_text
+from .models import WEIGHT_FILES
 from ofa_flexbert.config import RunArgs, to_dict
 from ofa_flexbert.errors import UserError
+
+WEIGHTS_FILE = WEIGHT_FILES[0]  # what save_model writes
+RUN_INFO = "flexbert.json"
+EVAL_RESULTS = "eval_results.json"
+CHECKPOINT = "checkpoint"
+INFER_RESULTS, PREDICTIONS = "infer_results.json", "predictions.jsonl"
+SEARCH_RESULTS, INFERENCE_CONFIG, PARETO_PLOT = "search_results.json", "inference_config.json", "pareto.png"
+EXPORT_RESULTS = "export_results.json"
+# What a finished or interrupted run leaves in its --output_dir: a new run refuses to start over any of them
+# (unless --overwrite_output_dir or --resume).
+RUN_FILES = (WEIGHTS_FILE, CHECKPOINT, EVAL_RESULTS, INFER_RESULTS, SEARCH_RESULTS, EXPORT_RESULTS, RUN_INFO)
 
 PACKAGES = ("paddlepaddle", "paddlepaddle-gpu", "paddleslim", "paddlenlp", "visualdl", "numpy")
 
@@ -68,7 +84,7 @@ def write_eval_results(output_dir: str, task: str, stage: str, metric: str, subn
     """eval_results.json: the saved model's metrics and MACs per subnet (format in the module docstring),
     plus a stage's own keys (``extra``; the gate stage's ``gates``)."""
     write_json(
-        os.path.join(output_dir, "eval_results.json"),
+        os.path.join(output_dir, EVAL_RESULTS),
         {"task": task, "stage": stage, "metric": metric, "subnets": [s.to_json() for s in subnets],
          "best_step": best_step, **(extra or {})},
     )
@@ -76,7 +92,7 @@ def write_eval_results(output_dir: str, task: str, stage: str, metric: str, subn
 
 def read_eval_results(output_dir: str) -> Optional[dict[str, Any]]:
     """The eval_results.json in ``output_dir``, None if there is none; UserError if it is not ours."""
-    path = os.path.join(output_dir, "eval_results.json")
+    path = os.path.join(output_dir, EVAL_RESULTS)
     if not os.path.exists(path):
         return None
     try:
@@ -98,14 +114,14 @@ def write_run_info(args: RunArgs, task: str, extra: dict[str, Any]) -> None:
     source = args.model_dir and os.path.abspath(args.model_dir)
     info = {"stage": args.stage, "task": task, "source_model": source, "arguments": to_dict(args),
             "versions": package_versions(), **extra}
-    write_json(os.path.join(args.output_dir, "flexbert.json"), info)
+    write_json(os.path.join(args.output_dir, RUN_INFO), info)
 
 
 def read_run_info(model_dir: str) -> Optional[dict[str, Any]]:
     """The flexbert.json beside a model, None if there is none or it is not one this toolkit wrote
     (a model from elsewhere is described by nothing, never an error)."""
     try:
-        with open(os.path.join(model_dir, "flexbert.json"), encoding="utf-8") as fh:
+        with open(os.path.join(model_dir, RUN_INFO), encoding="utf-8") as fh:
             info = json.load(fh)
     except (OSError, ValueError):
         return None
@@ -121,3 +137,24 @@ def recorded_depth_rule(model_dir: str) -> Optional[str]:
     info = read_run_info(model_dir)
     rule = info.get("depth_rule") if info else None
     return rule if isinstance(rule, str) else None
+
+
+def write_infer_results(output_dir: str, summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """``--stage infer``: predictions.jsonl (one JSON object per input) and infer_results.json (the summary)."""
+    os.makedirs(output_dir, exist_ok=True)
+    write_text(os.path.join(output_dir, PREDICTIONS), "\n".join(json.dumps(row) for row in rows) + "\n")
+    write_json(os.path.join(output_dir, INFER_RESULTS), summary)
+
+
+def write_search_results(output_dir: str, summary: dict[str, Any], chosen: Optional[dict[str, Any]]) -> None:
+    """``--stage search``: inference_config.json when a setting was chosen (``{task: entry}``), then
+    search_results.json."""
+    os.makedirs(output_dir, exist_ok=True)
+    if chosen is not None:
+        write_json(os.path.join(output_dir, INFERENCE_CONFIG), chosen)
+    write_json(os.path.join(output_dir, SEARCH_RESULTS), summary)
+
+
+def write_export_results(output_dir: str, results: dict[str, Any]) -> None:
+    """``--stage export``: export_results.json beside the exported folders."""
+    write_json(os.path.join(output_dir, EXPORT_RESULTS), results)

@@ -28,8 +28,7 @@ import paddle
 from ofa_flexbert.train import distributed
 from ofa_flexbert.store.atomic import replace_dir, staging
 from ofa_flexbert.errors import UserError
-
-NAME = "checkpoint"
+from ofa_flexbert.store.outputs import CHECKPOINT as NAME
 
 
 @dataclass

@@ -23,9 +23,10 @@ from paddleslim.nas.ofa import utils as ofa_utils
 from paddleslim.nas.ofa.convert_super import Convert, supernet
 
 from ofa_flexbert.train import distributed
+from ofa_flexbert.train.loop import backward_each
 from ofa_flexbert.glue.tasks import TaskSpec
 from ofa_flexbert.engine.losses import task_loss
-from ofa_flexbert.store.models import freeze
+from ofa_flexbert.store.models import freeze, save_model
 from ofa_flexbert.engine.routes import DEPTH_RULES, config_width, depth_layers, unknown_rule
 
 ATTENTION_INPUTS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
@@ -208,3 +209,18 @@ def rewire(model, heads: np.ndarray, neurons: np.ndarray) -> None:
     from paddlenlp.transformers.ofa_utils import reorder_neuron_head
 
     reorder_neuron_head(model, paddle.to_tensor(heads.astype("float32")), [n.astype("float32") for n in neurons])
+
+
+class SupernetStrategy:
+    """What the width and the depth/final strategies share: an OFA student trained on many subnets.
+
+    Subclasses set ``model`` (the supernet), ``tokenizer``, ``args`` and ``subnets``.
+    """
+
+    def backward_all(self, loss_of) -> dict[str, float]:
+        """``loop.backward_each`` over every subnet, balanced if --balance_subnet_gradients."""
+        return backward_each(self.subnets, loss_of, self.model if self.args.balance_subnet_gradients else None)
+
+    def save(self, output_dir: str) -> None:
+        """A plain BERT directory: the supernet's weights under the dense model's names."""
+        save_model(self.model, self.tokenizer, output_dir, state_dict=plain_state_dict(self.model))

@@ -9,7 +9,10 @@ from typing import Any, Callable
 
 from ofa_flexbert.adaptive.setting import MODES
 from ofa_flexbert.config import RunArgs, resolve
-from .common import StageReport, check_fresh, require
+from ofa_flexbert.store.outputs import INFERENCE_CONFIG
+from .inputs import require
+from .output_dir import check_fresh
+from ofa_flexbert.app.report import StageReport
 
 ORDER = ("finetune", "width", "depth", "final", "gate", "search", "infer")  # what --stage all chains
 READERS = ("search", "infer")  # stages that read the last model and write none: the next reads the same model
@@ -83,7 +86,7 @@ def plan(flags: dict[str, Any]) -> list[RunArgs]:
     require(args, "model_dir", "output_dir")
     chain, model_dir = [], args.model_dir
     chosen = {} if flags.get("inference_config") or any(flags.get(m) for m in MODES) else \
-        {"inference_config": os.path.join(args.output_dir, "search", "inference_config.json")}
+        {"inference_config": os.path.join(args.output_dir, "search", INFERENCE_CONFIG)}
     for stage in (s for s in ORDER if s in IMPLEMENTED):
         output_dir = os.path.join(args.output_dir, stage)
         extra = chosen if stage == "infer" else {}

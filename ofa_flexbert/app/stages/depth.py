@@ -34,7 +34,10 @@ from ofa_flexbert.engine.routes import Subnet, depth_for
 from ofa_flexbert.train.supernet import FlexOFA, convert_to_supernet
 from ofa_flexbert.train.evaluation import evaluate, score
 from ofa_flexbert.train.loop import save_best, train
-from .common import StageReport, SupernetStrategy, TaskData, finish, load_task_data, start
+from .begin import start
+from .task_data import TaskData, load_task_data
+from ofa_flexbert.app.report import StageReport, finish
+from ofa_flexbert.train.supernet import SupernetStrategy
 
 logger = logging.getLogger("ofa_flexbert")
 

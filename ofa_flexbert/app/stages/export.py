@@ -26,7 +26,7 @@ import numpy as np
 import paddle
 
 from ofa_flexbert.engine.accounting import mean_macs, route_macs, sequence_lengths
-from ofa_flexbert.store.atomic import replace_dir, staging, write_json
+from ofa_flexbert.store.atomic import replace_dir, staging
 from ofa_flexbert.config import RunArgs, task_data_dir
 from ofa_flexbert.adaptive.setting import Mode, Plan, read_inference_config
 from ofa_flexbert.app.console import quiet_native
@@ -38,10 +38,12 @@ from ofa_flexbert.deploy.layout import MANIFEST, route_description, write_manife
 from ofa_flexbert.deploy.narrow import parameter_count, shrink
 from ofa_flexbert.glue.metrics import compute_metrics
 from ofa_flexbert.store.models import load_model
-from ofa_flexbert.store.outputs import package_versions, recorded_depth_rule, write_run_info
+from ofa_flexbert.store.outputs import package_versions, recorded_depth_rule, write_export_results, write_run_info
 from ofa_flexbert.deploy.predictor import Predictor
 from ofa_flexbert.engine.routes import Route, subnet_tag
-from .common import StageReport, check_pooling, math_threads, start
+from .begin import math_threads, start
+from .inputs import check_pooling
+from ofa_flexbert.app.report import StageReport
 
 logger = logging.getLogger("ofa_flexbert")
 
@@ -335,9 +337,8 @@ def run(args: RunArgs) -> StageReport:
              "onnx_max_abs_logit_diff": m["onnx"]["max_abs_logit_diff"] if "onnx" in m else None}
             for m in exports]
     seconds = round(time.time() - started, 1)
-    write_json(os.path.join(args.output_dir, "export_results.json"),
-                      {"task": task.name, "source_model": os.path.abspath(args.model_dir), "manifest": MANIFEST,
-                       "exports": rows, "seconds": seconds})
+    write_export_results(args.output_dir, {"task": task.name, "source_model": os.path.abspath(args.model_dir),
+                                           "manifest": MANIFEST, "exports": rows, "seconds": seconds})
     write_run_info(args, task.name, {"complete": True, "exports": [r["tag"] for r in rows]})
     return StageReport("export", task.name, args.output_dir, task.primary_metric, [], None, seconds,
                        {"exports": rows})

@@ -14,7 +14,10 @@ from ofa_flexbert.engine.losses import task_loss
 from ofa_flexbert.store.models import load_model, save_model
 from ofa_flexbert.engine.routes import Subnet
 from ofa_flexbert.train.loop import train
-from .common import StageReport, check_pooling, finish, load_task_data, start
+from .begin import start
+from .inputs import check_pooling
+from .task_data import load_task_data
+from ofa_flexbert.app.report import StageReport, finish
 
 
 class FinetuneStrategy:

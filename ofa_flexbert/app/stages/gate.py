@@ -56,7 +56,10 @@ from ofa_flexbert.store.outputs import SubnetResult, read_eval_results, recorded
 from ofa_flexbert.engine.routes import Route, Subnet
 from ofa_flexbert.train.evaluation import Evaluation
 from ofa_flexbert.train.loop import total_steps, train
-from .common import StageReport, check_pooling, finish, load_task_data, start
+from .begin import start
+from .inputs import check_pooling
+from .task_data import load_task_data
+from ofa_flexbert.app.report import StageReport, finish
 
 logger = logging.getLogger("ofa_flexbert")
 

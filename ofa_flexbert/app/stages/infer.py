@@ -13,9 +13,7 @@ needs none, so none are counted (the reference runs and counts them in every mod
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from typing import Any
 
@@ -32,10 +30,11 @@ from ofa_flexbert.glue.data import encode, make_loader, read_split
 from ofa_flexbert.errors import UserError
 from ofa_flexbert.glue.metrics import compute_metrics, predictions
 from ofa_flexbert.store.models import load_model
-from ofa_flexbert.store.atomic import write_json, write_text
-from ofa_flexbert.store.outputs import write_run_info
+from ofa_flexbert.store.outputs import write_infer_results, write_run_info
 from ofa_flexbert.engine.routes import Route
-from .common import StageReport, check_pooling, start
+from .begin import start
+from .inputs import check_pooling
+from ofa_flexbert.app.report import StageReport
 
 logger = logging.getLogger("ofa_flexbert")
 
@@ -183,10 +182,8 @@ def write_outputs(output_dir: str, summary: dict, routes: list[Route], logits: n
                   macs: np.ndarray, task) -> None:
     """infer_results.json (the summary) and predictions.jsonl (one row per input), atomically."""
     preds = predictions(task, logits)
-    lines = [json.dumps({"index": i, "label": labels[i].item(), "prediction": preds[i].item(),
-                         "layers": [layer for layer, _ in r.executed], "heads": [w.heads for _, w in r.executed],
-                         "exit_after": len(r.executed), "macs": int(m)})
-             for i, (r, m) in enumerate(zip(routes, macs))]
-    os.makedirs(output_dir, exist_ok=True)
-    write_text(os.path.join(output_dir, "predictions.jsonl"), "\n".join(lines) + "\n")
-    write_json(os.path.join(output_dir, "infer_results.json"), summary)
+    rows = [{"index": i, "label": labels[i].item(), "prediction": preds[i].item(),
+             "layers": [layer for layer, _ in r.executed], "heads": [w.heads for _, w in r.executed],
+             "exit_after": len(r.executed), "macs": int(m)}
+            for i, (r, m) in enumerate(zip(routes, macs))]
+    write_infer_results(output_dir, summary, rows)

@@ -44,11 +44,12 @@ from ofa_flexbert.glue.data import encode, make_loader, read_split
 from ofa_flexbert.glue.tasks import TaskSpec
 from ofa_flexbert.glue.metrics import compute_metrics
 from ofa_flexbert.store.models import load_model
-from ofa_flexbert.store.atomic import write_json
-from ofa_flexbert.store.outputs import recorded_depth_rule, write_run_info
+from ofa_flexbert.store.outputs import PARETO_PLOT, recorded_depth_rule, write_run_info, write_search_results
 from ofa_flexbert.engine.routes import Route
 from ofa_flexbert.adaptive.tradeoff import best_under_budget, default_thresholds, exit_steps, pareto_front, split_halves, width_maps
-from .common import StageReport, check_pooling, start
+from .begin import start
+from .inputs import check_pooling
+from ofa_flexbert.app.report import StageReport
 
 logger = logging.getLogger("ofa_flexbert")
 
@@ -209,14 +210,10 @@ def finish_search(args: RunArgs, task: TaskSpec, rows: list[dict[str, Any]], siz
     mark_fronts(rows)
     best = best_under_budget([r["search"]["macs_share"] for r in rows], [r["search"]["metric"] for r in rows],
                              args.macs_budget)
-    os.makedirs(args.output_dir, exist_ok=True)
-    if best is not None:
-        write_json(os.path.join(args.output_dir, "inference_config.json"),
-                          {task.name: settings_entry_of(rows[best])})
     summary = {"task": task.name, "split": split, "parts": sizes, "seed": args.seed, "metric": task.primary_metric,
                "macs_budget": args.macs_budget, "best": best, "seconds": round(seconds, 1), "points": rows}
-    write_json(os.path.join(args.output_dir, "search_results.json"), summary)
-    plots.pareto(rows, best, os.path.join(args.output_dir, "pareto.png"),
+    write_search_results(args.output_dir, summary, None if best is None else {task.name: settings_entry_of(rows[best])})
+    plots.pareto(rows, best, os.path.join(args.output_dir, PARETO_PLOT),
                  f"{task.name}: held-out half of {split} ({sizes['held_out']} inputs)", task.primary_metric)
     log_fronts(args.output_dir, rows)
     if best is None:

@@ -27,7 +27,10 @@ from ofa_flexbert.store.models import load_model
 from ofa_flexbert.engine.routes import Subnet
 from ofa_flexbert.train.supernet import FlexOFA, compute_importance, convert_to_supernet, mapping_layers, rewire
 from ofa_flexbert.train.loop import total_steps, train
-from .common import StageReport, SupernetStrategy, finish, load_task_data, start
+from .begin import start
+from .task_data import load_task_data
+from ofa_flexbert.app.report import StageReport, finish
+from ofa_flexbert.train.supernet import SupernetStrategy
 
 logger = logging.getLogger("ofa_flexbert")
 
