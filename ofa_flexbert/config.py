@@ -30,10 +30,25 @@ TRAINING_PHASES = {"dynabertw": "width", "dynabert": "depth", "final_finetuning"
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
-def _flag(help: str, default: Any = None, aliases: tuple[str, ...] = (), **extra) -> Any:
-    """A dataclass field that also describes its command-line flag."""
+TRAINING = ("finetune", "width", "depth", "final", "gate")  # the stages that train, and read the training flags
+# --help's sections, in order: each flag's ``group``.
+HELP_GROUPS = {"common": "common", "training": "training (every stage that trains)",
+               "subnets": "subnets (widths, depths, the supernet)", "width": "width stage", "depth": "depth and final stages",
+               "gates": "gate stage", "inference": "inference (--stage infer, search, export)", "export": "export stage",
+               "reference": "the reference implementation's flags", "internal": None}
+
+
+def _flag(help: str, default: Any = None, aliases: tuple[str, ...] = (), group: str = "common",
+          stages: Optional[tuple[str, ...]] = None, fingerprint: bool = False, **extra) -> Any:
+    """A dataclass field that also describes its command-line flag and the facts the code derives from it.
+
+    ``group``: its section of --help; ``stages``: the stages that read it (None: every stage) -- given
+    to another stage it gets a "no effect" line; ``fingerprint``: part of the resume fingerprint (a
+    resumed run must agree on it to end where the uninterrupted run ends).
+    """
+    assert group in HELP_GROUPS, group
     factory = extra.pop("default_factory", None)
-    meta = {"help": help, "aliases": aliases}
+    meta = {"help": help, "aliases": aliases, "group": group, "stages": stages, "fingerprint": fingerprint}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -43,125 +58,184 @@ def _flag(help: str, default: Any = None, aliases: tuple[str, ...] = (), **extra
 class RunArgs:
     """Everything a stage needs to run; see README "Configuration" for the full story."""
 
-    task: Optional[str] = _flag("GLUE task: cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte, wnli", aliases=("--task_name",))
-    stage: Optional[str] = _flag("stage to run: " + ", ".join(STAGES))
-    model_dir: Optional[str] = _flag("input model directory (Paddle format; see `convert` for HF checkpoints)")
-    data_dir: Optional[str] = _flag("task data folder with train.tsv/dev.tsv (default: $GLUE_DIR/<TASK>)")
-    output_dir: Optional[str] = _flag("where the stage writes its model, results and VisualDL logs")
-    config: Optional[str] = _flag("YAML file of defaults (default: configs/<task>.yaml)")
-    max_seq_length: int = _flag("truncate sequences to this many tokens; batches pad to their longest", 128)
-    learning_rate: float = _flag("peak learning rate", 2e-5)
-    per_gpu_train_batch_size: int = _flag("training batch size per device", 32, aliases=("--train_batch_size",))
-    per_gpu_eval_batch_size: int = _flag("evaluation batch size per device", 32, aliases=("--eval_batch_size",))
-    num_train_epochs: float = _flag("training epochs", 3.0)
-    max_steps: int = _flag("stop after this many optimizer steps (> 0 overrides epochs)", -1)
-    warmup_steps: int = _flag("linear warm-up steps before linear decay", 0)
-    weight_decay: float = _flag("AdamW weight decay (not on biases and LayerNorms)", 0.0)
-    adam_epsilon: float = _flag("AdamW epsilon", 1e-8)
-    max_grad_norm: float = _flag("clip gradients to this global L2 norm", 1.0)
+    task: Optional[str] = _flag("GLUE task: cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte, wnli", aliases=("--task_name",),
+                                group="common", fingerprint=True)
+    stage: Optional[str] = _flag("stage to run: " + ", ".join(STAGES), group="common")
+    model_dir: Optional[str] = _flag("input model directory (Paddle format; see `convert` for HF checkpoints)",
+                                     group="common")
+    data_dir: Optional[str] = _flag("task data folder with train.tsv/dev.tsv (default: $GLUE_DIR/<TASK>)",
+                                    group="common")
+    output_dir: Optional[str] = _flag("where the stage writes its model, results and VisualDL logs", group="common")
+    config: Optional[str] = _flag("YAML file of defaults (default: configs/<task>.yaml)", group="common")
+    max_seq_length: int = _flag("truncate sequences to this many tokens; batches pad to their longest", 128,
+                                group="common", fingerprint=True)
+    learning_rate: float = _flag("peak learning rate", 2e-5, group="training", stages=TRAINING, fingerprint=True)
+    per_gpu_train_batch_size: int = _flag("training batch size per device", 32, aliases=("--train_batch_size",),
+                                          group="training", stages=TRAINING, fingerprint=True)
+    per_gpu_eval_batch_size: int = _flag("evaluation batch size per device", 32, aliases=("--eval_batch_size",),
+                                         group="common")
+    num_train_epochs: float = _flag("training epochs", 3.0, group="training", stages=TRAINING)
+    max_steps: int = _flag("stop after this many optimizer steps (> 0 overrides epochs)", -1,
+                           group="training", stages=TRAINING)
+    warmup_steps: int = _flag("linear warm-up steps before linear decay", 0,
+                              group="training", stages=TRAINING, fingerprint=True)
+    weight_decay: float = _flag("AdamW weight decay (not on biases and LayerNorms)", 0.0,
+                                group="training", stages=TRAINING, fingerprint=True)
+    adam_epsilon: float = _flag("AdamW epsilon", 1e-8, group="training", stages=TRAINING, fingerprint=True)
+    max_grad_norm: float = _flag("clip gradients to this global L2 norm", 1.0,
+                                 group="training", stages=TRAINING, fingerprint=True)
     gradient_accumulation_steps: int = _flag("batches whose gradients add up to one optimizer step (the update of "
                                              "one k-times larger batch); steps, schedules and --logging_steps "
-                                             "count optimizer steps", 1)
-    logging_steps: int = _flag("evaluate, log and keep the best checkpoint every N steps (and at the end)", 200)
-    seed: int = _flag("random seed (python, numpy, paddle, data order)", 42)
-    shuffle: bool = _flag("shuffle training data each epoch (the reference does not: its defect §11.4)", True)
+                                             "count optimizer steps", 1,
+                                             group="training", stages=TRAINING, fingerprint=True)
+    logging_steps: int = _flag("evaluate, log and keep the best checkpoint every N steps (and at the end)", 200,
+                               group="training", stages=TRAINING, fingerprint=True)
+    seed: int = _flag("random seed (python, numpy, paddle, data order)", 42, group="common", fingerprint=True)
+    shuffle: bool = _flag("shuffle training data each epoch (the reference does not: its defect §11.4)", True,
+                          group="training", stages=TRAINING, fingerprint=True)
     group_by_length: bool = _flag("batch training sentences of similar length (sorted within pools of 50 batches, "
-                                  "batches shuffled): less padding, other batches than the default", False)
-    data_aug: bool = _flag("append augmented data (train_aug.tsv or train_<TASK>_aug_with_logits.tsv)", False)
-    width_mult_list: list[float] = _flag("width multipliers, each in (0, 1]", default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
-    depth_mult_list: list[float] = _flag("depth multipliers, each in (0, 1]", default_factory=lambda: [1.0])
-    width_lambda1: float = _flag("width stage: weight of the logit distillation loss", 1.0)
-    width_lambda2: float = _flag("width stage: weight of the hidden-state distillation loss", 0.1)
-    depth_lambda1: float = _flag("depth stage: weight of the logit distillation loss", 1.0)
-    depth_lambda2: float = _flag("depth stage: weight of the hidden-state distillation loss", 1.0)
-    graft_during_training: bool = _flag("width stage: neural grafting", False)
-    graft_alpha: float = _flag("grafting: share of the donor mixed into a receiver", 0.1)
-    graft_fraction: float = _flag("grafting: fraction of heads and of FFN neurons that receive", 0.5)
-    graft_period: int = _flag("grafting: steps between grafts (0 = a third of an epoch)", 0)
-    graft_stop: int = _flag("grafting: last step that may graft (-1 = until the last epoch starts)", -1)
+                                  "batches shuffled): less padding, other batches than the default", False,
+                                  group="training", stages=TRAINING, fingerprint=True)
+    data_aug: bool = _flag("append augmented data (train_aug.tsv or train_<TASK>_aug_with_logits.tsv)", False,
+                           group="training", stages=TRAINING, fingerprint=True)
+    width_mult_list: list[float] = _flag("width multipliers, each in (0, 1]", default_factory=lambda: [0.25, 0.5, 0.75, 1.0],
+                                         group="subnets", stages=("width", "depth", "final", "gate", "infer", "search"), fingerprint=True)
+    depth_mult_list: list[float] = _flag("depth multipliers, each in (0, 1]", default_factory=lambda: [1.0],
+                                         group="subnets", stages=("depth", "final", "infer", "search"), fingerprint=True)
+    width_lambda1: float = _flag("width stage: weight of the logit distillation loss", 1.0,
+                                 group="width", stages=("width",), fingerprint=True)
+    width_lambda2: float = _flag("width stage: weight of the hidden-state distillation loss", 0.1,
+                                 group="width", stages=("width",), fingerprint=True)
+    depth_lambda1: float = _flag("depth stage: weight of the logit distillation loss", 1.0,
+                                 group="depth", stages=("depth", "final"), fingerprint=True)
+    depth_lambda2: float = _flag("depth stage: weight of the hidden-state distillation loss", 1.0,
+                                 group="depth", stages=("depth", "final"), fingerprint=True)
+    graft_during_training: bool = _flag("width stage: neural grafting", False,
+                                        group="width", stages=("width",), fingerprint=True)
+    graft_alpha: float = _flag("grafting: share of the donor mixed into a receiver", 0.1,
+                               group="width", stages=("width",), fingerprint=True)
+    graft_fraction: float = _flag("grafting: fraction of heads and of FFN neurons that receive", 0.5,
+                                  group="width", stages=("width",), fingerprint=True)
+    graft_period: int = _flag("grafting: steps between grafts (0 = a third of an epoch)", 0,
+                              group="width", stages=("width",), fingerprint=True)
+    graft_stop: int = _flag("grafting: last step that may graft (-1 = until the last epoch starts)", -1,
+                            group="width", stages=("width",), fingerprint=True)
     depth_rule: str = _flag("layers of a depth-d subnet: prefix (Flexible-BERT: the first round(L*d)), "
                             "every_other (PaddleNLP's variant of DynaBERT's rule: layer floor((i+1)/d)-1) or "
-                            "dynabert (DynaBERT's own code: layer floor(i/d))", "prefix")
+                            "dynabert (DynaBERT's own code: layer floor(i/d))", "prefix",
+                            group="subnets", stages=("depth", "final"), fingerprint=True)
     pooling: Optional[str] = _flag("what the classifier reads: cls ([CLS], the reference's) or mean (the masked "
                                    "mean of the tokens, as sentence-transformers are trained); chosen at --stage "
                                    "finetune (default cls) and recorded in the model; later stages use the model's",
-                                   None)
+                                   None, group="common", fingerprint=True)
     balance_subnet_gradients: bool = _flag("scale each subnet's gradient to unit norm before summing them into one "
-                                           "step (off: the reference's plain sum; see README, depth stage)", False)
-    distill: bool = _flag("width stage: distil from the teacher (implied by --data_aug); else CE on labels", False)
+                                           "step (off: the reference's plain sum; see README, depth stage)", False,
+                                           group="subnets", stages=("width", "depth", "final"), fingerprint=True)
+    distill: bool = _flag("width stage: distil from the teacher (implied by --data_aug); else CE on labels", False,
+                          group="width", stages=("width",), fingerprint=True)
     importance_data: str = _flag("data for head/neuron importance: holdout (a slice of train, kept out of "
-                                 "training) or dev (the reference; dev labels then shape the model)", "holdout")
-    importance_holdout: float = _flag("fraction of the training set held out for importance", 0.1)
+                                 "training) or dev (the reference; dev labels then shape the model)", "holdout",
+                                 group="width", stages=("width",), fingerprint=True)
+    importance_holdout: float = _flag("fraction of the training set held out for importance", 0.1,
+                                      group="width", stages=("width",), fingerprint=True)
     num_gates: int = _flag("gate stage: gates per model; each decides the width of the next L/num_gates layers "
-                           "(0 = one per layer, the reference's default of 12 on BERT-base); must divide L", 0)
+                           "(0 = one per layer, the reference's default of 12 on BERT-base); must divide L", 0,
+                           group="gates", stages=("gate",), fingerprint=True)
     gate_setting: list[float] = _flag("gate stage: widths whose uniform subnets define the gate targets, increasing "
                                       "(class k = the smallest width that gets an input right)",
-                                      default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
+                                      default_factory=lambda: [0.25, 0.5, 0.75, 1.0],
+                                      group="gates", stages=("gate",), fingerprint=True)
     gate_class_weights: list[float] = _flag("gate stage: loss weight per gate class (default: balanced weights "
-                                            "n/(K*n_k) from the training targets)", default_factory=list)
+                                            "n/(K*n_k) from the training targets)", default_factory=list,
+                                            group="gates", stages=("gate",), fingerprint=True)
     off_ramps: list[int] = _flag("gate stage: 0-based layers after which an input may exit early (default: the "
                                  "last of the first L/2 and of the first 3L/4 layers; the reference's 5,8 of 12)",
-                                 default_factory=list)
+                                 default_factory=list, group="gates", stages=("gate",), fingerprint=True)
     train_off_ramps: bool = _flag("gate stage: also distil each off-ramp from the final classifier's logits "
-                                  "(backbone frozen); off: copies of the final head, as in the reference", False)
+                                  "(backbone frozen); off: copies of the final head, as in the reference", False,
+                                  group="gates", stages=("gate",), fingerprint=True)
     gate_training: str = _flag("gate stage: what the gates learn from: targets (the reference: each input's "
                                "smallest correct width, on features at that width) or routes (distil the full "
                                "model through the routes the gates take, straight-through Gumbel, with a MACs "
-                               "penalty; see README)", "targets")
+                               "penalty; see README)", "targets", group="gates", stages=("gate",), fingerprint=True)
     gate_macs_target: float = _flag("gate stage, --gate_training routes: the gated model's mean MACs, as a share of "
-                                    "the full model's, above which the penalty applies", 0.5)
+                                    "the full model's, above which the penalty applies", 0.5,
+                                    group="gates", stages=("gate",), fingerprint=True)
     gate_cost_weight: float = _flag("gate stage, --gate_training routes: weight of the MACs penalty "
                                     "(per unit of share above --gate_macs_target; at 1 the target did not hold "
-                                    "on MiniLM SST-2, at 50 it did: docs/benchmarks.md)", 50.0)
+                                    "on MiniLM SST-2, at 50 it did: docs/benchmarks.md)", 50.0,
+                                    group="gates", stages=("gate",), fingerprint=True)
     regression_tolerance: float = _flag("gate stage, regression tasks: a width 'gets an input right' when "
-                                        "|prediction - label| <= this", 0.5)
+                                        "|prediction - label| <= this", 0.5,
+                                        group="gates", stages=("gate",), fingerprint=True)
     static: bool = _flag("infer stage: a static subnet: --width_mult_list (identical values) at the first "
-                         "--depth_mult_list depth, no gates", False)
-    w_dynamic: bool = _flag("infer stage: the gates pick each block's width (class k -> --width_mult_list[k])", False)
-    d_dynamic: bool = _flag("infer stage: one width, inputs leave early at the off-ramps (needs --early_exit)", False)
-    wd_dynamic: bool = _flag("infer stage: gates pick widths and inputs leave early (with --early_exit)", False)
+                         "--depth_mult_list depth, no gates", False, group="inference", stages=("infer",))
+    w_dynamic: bool = _flag("infer stage: the gates pick each block's width (class k -> --width_mult_list[k])", False,
+                            group="inference", stages=("infer",))
+    d_dynamic: bool = _flag("infer stage: one width, inputs leave early at the off-ramps (needs --early_exit)", False,
+                            group="inference", stages=("infer",))
+    wd_dynamic: bool = _flag("infer stage: gates pick widths and inputs leave early (with --early_exit)", False,
+                             group="inference", stages=("infer",))
     fixed_gate: Optional[float] = _flag("infer stage, with --w_dynamic/--wd_dynamic: every block runs at this width "
                                         "instead of the gates' choice (the gates do not run; an ablation; the "
-                                        "reference's flag, which crashes there)", None)
-    early_exit: bool = _flag("infer stage: check the off-ramps; leave when the entropy < --exit_threshold", False)
-    exit_threshold: float = _flag("infer stage: early-exit entropy threshold (natural log; strict <)", 0.57)
-    normalized_entropy: bool = _flag("infer stage: divide the exit entropy by ln(classes)", False)
+                                        "reference's flag, which crashes there)", None,
+                                        group="inference", stages=("infer",))
+    early_exit: bool = _flag("infer stage: check the off-ramps; leave when the entropy < --exit_threshold", False,
+                             group="inference", stages=("infer",))
+    exit_threshold: float = _flag("infer stage: early-exit entropy threshold (natural log; strict <)", 0.57,
+                                  group="inference", stages=("infer",))
+    normalized_entropy: bool = _flag("infer stage: divide the exit entropy by ln(classes)", False,
+                                     group="inference", stages=("infer", "search"))
     exit_thresholds: list[float] = _flag("search stage: exit thresholds to try (units of --exit_threshold; "
-                                         "default: 40 evenly spaced up to the largest entropy)", default_factory=list)
+                                         "default: 40 evenly spaced up to the largest entropy)", default_factory=list,
+                                         group="inference", stages=("search",))
     macs_budget: float = _flag("search stage: the best setting costing at most this share of the full model's "
-                               "MACs is written as inference_config.json", 0.5)
+                               "MACs is written as inference_config.json", 0.5, group="inference", stages=("search",))
     inference_config: Optional[str] = _flag("infer stage: a JSON file of per-task settings (mode, width_mult_list, "
                                             "depth_mult, early_exit, exit_threshold), e.g. "
-                                            "configs/best_tradeoff_inference_config.json; replaces the mode flags", None)
+                                            "configs/best_tradeoff_inference_config.json; replaces the mode flags", None,
+                                            group="inference", stages=("infer", "export"))
     width_mult: list[float] = _flag("export stage: width multiplier of each subnet to export; paired in order with "
-                                    "--depth_mult (a single value pairs with every depth)", default_factory=list)
+                                    "--depth_mult (a single value pairs with every depth)", default_factory=list,
+                                    group="export", stages=("export",))
     depth_mult: list[float] = _flag("export stage: depth multiplier of each subnet to export (see --width_mult)",
-                                    default_factory=list)
+                                    default_factory=list, group="export", stages=("export",))
     format: str = _flag("export stage: paddle (Paddle Inference's format for this paddle) or onnx (that, plus "
-                        "model.onnx for onnxruntime, checked against it)", "paddle")
-    record_cpu_time: bool = _flag("reference flag: latency is always measured, on the device in use", False)
-    record_gpu_time: bool = _flag("reference flag: latency is always measured, on the device in use", False)
-    do_eval: bool = _flag("reference flag: without --do_train and --stage, runs --stage infer", False)
-    model_type: Optional[str] = _flag("reference flag: the model family; only bert is supported", None)
-    do_train: bool = _flag("reference flag: accepted so its command lines run; a training stage always trains", False)
-    training_phase: Optional[str] = _flag("reference alias of --stage: " + ", ".join(TRAINING_PHASES))
+                        "model.onnx for onnxruntime, checked against it)", "paddle", group="export", stages=("export",))
+    record_cpu_time: bool = _flag("reference flag: latency is always measured, on the device in use", False,
+                                  group="reference")
+    record_gpu_time: bool = _flag("reference flag: latency is always measured, on the device in use", False,
+                                  group="reference")
+    do_eval: bool = _flag("reference flag: without --do_train and --stage, runs --stage infer", False,
+                          group="reference")
+    model_type: Optional[str] = _flag("reference flag: the model family; only bert is supported", None,
+                                      group="reference")
+    do_train: bool = _flag("reference flag: accepted so its command lines run; a training stage always trains", False,
+                           group="reference")
+    training_phase: Optional[str] = _flag("reference alias of --stage: " + ", ".join(TRAINING_PHASES),
+                                          group="reference")
     resume: bool = _flag("continue an interrupted run from <output_dir>/checkpoint", False,
-                         aliases=("--load_checkpoint",))
+                         aliases=("--load_checkpoint",), group="training", stages=TRAINING)
     verbose: bool = _flag("show the libraries' log lines too (PaddleNLP's file loading and advice); also "
-                          "OFA_FLEXBERT_VERBOSE=1", False)
+                          "OFA_FLEXBERT_VERBOSE=1", False, group="common")
     overwrite_output_dir: bool = _flag("let a new run replace what an earlier run left in --output_dir "
-                                       "(refused otherwise)", False)
-    device: Optional[str] = _flag("paddle device, e.g. cpu or gpu:0 (default: paddle's choice)")
-    cpu: bool = _flag("reference flag: run on the CPU (the same as --device cpu)", False)
+                                       "(refused otherwise)", False, group="common")
+    device: Optional[str] = _flag("paddle device, e.g. cpu or gpu:0 (default: paddle's choice)", group="common")
+    cpu: bool = _flag("reference flag: run on the CPU (the same as --device cpu)", False, group="common")
     evaluate_during_training: bool = _flag("reference flag: a training stage always evaluates every "
-                                           "--logging_steps", False)
-    do_lower_case: Optional[bool] = _flag("reference flag: checked against the model's tokenizer (which decides)")
-    num_workers: int = _flag("reference flag: data is tokenised once in-process; no loader workers", 0)
+                                           "--logging_steps", False, group="reference")
+    do_lower_case: Optional[bool] = _flag("reference flag: checked against the model's tokenizer (which decides)",
+                                          group="common")
+    num_workers: int = _flag("reference flag: data is tokenised once in-process; no loader workers", 0,
+                             group="reference")
     hidden_dropout_prob: Optional[float] = _flag("reference flag: dropout comes from the model's config.json "
-                                                 "(as in the reference, where it was unused too)")
+                                                 "(as in the reference, where it was unused too)", group="reference")
     attention_probs_dropout_prob: Optional[float] = _flag("reference flag: dropout comes from the model's "
-                                                          "config.json (as in the reference)")
-    num_threads: int = _flag("CPU math threads (0 = one per core; paddle's own default is 1)", 0)
+                                                          "config.json (as in the reference)", group="reference")
+    num_threads: int = _flag("CPU math threads (0 = one per core; paddle's own default is 1)", 0, group="common")
+
+    chain: tuple[str, ...] = _flag("the stages of the --stage all run this stage belongs to (set by the chain)",
+                                   default=(), group="internal")
 
     # ---- derived helpers -------------------------------------------------------------
     @property
@@ -170,7 +244,8 @@ class RunArgs:
 
 
 FIELD_TYPES = get_type_hints(RunArgs)
-FIELDS = {f.name: f for f in dataclasses.fields(RunArgs)}
+FIELDS = {f.name: f for f in dataclasses.fields(RunArgs) if f.metadata["group"] != "internal"}  # the flags
+FINGERPRINT = tuple(name for name, f in FIELDS.items() if f.metadata["fingerprint"])
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -195,22 +270,24 @@ def _parse_int_list(text: str) -> list[int]:
 
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per RunArgs field; defaults are None so we can tell which flags were given."""
+    """One flag per RunArgs field, in --help's sections; defaults are None so we can tell which flags were given."""
+    sections = {key: parser.add_argument_group(title) for key, title in HELP_GROUPS.items() if title}
     for name, f in FIELDS.items():
         kind = FIELD_TYPES[name]
         names = [f"--{name}", *f.metadata["aliases"]]
+        group = sections[f.metadata["group"]]
         if kind in (bool, Optional[bool]):
-            parser.add_argument(*names, dest=name, action=argparse.BooleanOptionalAction, default=None,
+            group.add_argument(*names, dest=name, action=argparse.BooleanOptionalAction, default=None,
                                 help=f.metadata["help"])
         elif kind == list[float]:
-            parser.add_argument(*names, dest=name, type=_parse_float_list, default=None, metavar="W1,W2,...",
+            group.add_argument(*names, dest=name, type=_parse_float_list, default=None, metavar="W1,W2,...",
                                 help=f.metadata["help"])
         elif kind == list[int]:
-            parser.add_argument(*names, dest=name, type=_parse_int_list, default=None, metavar="I1,I2,...",
+            group.add_argument(*names, dest=name, type=_parse_int_list, default=None, metavar="I1,I2,...",
                                 help=f.metadata["help"])
         else:
             base = {int: int, float: float, Optional[int]: int, Optional[float]: float}.get(kind, str)
-            parser.add_argument(*names, dest=name, type=base, default=None, help=f.metadata["help"])
+            group.add_argument(*names, dest=name, type=base, default=None, help=f.metadata["help"])
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
@@ -383,8 +460,8 @@ def task_data_dir(data_dir: Optional[str], dir_name: str) -> str:
 
 
 def to_dict(args: RunArgs) -> dict[str, Any]:
-    """JSON-ready copy of the arguments (recorded in flexbert.json)."""
-    return dataclasses.asdict(args)
+    """JSON-ready copy of the flags (recorded in flexbert.json)."""
+    return {name: value for name, value in dataclasses.asdict(args).items() if name in FIELDS}
 
 
 # Flags the reference needs and we accept so its command lines run, but which change nothing here.
@@ -396,19 +473,12 @@ NO_EFFECT = {"model_type": "only BERT exists here", "do_train": "a training stag
              "attention_probs_dropout_prob": "dropout comes from the model's config.json"}
 
 
-# Flags a stage does not read: set to anything but their default, they get a line, not silence.
-_WIDTH_ONLY = ("graft_during_training", "graft_alpha", "graft_fraction", "graft_period", "graft_stop",
-               "importance_data", "importance_holdout", "distill")
-STAGE_IGNORES = {"finetune": ("balance_subnet_gradients", "depth_mult_list"), "width": ("depth_mult_list",),
-                 "depth": _WIDTH_ONLY, "final": _WIDTH_ONLY}
-
-
 def _shown(value: Any) -> str:
     if isinstance(value, bool):
         return ""
     if isinstance(value, list):
         return " " + ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
-    return f" {value}"
+    return f" {value:g}" if isinstance(value, float) else f" {value}"
 
 
 def no_effect_notes(args: RunArgs) -> list[str]:
@@ -418,9 +488,12 @@ def no_effect_notes(args: RunArgs) -> list[str]:
         value = getattr(args, name)
         if value:
             notes.append(f"--{name}{_shown(value)}: accepted for the reference's command lines, no effect ({why})")
-    defaults = RunArgs()
-    for name in STAGE_IGNORES.get(args.stage, ()):
+    defaults, running = RunArgs(), set(args.chain or (args.stage,))
+    for name, f in FIELDS.items():  # flags a stage does not read: set to anything but their default, a line
+        readers = f.metadata["stages"]
         value = getattr(args, name)
-        if value != getattr(defaults, name):
-            notes.append(f"--{name}{_shown(value)}: the {args.stage} stage does not use it (no effect)")
+        if readers is None or running & set(readers) or value == getattr(defaults, name):
+            continue
+        who = f"the {args.stage} stage does not" if not args.chain else "no stage of --stage all does"
+        notes.append(f"--{name}{_shown(value)}: {who} use it (no effect)")
     return notes

@@ -155,8 +155,14 @@ def test_epochs_must_be_finite(value):
 @pytest.mark.parametrize("argv,notes", [
     (("--stage", "depth", "--graft_during_training", "--distill", "--importance_holdout", "0.2"),
      ["--graft_during_training: the depth stage does not use it (no effect)",
-      "--importance_holdout 0.2: the depth stage does not use it (no effect)",
-      "--distill: the depth stage does not use it (no effect)"]),
+      "--distill: the depth stage does not use it (no effect)",
+      "--importance_holdout 0.2: the depth stage does not use it (no effect)"]),
+    (("--stage", "width", "--macs_budget", "0.3"), ["--macs_budget 0.3: the width stage does not use it (no effect)"]),
+    (("--stage", "infer", "--static", "--learning_rate", "1e-3", "--gate_cost_weight", "2"),
+     ["--learning_rate 0.001: the infer stage does not use it (no effect)",
+      "--gate_cost_weight 2: the infer stage does not use it (no effect)"]),
+    (("--stage", "export", "--width_mult", "0.5", "--inference_config", "c.json", "--exit_thresholds", "0.1"),
+     ["--exit_thresholds 0.1: the export stage does not use it (no effect)"]),
     (("--stage", "width", "--depth_mult_list", "0.5,1"), ["--depth_mult_list 0.5,1: the width stage does not use it "
                                                           "(no effect)"]),
     (("--stage", "finetune", "--balance_subnet_gradients"), ["--balance_subnet_gradients: the finetune stage does not "
@@ -167,6 +173,45 @@ def test_a_flag_the_stage_does_not_read_gets_one_line(argv, notes):
     from ofa_flexbert.config import no_effect_notes
 
     assert no_effect_notes(resolve(parse("--task", "rte", *argv))) == notes
+
+
+def test_every_stage_of_the_chain_reads_its_own_flags_and_notes_come_once():
+    """--stage all: a flag some stage of the chain reads is no note; the chain's notes are its first stage's."""
+    from ofa_flexbert.app.stages import resolve_stages
+    from ofa_flexbert.config import no_effect_notes
+
+    chain = resolve_stages(parse("--task", "rte", "--stage", "all", "--model_dir", "M", "--output_dir", "/nonexistent/o",
+                                 "--macs_budget", "0.3", "--graft_during_training", "--width_mult", "0.5"))
+    assert [a.stage for a in chain] == ["finetune", "width", "depth", "final", "gate", "search", "infer"]
+    assert all(a.chain == tuple(a2.stage for a2 in chain) for a in chain)
+    assert [no_effect_notes(a) for a in chain] == [["--width_mult 0.5: no stage of --stage all does use it (no effect)"]] * 7
+
+
+def test_the_fingerprint_flags_are_those_of_earlier_checkpoints():
+    """Checkpoints written before the flags carried this fact (main at 095e54a) resume: same 40 flags."""
+    from ofa_flexbert.config import FINGERPRINT
+
+    assert set(FINGERPRINT) == {
+        "task", "seed", "shuffle", "group_by_length", "data_aug", "distill", "per_gpu_train_batch_size",
+        "max_seq_length", "gradient_accumulation_steps", "learning_rate", "warmup_steps", "weight_decay",
+        "max_grad_norm", "adam_epsilon", "logging_steps", "width_mult_list", "depth_mult_list", "depth_rule",
+        "graft_during_training", "graft_alpha", "graft_fraction", "graft_period", "graft_stop", "importance_data",
+        "importance_holdout", "width_lambda1", "width_lambda2", "depth_lambda1", "depth_lambda2",
+        "balance_subnet_gradients", "pooling", "num_gates", "gate_setting", "gate_class_weights",
+        "regression_tolerance", "off_ramps", "train_off_ramps", "gate_training", "gate_macs_target",
+        "gate_cost_weight"}
+
+
+def test_help_is_grouped_by_stage():
+    from ofa_flexbert.app.cli import stage_parser
+
+    text = stage_parser().format_help()
+    titles = ["common:", "training (every stage that trains):", "width stage:", "gate stage:",
+              "inference (--stage infer, search, export):", "export stage:", "the reference implementation's flags:"]
+    positions = [text.index("\n" + t + "\n") for t in titles]
+    assert positions == sorted(positions)
+    assert text.index("\n  --graft_alpha") > text.index("\nwidth stage:\n") > text.index("\n  --learning_rate")
+    assert "--chain" not in text
 
 
 def test_the_reference_s_remaining_flags_are_accepted_and_say_what_they_do():

@@ -21,6 +21,8 @@ from ofa_flexbert.errors import UserError
 
 def stage_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="run_ofa_glue.py", description="Train and run width/depth-flexible BERTs.",
+                           usage="%(prog)s --task TASK --stage STAGE --model_dir M --output_dir O [flags]\n"
+                                 "       %(prog)s --demo | convert --help | predict --help",
                            epilog="Import a HuggingFace checkpoint first: run_ofa_glue.py convert --help")
     parser.add_argument("--demo", action="store_true",
                         help="run every implemented stage on a synthetic task and a tiny BERT (offline, minutes)")

@@ -15,9 +15,11 @@ from typing import Optional
 
 from ofa_flexbert.config import CONFIG_DIR, resolve
 from ofa_flexbert.deploy.predictor import Predictor
-from .stages import plan, run_stage
-from ofa_flexbert.app.report import StageReport
-from ofa_flexbert.app.stages.output_dir import check_fresh
+from ofa_flexbert.store.atomic import write_json
+
+from .report import StageReport
+from .stages import resolve_stages, run_stage
+from .stages.output_dir import check_fresh
 
 POSITIVE = ("good", "great", "fine", "nice", "superb", "lovely")
 NEGATIVE = ("bad", "awful", "poor", "dull", "grim", "weak")
@@ -30,6 +32,9 @@ DEMO_CONFIG = os.path.join(CONFIG_DIR, "demo.yaml")
 DEMO_EXPORT = {"width_mult": [0.5], "depth_mult": [0.75]}
 DEMO_SENTENCES = ("a superb movie", "the plot was not good", "not bad and it was great",
                   "the story was dull and the actor was weak")
+# Left in a demo's folder: a second --demo into it replaces the first without --overwrite_output_dir,
+# while a folder without it (someone's real runs) is refused as every stage refuses it.
+DEMO_MARKER = "demo.json"
 
 
 def synthetic_example(rng: random.Random) -> tuple[str, int]:
@@ -79,17 +84,20 @@ def run_demo(output_dir: str, seed: int = 0, extra_flags: Optional[dict] = None)
     """Make the task and model under ``output_dir``, run every training and adaptive stage, then deploy:
     export one subnet of the final model and label :data:`DEMO_SENTENCES` with its Predictor.
 
-    The flags are validated first, so a bad one leaves ``output_dir`` untouched.
+    The flags are validated first, so a bad one leaves ``output_dir`` untouched.  A folder an earlier
+    demo wrote (:data:`DEMO_MARKER`) is simply written again.
     """
     data_dir = os.path.join(output_dir, "data", "SST-2")
     model_dir = os.path.join(output_dir, "pretrained")
     flags = {"task": "sst-2", "stage": "all", "config": DEMO_CONFIG, "data_dir": data_dir,
-             "model_dir": model_dir, "output_dir": output_dir, "seed": seed}
+             "model_dir": model_dir, "output_dir": output_dir, "seed": seed,
+             "overwrite_output_dir": os.path.isfile(os.path.join(output_dir, DEMO_MARKER))}
     flags.update(extra_flags or {})
-    chain = plan(flags)
+    chain = resolve_stages(flags)
     export = resolve({**flags, **DEMO_EXPORT, "stage": "export", "model_dir": os.path.join(output_dir, "final"),
                       "output_dir": os.path.join(output_dir, "export")})
     check_fresh(export)
+    write_json(os.path.join(output_dir, DEMO_MARKER), {"demo": True, "seed": seed})
     write_synthetic_task(data_dir, seed)
     write_tiny_bert(model_dir, seed)
     reports = [run_stage(args) for args in chain]

@@ -23,7 +23,7 @@ import paddle
 from tqdm.auto import tqdm
 
 from ofa_flexbert.train import checkpoint, distributed
-from ofa_flexbert.config import RunArgs, task_data_dir
+from ofa_flexbert.config import FINGERPRINT, RunArgs, task_data_dir
 from .evaluation import default_evaluation
 from ofa_flexbert.store.outputs import SubnetResult, write_eval_results, write_run_info
 from ofa_flexbert.engine.routes import Subnet
@@ -141,21 +141,12 @@ def resume_fingerprint(strategy: Strategy, task: TaskSpec, args: RunArgs, steps:
 
     The input model and the data are named by their resolved paths: the teacher of the width
     and depth stages is reloaded from --model_dir on resume, so another directory would
-    silently distil from another model.
+    silently distil from another model.  The flags are those marked ``fingerprint`` in config.py.
     """
-    keys = ("task", "seed", "shuffle", "group_by_length", "data_aug", "distill", "per_gpu_train_batch_size", "max_seq_length",
-            "gradient_accumulation_steps",
-            "learning_rate", "warmup_steps", "weight_decay", "max_grad_norm", "adam_epsilon", "logging_steps",
-            "width_mult_list", "depth_mult_list", "depth_rule",
-            "graft_during_training", "graft_alpha", "graft_fraction", "graft_period", "graft_stop",
-            "importance_data", "importance_holdout", "width_lambda1", "width_lambda2", "depth_lambda1",
-            "depth_lambda2", "balance_subnet_gradients", "pooling",
-            "num_gates", "gate_setting", "gate_class_weights", "regression_tolerance", "off_ramps",
-            "train_off_ramps", "gate_training", "gate_macs_target", "gate_cost_weight")
     return {"stage": strategy.name, "total_steps": steps, "world_size": distributed.world_size(),
             "model_dir": os.path.realpath(args.model_dir) if args.model_dir else None,
             "data_dir": os.path.realpath(task_data_dir(args.data_dir, task.dir_name)),
-            **{k: getattr(args, k) for k in keys}}
+            **{k: getattr(args, k) for k in FINGERPRINT}}
 
 
 class _NoWriter:

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Callable
 
@@ -71,7 +72,7 @@ IMPLEMENTED: dict[str, Callable[[RunArgs], StageReport]] = {"finetune": _finetun
                                                             "search": _search, "export": _export}
 
 
-def plan(flags: dict[str, Any]) -> list[RunArgs]:
+def resolve_stages(flags: dict[str, Any]) -> list[RunArgs]:
     """The resolved arguments of every stage the flags ask for, all validated before any runs.
 
     ``--stage all`` chains every implemented stage into <output_dir>/<stage>: each training
@@ -85,12 +86,14 @@ def plan(flags: dict[str, Any]) -> list[RunArgs]:
         return [args]
     require(args, "model_dir", "output_dir")
     chain, model_dir = [], args.model_dir
+    stages = tuple(s for s in ORDER if s in IMPLEMENTED)
     chosen = {} if flags.get("inference_config") or any(flags.get(m) for m in MODES) else \
         {"inference_config": os.path.join(args.output_dir, "search", INFERENCE_CONFIG)}
-    for stage in (s for s in ORDER if s in IMPLEMENTED):
+    for stage in stages:
         output_dir = os.path.join(args.output_dir, stage)
         extra = chosen if stage == "infer" else {}
-        chain.append(resolve({**flags, "stage": stage, "model_dir": model_dir, "output_dir": output_dir, **extra}))
+        resolved = resolve({**flags, "stage": stage, "model_dir": model_dir, "output_dir": output_dir, **extra})
+        chain.append(dataclasses.replace(resolved, chain=stages))
         check_fresh(chain[-1])  # before any stage runs: a refusal at the last stage would come hours late
         if stage not in READERS:
             model_dir = output_dir
@@ -98,8 +101,8 @@ def plan(flags: dict[str, Any]) -> list[RunArgs]:
 
 
 def run(flags: dict[str, Any]) -> list[StageReport]:
-    """Resolve the flags (:func:`plan`) and run the stage or stages they name."""
-    return [run_stage(args) for args in plan(flags)]
+    """Resolve the flags (:func:`resolve_stages`) and run the stage or stages they name."""
+    return [run_stage(args) for args in resolve_stages(flags)]
 
 
 def run_stage(args: RunArgs) -> StageReport:

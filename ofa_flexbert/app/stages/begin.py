@@ -70,7 +70,7 @@ def start(args: RunArgs) -> tuple[TaskSpec, Any]:
 
     require(args, "model_dir", "output_dir")
     task = setup(args)
-    if distributed.is_main():
+    if distributed.is_main() and (not args.chain or args.stage == args.chain[0]):  # a chain's notes once
         for note in no_effect_notes(args):
             logger.info(note)
     check_output_dir(args)
