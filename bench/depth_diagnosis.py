@@ -44,7 +44,7 @@ def main() -> None:
 
     from ofa_flexbert import data as D
     from ofa_flexbert.config import task_data_dir
-    from ofa_flexbert.train.diagnostics import SPREAD_WARNING_SHARE, cls_spread, shallow_depth_check
+    from ofa_flexbert.train.diagnostics import SPREAD_WARNING_SHARE, pooled_spread, shallow_depth_check
     from ofa_flexbert.engine.losses import logit_distillation
     from ofa_flexbert.store.models import load_model, load_tokenizer
     from ofa_flexbert.engine.routes import depth_layers
@@ -63,7 +63,7 @@ def main() -> None:
         return D.make_loader(D.encode(examples, task, tokenizer, 128), tokenizer, 32)
 
     dev = list(loader("dev", args.dev_examples))
-    spread = cls_spread(student, dev)
+    spread = pooled_spread(student, dev)
     depths = sorted({float(x) for x in args.depths.split(",")} | {1.0})
     shares = {rule: shallow_depth_check(student, dev, depths, rule)[0] for rule in ("prefix", "every_other")}
 

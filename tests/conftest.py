@@ -10,20 +10,23 @@ import paddle  # noqa: E402
 import pytest  # noqa: E402
 
 
-# Fixtures that train or export through the CLI: a test using one is end to end, and slow.
+# Fixtures that train or export through the CLI: a test using one (even through another fixture) is end to
+# end, and must say so with @pytest.mark.slow (registered in pyproject.toml).
 END_TO_END_FIXTURES = {"toy", "toy_teacher", "toy_width_model", "toy_gated", "exported", "reference_dirs"}
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: end to end through the CLI (stages, demo, launcher); "
-                                       "`pytest -m 'not slow'` runs the unit tests alone")
-
-
 def pytest_collection_modifyitems(config, items):
-    """Mark every test that uses an end-to-end fixture as slow (others may be marked by hand)."""
-    for item in items:
-        if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.slow)
+    """Refuse to run when a test that uses an end-to-end fixture is not marked slow: `-m "not slow"` must stay fast."""
+    unmarked = [item.nodeid for item in items
+                if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError(f"end-to-end tests without @pytest.mark.slow: {', '.join(unmarked)}")
+
+
+@pytest.fixture
+def patched():
+    """The library patches applied for one test (``pytestmark = pytest.mark.usefixtures("patched")``)."""
+    patches.apply()
 
 
 @pytest.fixture(autouse=True)

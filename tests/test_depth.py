@@ -7,7 +7,6 @@ import numpy as np
 import paddle
 import pytest
 
-import patches
 from conftest import assert_same_checkpoint, run_interrupted, stage_argv, tiny_bert_config
 from numpy_bert import bert_forward, classifier_logits, sliced_hf_weights
 from ofa_flexbert.engine.accounting import layer_macs, mean_macs, subnet_macs
@@ -16,11 +15,8 @@ from ofa_flexbert.engine.routes import Subnet, width_for
 from ofa_flexbert.train.supernet import FlexOFA, convert_to_supernet, mapping_layers, plain_state_dict
 from ofa_flexbert.app.cli import main
 
+pytestmark = pytest.mark.usefixtures("patched")
 
-
-@pytest.fixture(autouse=True)
-def _patched():
-    patches.apply()
 
 
 def test_teacher_mapping_pairs_the_right_layers():
@@ -143,6 +139,7 @@ def grid(out):
     return {(s["width_mult"], s["depth_mult"]): s for s in results["subnets"]}
 
 
+@pytest.mark.slow
 def test_a_short_depth_run_improves_the_quarter_width_half_depth_subnet(toy_width_model, tmp_path):
     from visualdl import LogReader
 
@@ -166,6 +163,7 @@ def test_a_short_depth_run_improves_the_quarter_width_half_depth_subnet(toy_widt
     assert info["depth_rule"] == "prefix" and info["stage"] == "depth"
 
 
+@pytest.mark.slow
 def test_depth_grid_has_every_subnet_with_macs_falling_with_width_and_depth(toy_width_model, tmp_path):
     data_dir, width_dir = toy_width_model
     out = tmp_path / "depth"
@@ -176,6 +174,7 @@ def test_depth_grid_has_every_subnet_with_macs_falling_with_width_and_depth(toy_
     assert macs[(0.25, 0.5)] < macs[(0.5, 0.5)] < macs[(1.0, 0.5)] < macs[(1.0, 0.75)] < macs[(1.0, 1.0)]
 
 
+@pytest.mark.slow
 def test_depth_stage_logs_every_subnet_and_its_distillation_terms(toy_width_model, tmp_path):
     from visualdl import LogReader
 
@@ -203,6 +202,7 @@ def test_depth_stage_logs_every_subnet_and_its_distillation_terms(toy_width_mode
     assert len(grid(out)) == 4
 
 
+@pytest.mark.slow
 def test_final_never_replaces_a_better_model(toy_width_model, tmp_path):
     data_dir, width_dir = toy_width_model
     out = tmp_path / "final"
@@ -221,6 +221,7 @@ def test_final_never_replaces_a_better_model(toy_width_model, tmp_path):
         np.testing.assert_array_equal(kept[name].numpy(), original[name].numpy(), err_msg=name)
 
 
+@pytest.mark.slow
 def test_final_replaces_the_input_when_it_improves(toy_width_model, tmp_path):
     data_dir, width_dir = toy_width_model
     out = tmp_path / "final"
@@ -232,6 +233,7 @@ def test_final_replaces_the_input_when_it_improves(toy_width_model, tmp_path):
     assert sum(s["metrics"]["acc"] for s in results["subnets"]) > info["input_score"]
 
 
+@pytest.mark.slow
 def test_resumed_depth_run_equals_an_uninterrupted_one(toy_width_model, tmp_path, monkeypatch):
     from ofa_flexbert.app.stages.depth import GridStrategy
 
@@ -249,6 +251,7 @@ def test_resumed_depth_run_equals_an_uninterrupted_one(toy_width_model, tmp_path
     ("depth", ("--depth_rule", "odd"), "error: --depth_rule: expected one of prefix, every_other, dynabert, got 'odd'"),
     ("final", ("--data_aug",), "error: --data_aug: final fine-tuning trains on the original training data only"),
 ])
+@pytest.mark.slow
 def test_depth_and_final_refuse_bad_flags(toy_width_model, tmp_path, capsys, stage, extra, message):
     data_dir, width_dir = toy_width_model
     assert main(stage_argv(stage, data_dir, width_dir, tmp_path / "out", *extra)) == 2
@@ -257,6 +260,7 @@ def test_depth_and_final_refuse_bad_flags(toy_width_model, tmp_path, capsys, sta
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_final_refuses_another_depth_rule_than_the_depth_stage_used(toy_width_model, tmp_path, capsys):
     data_dir, width_dir = toy_width_model
     depth = tmp_path / "depth"

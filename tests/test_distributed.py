@@ -117,6 +117,7 @@ def test_a_last_global_batch_smaller_than_the_world_still_feeds_every_rank():
 
 # --- two gloo ranks --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_ranks_stay_identical_under_data_parallel_and_drift_apart_without_it(toy_teacher, tmp_path):
     """6 width steps with dropout, distillation and 2 grafts: every rank ends with the same weights."""
     data_dir, teacher = toy_teacher
@@ -134,6 +135,7 @@ def test_ranks_stay_identical_under_data_parallel_and_drift_apart_without_it(toy
     assert max_diff(control0, control1) > 1e-3
 
 
+@pytest.mark.slow
 def test_a_width_step_on_two_ranks_equals_one_single_process_step_with_twice_the_batch(toy_teacher, tmp_path):
     """Same loss (also the distillation terms, non-zero) and the same updated weights, within 1e-5;
     the ranks share the evaluation and the importance for rewiring: each dev example is run once
@@ -164,6 +166,7 @@ def test_a_width_step_on_two_ranks_equals_one_single_process_step_with_twice_the
     assert sum(rows) == dev_size(data_dir) and abs(rows[0] - rows[1]) <= 16, rows  # rewiring, no graft
 
 
+@pytest.mark.slow
 def test_sharded_evaluation_gives_the_single_process_metrics_also_when_a_rank_has_no_batch(toy_width_model, tmp_path):
     """final evaluates its input before training: the same weights on 2 ranks and on 1, so the scores
     must be equal exactly.  One dev batch (eval batch 1000): rank 1 has nothing to evaluate."""
@@ -217,6 +220,7 @@ def test_sum_over_ranks_adds_in_rank_order_whatever_order_the_ranks_arrive_in(mo
     assert parts[0][1][0].tolist() == [1.0, 1.0]  # the inputs are not modified
 
 
+@pytest.mark.slow
 def test_a_depth_step_on_two_ranks_equals_one_single_process_step_with_twice_the_batch(toy_width_model, tmp_path):
     """Shallow subnets leave layers unused in their backward: the 12-subnet step still matches."""
     data_dir, width_dir = toy_width_model
@@ -235,6 +239,7 @@ def test_a_depth_step_on_two_ranks_equals_one_single_process_step_with_twice_the
     assert max_diff(saved(tmp_path / "dp"), saved(tmp_path / "single")) < 1e-5
 
 
+@pytest.mark.slow
 def test_a_data_parallel_run_resumes_after_a_crash_and_ends_where_an_uninterrupted_one_ends(toy_teacher, tmp_path,
                                                                                                capsys):
     data_dir, teacher = toy_teacher

@@ -4,13 +4,14 @@ import numpy as np
 import paddle
 import pytest
 
-import patches
 from conftest import tiny_bert_config
 from numpy_bert import bert_forward, classifier_logits, sliced_hf_weights
 from ofa_flexbert.engine.accounting import route_macs
 from ofa_flexbert.engine.encoder import Between, classify
 from ofa_flexbert.engine.routes import Route, heads_width
 from ofa_flexbert.train.supernet import FlexOFA, convert_to_supernet, plain_state_dict
+
+pytestmark = pytest.mark.usefixtures("patched")
 
 LAYERS, HEADS, HEAD_DIM, FFN = 4, 4, 8, 64
 LENGTHS = [9, 6, 9, 4, 7]  # rows 1, 3 and 4 are padded in a batch
@@ -29,11 +30,6 @@ ROUTES = [
     Route((0, 1, 2, 3), (width(4), width(3), width(1), width(1)), exit_after=2),
     Route((0, 1, 2, 3), (width(1), width(4), width(2), width(3))),
 ]
-
-
-@pytest.fixture(autouse=True)
-def _patched():
-    patches.apply()
 
 
 def make_model(pooling="cls", supernet=False):

@@ -37,6 +37,7 @@ def read(path):
         return json.load(fh)
 
 
+@pytest.mark.slow
 def test_each_subnet_is_as_small_as_the_closed_form_and_never_compounds(exported):
     from ofa_flexbert.store.models import load_model
 
@@ -63,6 +64,7 @@ def test_each_subnet_is_as_small_as_the_closed_form_and_never_compounds(exported
     assert not [n for n in os.listdir(out) if n.startswith(".")]  # no staging folder left behind
 
 
+@pytest.mark.slow
 def test_the_exported_graph_gives_the_flexible_models_logits_on_dev(exported):
     """Independently of the stage's own check: the Predictor on dev rows against the routed supernet forward."""
     from ofa_flexbert.glue.data import encode, get_task, read_split
@@ -86,6 +88,7 @@ def test_the_exported_graph_gives_the_flexible_models_logits_on_dev(exported):
     assert np.abs(want).max() > 0.1  # not a trivially zero model
 
 
+@pytest.mark.slow
 def test_predict_prints_labels_and_probabilities_for_raw_text(exported, tmp_path, capsys):
     _, _, out = exported
     path = tmp_path / "in.jsonl"
@@ -99,6 +102,7 @@ def test_predict_prints_labels_and_probabilities_for_raw_text(exported, tmp_path
         assert abs(float(p0) + float(p1) - 1) <= 2e-4
 
 
+@pytest.mark.slow
 def test_onnxruntime_and_paddle_inference_print_the_same_predictions(exported, tmp_path, capsys):
     _, _, out = exported
     path = tmp_path / "in.tsv"
@@ -115,6 +119,7 @@ def test_onnxruntime_and_paddle_inference_print_the_same_predictions(exported, t
     ("a\tb\n", "the model takes one text per line: expected one column (no tabs), got 2 field(s)"),
     ("", "no inputs (the file is empty)"),
 ])
+@pytest.mark.slow
 def test_predict_refuses_bad_input_in_one_line(exported, tmp_path, capsys, text, message):
     _, _, out = exported
     path = tmp_path / "in.tsv"
@@ -131,6 +136,7 @@ def test_predict_refuses_a_folder_that_is_not_an_export(tmp_path, capsys):
                                        "(not a directory written by --stage export)\n")
 
 
+@pytest.mark.slow
 def test_export_refuses_to_replace_an_earlier_export_and_names_the_flag(exported, capsys):
     data_dir, width_dir, out = exported
     before = os.path.getmtime(os.path.join(out, "w0.25_d1", "manifest.json"))
@@ -145,6 +151,7 @@ def test_export_refuses_to_replace_an_earlier_export_and_names_the_flag(exported
     (("--width_mult", "0.5,0.25,1", "--depth_mult", "1,0.5"),
      "--width_mult and --depth_mult pair up in order: got 3 widths and 2 depths (give as many of each, or one of either)"),
 ])
+@pytest.mark.slow
 def test_export_flags_are_checked_before_any_work(toy_width_model, tmp_path, capsys, flags, message):
     data_dir, width_dir = toy_width_model
     assert main(stage_argv("export", data_dir, width_dir, tmp_path / "out", *flags)) == 2
@@ -208,6 +215,7 @@ def test_the_export_multipliers_are_validated_like_the_others():
         resolve({"task": "sst-2", "stage": "export", "width_mult": [1.5], "config": FAST[-1]})
 
 
+@pytest.mark.slow
 def test_a_dynamic_export_routes_each_input_as_the_infer_stage_does_at_any_batch_size(toy_gated, tmp_path):
     """wd-dynamic (gates and early exit) exported as per-(layer, width) graphs: the Predictor, at batch 7, gives
     every dev input the route, MACs and prediction that --stage infer gives it (its own batch size)."""
@@ -237,6 +245,7 @@ def test_a_dynamic_export_routes_each_input_as_the_infer_stage_does_at_any_batch
     assert read(infer_out / "infer_results.json")["macs"] == pytest.approx(manifest["dev_mean_macs"], rel=1e-12)
 
 
+@pytest.mark.slow
 def test_a_dynamic_export_has_no_onnx_form(toy_gated, tmp_path, capsys):
     data_dir, _, gates = toy_gated
     config = tmp_path / "w.json"

@@ -69,6 +69,7 @@ def test_synthetic_task_is_balanced_and_follows_its_rule():
     assert sum(NEGATION in s.split() for s, _ in examples) > 500  # the flip is exercised
 
 
+@pytest.mark.slow
 def test_finetune_learns_and_writes_the_output_contract(toy, tmp_path):
     data_dir, model_dir = toy
     before = dev_accuracy(model_dir, data_dir)
@@ -100,6 +101,7 @@ def test_finetune_learns_and_writes_the_output_contract(toy, tmp_path):
     assert [r.id for r in reader.get_data("scalar", "eval/w1_d1/acc")] == [50, 100, 150]
 
 
+@pytest.mark.slow
 def test_finetuned_model_is_a_valid_model_dir_for_the_next_stage(toy, tmp_path):
     """A stage output loads as --model_dir with its trained classifier (not a fresh one)."""
     data_dir, model_dir = toy
@@ -121,6 +123,7 @@ def run_cli(*argv):
                           text=True, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line_and_exit_2_without_traceback(toy, tmp_path):
     data_dir, model_dir = toy
     result = run_cli("--task", "nope", "--stage", "finetune")
@@ -136,6 +139,7 @@ def write_rows(path, rows):
         fh.write("sentence\tlabel\n" + "".join(r + "\n" for r in rows))
 
 
+@pytest.mark.slow
 def test_bad_data_fails_before_anything_in_output_dir_is_touched(toy, tmp_path, capsys):
     """Even told to replace an earlier run (--overwrite_output_dir), a run with bad input touches nothing."""
     data_dir, model_dir = toy
@@ -162,6 +166,7 @@ def test_bad_data_fails_before_anything_in_output_dir_is_touched(toy, tmp_path, 
     assert (out / "eval_results.json").read_text() == '{"earlier": true}'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["finetune", "width"])
 def test_bad_data_is_reported_before_the_model_is_loaded(toy, tmp_path, capsys, monkeypatch, stage):
     """Reading the data is quick and loading a model is not: a typo in --data_dir must not wait for it."""
@@ -180,6 +185,7 @@ def test_bad_data_is_reported_before_the_model_is_loaded(toy, tmp_path, capsys, 
     assert capsys.readouterr().err.strip().startswith(f"error: {tmp_path / 'nodata'}/train.tsv: no such file")
 
 
+@pytest.mark.slow
 def test_model_dir_without_vocabulary_is_refused(toy, tmp_path, capsys):
     import shutil
 
@@ -227,6 +233,7 @@ def test_demo_with_a_bad_flag_writes_nothing(tmp_path, capsys):
     assert not out.exists()  # the demo's data and model used to be written before the flags were checked
 
 
+@pytest.mark.slow
 def test_group_by_length_changes_the_batches_and_resumes_exactly(toy_teacher, tmp_path, monkeypatch):
     """--group_by_length reaches the training loader (other weights than the default batches) and an
     interrupted run resumes to the uninterrupted one's weights (its order is a function of seed and epoch)."""
@@ -252,6 +259,7 @@ def test_group_by_length_changes_the_batches_and_resumes_exactly(toy_teacher, tm
     assert json.loads((whole / "flexbert.json").read_text())["arguments"]["group_by_length"] is True
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_makes_the_update_of_the_larger_batch(toy, tmp_path):
     """Two optimizer steps at batch 4 with --gradient_accumulation_steps 2 leave the weights of two steps at
     batch 8 (fixed order, no dropout; the same 16 examples in the same groups)."""

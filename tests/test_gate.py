@@ -6,7 +6,6 @@ import numpy as np
 import paddle
 import pytest
 
-import patches
 from conftest import stage_argv, tiny_bert_config, vdl_scalars
 from gate.io import load_gates, load_off_ramps, save_gates, save_off_ramps
 from gate.loss import class_weights, gate_loss, target_features, temperature
@@ -19,10 +18,7 @@ from ofa_flexbert.errors import UserError
 from ofa_flexbert.engine.routes import Route, config_width
 from ofa_flexbert.app.cli import main
 
-
-@pytest.fixture(autouse=True)
-def _patched():
-    patches.apply()
+pytestmark = pytest.mark.usefixtures("patched")
 
 
 def test_the_target_is_the_smallest_width_that_is_right_else_the_widest():
@@ -151,6 +147,7 @@ def toy_gates(toy_width_model, tmp_path_factory):
     return data_dir, width_dir, out
 
 
+@pytest.mark.slow
 def test_gate_stage_leaves_the_backbone_bit_identical_and_saves_loadable_gates(toy_gates):
     _, width_dir, out = toy_gates
     before = paddle.load(os.path.join(width_dir, "model_state.pdparams"))
@@ -165,6 +162,7 @@ def test_gate_stage_leaves_the_backbone_bit_identical_and_saves_loadable_gates(t
     assert state["fingerprint"]["stage"] == "gate"
 
 
+@pytest.mark.slow
 def test_a_short_gate_run_beats_the_majority_rate_and_reports_what_the_gates_do(toy_gates):
     _, _, out = toy_gates
     results = json.load(open(os.path.join(out, "eval_results.json")))
@@ -189,6 +187,7 @@ def test_a_short_gate_run_beats_the_majority_rate_and_reports_what_the_gates_do(
     assert "train/tau" in scalars and "eval/gate0/balanced_accuracy" in scalars
 
 
+@pytest.mark.slow
 def test_gate_stage_refuses_a_gate_count_that_does_not_divide_the_layers(toy_width_model, tmp_path, capsys):
     data_dir, width_dir = toy_width_model
     assert main(gate_argv(data_dir, width_dir, tmp_path / "out", "--num_gates", "3")) == 2
@@ -197,6 +196,7 @@ def test_gate_stage_refuses_a_gate_count_that_does_not_divide_the_layers(toy_wid
     assert not os.path.exists(tmp_path / "out" / "gates.json")
 
 
+@pytest.mark.slow
 def test_a_resumed_gate_run_equals_an_uninterrupted_one(toy_width_model, tmp_path, monkeypatch):
     from conftest import assert_same_checkpoint, run_interrupted
     from ofa_flexbert.app.stages.gate import GateStrategy
@@ -212,6 +212,7 @@ def test_a_resumed_gate_run_equals_an_uninterrupted_one(toy_width_model, tmp_pat
     assert json.loads((broken / "eval_results.json").read_text()) == json.loads((whole / "eval_results.json").read_text())
 
 
+@pytest.mark.slow
 def test_gate_stage_on_two_ranks_shares_the_target_pass_and_keeps_the_ranks_identical(toy_width_model, tmp_path):
     from test_distributed import launch
 
@@ -273,6 +274,7 @@ def test_the_exit_check_retires_exactly_the_rows_below_the_entropy_threshold():
     assert entropy(paddle.to_tensor([[0.0, 0.0]]), normalized=True).numpy()[0] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_gate_stage_saves_off_ramps_and_refuses_one_after_the_last_layer(toy_gates, toy_width_model, tmp_path, capsys):
     _, _, out = toy_gates
     assert load_off_ramps(str(out)).layers == (1, 2)  # the 4-layer toy model's defaults
@@ -282,6 +284,7 @@ def test_gate_stage_saves_off_ramps_and_refuses_one_after_the_last_layer(toy_gat
                                                "(0-based, 0..2 for this 4-layer model)")
 
 
+@pytest.mark.slow
 def test_off_ramps_stay_copies_of_the_final_head_unless_trained_and_training_lowers_their_loss(
         toy_gates, toy_width_model, tmp_path):
     _, width_dir, out = toy_gates
@@ -304,6 +307,7 @@ def test_off_ramps_stay_copies_of_the_final_head_unless_trained_and_training_low
     assert all(np.array_equal(before[k].numpy(), after[k].numpy()) for k in before)
 
 
+@pytest.mark.slow
 def test_the_reference_gate_command_line_runs_with_only_the_script_name_changed(toy_width_model, tmp_path, caplog):
     """The seed README's train_gate.py command (flexible-bert-method.md §13.2), on the toy task."""
     import logging

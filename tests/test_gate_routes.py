@@ -10,7 +10,6 @@ import numpy as np
 import paddle
 import pytest
 
-import patches
 from conftest import stage_argv, tiny_bert_config, vdl_scalars
 from gate.io import load_gates
 from gate.loss import macs_share, route_loss
@@ -22,10 +21,7 @@ from ofa_flexbert.engine.routes import Route, config_width
 from ofa_flexbert.glue.tasks import get_task
 from ofa_flexbert.app.cli import main
 
-
-@pytest.fixture(autouse=True)
-def _patched():
-    patches.apply()
+pytestmark = pytest.mark.usefixtures("patched")
 
 
 def tiny_config(pooling="mean"):
@@ -109,6 +105,7 @@ def toy_routes(toy_width_model, tmp_path_factory):
     return width_dir, outs
 
 
+@pytest.mark.slow
 def test_route_training_leaves_the_backbone_bit_identical_and_records_how_the_gates_learned(toy_routes):
     width_dir, outs = toy_routes
     before = paddle.load(os.path.join(width_dir, "model_state.pdparams"))
@@ -125,6 +122,7 @@ def test_route_training_leaves_the_backbone_bit_identical_and_records_how_the_ga
     assert info["gate_training"] == "routes" and "class_weights" not in info
 
 
+@pytest.mark.slow
 def test_without_a_macs_penalty_the_dev_route_loss_falls(toy_routes):
     _, outs = toy_routes
     results = json.load(open(os.path.join(outs["free"], "eval_results.json")))
@@ -136,6 +134,7 @@ def test_without_a_macs_penalty_the_dev_route_loss_falls(toy_routes):
     assert "train/macs_share" in scalars and "train/route_distill" in scalars
 
 
+@pytest.mark.slow
 def test_the_macs_penalty_brings_the_gated_model_down_to_its_target(toy_routes):
     _, outs = toy_routes
     free = json.load(open(os.path.join(outs["free"], "eval_results.json")))["gated"]["macs_share"]
@@ -144,6 +143,7 @@ def test_the_macs_penalty_brings_the_gated_model_down_to_its_target(toy_routes):
     assert tight["route_loss"]["macs_target"] == 0.3 and tight["route_loss"]["macs_share"] == tight["gated"]["macs_share"]
 
 
+@pytest.mark.slow
 def test_a_resumed_route_run_equals_an_uninterrupted_one(toy_width_model, tmp_path, monkeypatch):
     from conftest import assert_same_checkpoint, run_interrupted
     from ofa_flexbert.app.stages.gate import RouteGateStrategy
@@ -164,12 +164,14 @@ def test_a_resumed_route_run_equals_an_uninterrupted_one(toy_width_model, tmp_pa
     ("--gate_macs_target", "0", "--gate_macs_target: a share of the full model's MACs, in (0, 1], got 0"),
     ("--gate_cost_weight", "-1", "--gate_cost_weight: must not be negative, got -1"),
 ])
+@pytest.mark.slow
 def test_bad_route_training_flags_get_one_line(toy_width_model, tmp_path, capsys, flag, value, message):
     data_dir, width_dir = toy_width_model
     assert main(route_argv(data_dir, width_dir, tmp_path / "out", flag, value)) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(message)
 
 
+@pytest.mark.slow
 def test_route_training_on_two_ranks_keeps_the_ranks_identical(toy_width_model, tmp_path):
     """The relaxed gated model runs through the DataParallel wrapper, so the ranks' gradients are
     averaged; without it (the control) each rank's gates follow their own shard."""
@@ -185,6 +187,7 @@ def test_route_training_on_two_ranks_keeps_the_ranks_identical(toy_width_model, 
     assert any(np.abs(control0[name] - control1[name]).max() > 0 for name in control0 if name.startswith("gates."))
 
 
+@pytest.mark.slow
 def test_route_training_starts_from_the_gates_of_its_model_directory(toy_width_model, tmp_path, capsys):
     """Target-trained gates refined on their own routes: the run starts from them (at a vanishing
     learning rate its first evaluation is theirs), and gates of other settings are refused."""

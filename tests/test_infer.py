@@ -5,16 +5,12 @@ import os
 import numpy as np
 import pytest
 
-import patches
 from conftest import stage_argv
 from ofa_flexbert.engine.accounting import subnet_macs
 from ofa_flexbert.store.models import load_model
 from ofa_flexbert.app.cli import main
 
-
-@pytest.fixture(autouse=True)
-def _patched():
-    patches.apply()
+pytestmark = pytest.mark.usefixtures("patched")
 
 
 def infer(data_dir, model_dir, out, *flags):
@@ -23,6 +19,7 @@ def infer(data_dir, model_dir, out, *flags):
     return json.loads((out / "infer_results.json").read_text()), rows
 
 
+@pytest.mark.slow
 def test_static_inference_equals_the_stage_s_own_evaluation_of_that_subnet(toy_width_model, tmp_path):
     data_dir, width_dir = toy_width_model
     summary, rows = infer(data_dir, width_dir, tmp_path / "out", "--static", "--width_mult_list", "0.5,0.5,0.5,0.5",
@@ -46,6 +43,7 @@ def _dev_ids(data_dir, model_dir):
                                                load_tokenizer(str(model_dir)), 40)]
 
 
+@pytest.mark.slow
 def test_dynamic_inference_gives_every_batch_size_the_answers_of_batch_size_one(toy_gated, tmp_path):
     data_dir, _, gates = toy_gated
     flags = ("--wd_dynamic", "--early_exit", "--exit_threshold", "0.5", "--width_mult_list", "0.25,0.5,0.75,1.0")
@@ -58,6 +56,7 @@ def test_dynamic_inference_gives_every_batch_size_the_answers_of_batch_size_one(
     assert one["macs_share"] < 1 and sum(one["exit_histogram"].values()) == len(rows_one)
 
 
+@pytest.mark.slow
 def test_gates_and_exit_checks_are_counted_in_each_input_s_cost(toy_gated, tmp_path):
     """Everything forced to full width and no exit can happen: the cost is the full model's plus
     exactly the gates' and exit checks' MACs."""
@@ -76,6 +75,7 @@ def test_gates_and_exit_checks_are_counted_in_each_input_s_cost(toy_gated, tmp_p
                                          + checks for t in lengths]
 
 
+@pytest.mark.slow
 def test_the_reference_inference_command_lines_run_with_only_the_script_name_changed(toy_gated, tmp_path):
     data_dir, _, gates = toy_gated
     # --max_seq_length is 128 there; the toy model has 64 positions
@@ -91,6 +91,7 @@ def test_the_reference_inference_command_lines_run_with_only_the_script_name_cha
         assert json.loads((out / "infer_results.json").read_text())["mode"] == extra[-1 if name != "wd" else 2][2:]
 
 
+@pytest.mark.slow
 def test_fixed_gate_runs_every_block_at_its_width_instead_of_the_gates(toy_gated, tmp_path):
     """The reference's --fixed_gate (which crashes there): w-dynamic with every decision forced to 0.5 is the
     static 0.5 subnet -- same predictions and MACs, no gate cost -- and wd-dynamic is d-dynamic at 0.5."""
@@ -120,6 +121,7 @@ def test_fixed_gate_runs_every_block_at_its_width_instead_of_the_gates(toy_gated
      "--fixed_gate: replaces the gates' decisions, so it needs --w_dynamic or --wd_dynamic (got --static)"),
     (("--w_dynamic", "--fixed_gate", "1.5"), "--fixed_gate: a width in (0, 1], got 1.5"),
 ])
+@pytest.mark.slow
 def test_bad_mode_flags_get_one_line(toy_width_model, tmp_path, capsys, flags, message):
     data_dir, width_dir = toy_width_model
     assert main(stage_argv("infer", data_dir, width_dir, tmp_path / "out", *flags)) == 2
@@ -127,6 +129,7 @@ def test_bad_mode_flags_get_one_line(toy_width_model, tmp_path, capsys, flags, m
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_dynamic_modes_need_gates(toy_width_model, tmp_path, capsys):
     data_dir, width_dir = toy_width_model
     assert main(stage_argv("infer", data_dir, width_dir, tmp_path / "out", "--w_dynamic")) == 2
@@ -134,6 +137,7 @@ def test_dynamic_modes_need_gates(toy_width_model, tmp_path, capsys):
                                                "run --stage gate first")
 
 
+@pytest.mark.slow
 def test_the_reference_trade_off_settings_are_valid_json_and_run_from_the_file(toy_gated, tmp_path, capsys):
     from ofa_flexbert.config import CONFIG_DIR
 
@@ -157,6 +161,7 @@ def test_the_reference_trade_off_settings_are_valid_json_and_run_from_the_file(t
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_the_depth_rule_follows_the_weights_through_the_gate_stage(toy_width_model, tmp_path, capsys):
     """A model depth-trained with --depth_rule every_other keeps that rule after --stage gate: its static
     depth-0.5 subnet runs layers 1 and 3 of 4, and early exit (which needs prefix subnets) is refused."""

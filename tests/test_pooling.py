@@ -11,7 +11,7 @@ import numpy_bert
 import patches
 from conftest import stage_argv
 from ofa_flexbert.engine.accounting import subnet_macs
-from ofa_flexbert.train.diagnostics import cls_spread
+from ofa_flexbert.train.diagnostics import pooled_spread
 from ofa_flexbert.store.hf_import import convert_hf_checkpoint
 from ofa_flexbert.store.models import load_model
 from ofa_flexbert.app.cli import main
@@ -52,7 +52,7 @@ def test_the_depth_check_measures_the_vector_the_model_pools(converted):
     model = load_model(model_dir, num_labels=3)
     model.bert.config.pooling = "mean"
     batch = {"input_ids": paddle.to_tensor(INPUT_IDS), "token_type_ids": paddle.to_tensor(TOKEN_TYPES)}
-    spreads = cls_spread(model, [batch])
+    spreads = pooled_spread(model, [batch])
     sequence, _ = numpy_bert.bert_forward(weights, HF_CONFIG, INPUT_IDS, TOKEN_TYPES)
     keep = (INPUT_IDS != 0)[:, :, None]
     mean = (sequence * keep).sum(axis=1) / keep.sum(axis=1)
@@ -68,6 +68,7 @@ def test_mean_pooling_adds_the_token_mean_to_the_macs():
     assert subnet_macs(config, 0.5, 0.5, 100) - cls == 100 * 384  # a weighted sum of T vectors of size H
 
 
+@pytest.mark.slow
 def test_pooling_is_chosen_at_finetune_recorded_and_refused_when_it_conflicts(toy_teacher, tmp_path, capsys):
     data_dir, teacher = toy_teacher
     out = tmp_path / "mean"
@@ -86,6 +87,7 @@ def test_pooling_is_chosen_at_finetune_recorded_and_refused_when_it_conflicts(to
     assert capsys.readouterr().err.startswith(f"error: --pooling mean: the model in {teacher} pools cls ")
 
 
+@pytest.mark.slow
 def test_an_unknown_pooling_is_refused(toy_teacher, tmp_path, capsys):
     data_dir, teacher = toy_teacher
     assert main(stage_argv("finetune", data_dir, teacher, tmp_path / "x", "--pooling", "max")) == 2

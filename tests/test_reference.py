@@ -106,6 +106,7 @@ def weights(model_dir):
     return {k: v.numpy() for k, v in paddle.load(os.path.join(model_dir, "model_state.pdparams")).items()}
 
 
+@pytest.mark.slow
 def test_the_reference_width_depth_and_final_command_lines_run(reference_dirs):
     paths = reference_dirs
     assert main(argv(WIDTH, paths, "--max_steps", "3")) == 0
@@ -126,6 +127,7 @@ def test_the_reference_width_depth_and_final_command_lines_run(reference_dirs):
         assert any(not np.array_equal(after[k], depth_weights[k]) for k in depth_weights)
 
 
+@pytest.mark.slow
 def test_final_in_place_refuses_a_model_whose_run_did_not_finish(reference_dirs, tmp_path, capsys):
     paths = dict(reference_dirs)
     unfinished = tmp_path / "wd_bert"
@@ -142,6 +144,7 @@ def test_final_in_place_refuses_a_model_whose_run_did_not_finish(reference_dirs,
     assert all(np.array_equal(weights(unfinished)[k], v) for k, v in before.items())
 
 
+@pytest.mark.slow
 def test_only_final_fine_tuning_may_write_into_its_input(reference_dirs, capsys):
     paths = reference_dirs
     same = ["--model_dir", paths["BERT_DIR"], "--output_dir", paths["BERT_DIR"]]

@@ -5,17 +5,13 @@ from math import comb
 import numpy as np
 import pytest
 
-import patches
 from conftest import stage_argv
 from ofa_flexbert.adaptive.tradeoff import (best_under_budget, default_thresholds, exit_steps, pareto_front, split_halves,
                                    width_maps)
 from ofa_flexbert.app.stages.search import settings_entry_of
 from ofa_flexbert.app.cli import main
 
-
-@pytest.fixture(autouse=True)
-def _patched():
-    patches.apply()
+pytestmark = pytest.mark.usefixtures("patched")
 
 
 @pytest.mark.parametrize("m,k", [(4, 4), (3, 2), (5, 3)])
@@ -56,6 +52,7 @@ def test_the_pareto_front_keeps_exactly_the_settings_nothing_beats():
     assert best_under_budget(costs, values, 0.2) is None
 
 
+@pytest.mark.slow
 def test_search_writes_a_front_whose_chosen_setting_infer_reproduces(toy_gated, tmp_path):
     """The setting search writes, run by --stage infer on dev, gives the metric and MACs search reported
     for it: the replayed thresholds are the exit check's own rule."""

@@ -7,7 +7,6 @@ import numpy as np
 import paddle
 import pytest
 
-import patches
 from conftest import assert_same_checkpoint, run_interrupted, stage_argv, tiny_bert_config
 from numpy_bert import bert_forward, classifier_logits, sliced_hf_weights
 from ofa_flexbert.glue.data import get_task
@@ -18,10 +17,7 @@ from ofa_flexbert.train.supernet import (FlexOFA, compute_importance, convert_to
                                    plain_state_dict, rewire)
 from ofa_flexbert.app.cli import main
 
-
-@pytest.fixture(autouse=True)
-def _patched():
-    patches.apply()
+pytestmark = pytest.mark.usefixtures("patched")
 
 
 def test_width_rule_matches_the_reference_table():
@@ -184,6 +180,7 @@ def quarter(out):
     return {s["width_mult"]: s["metrics"]["acc"] for s in results["subnets"]}
 
 
+@pytest.mark.slow
 def test_a_short_width_run_improves_the_quarter_width_subnet(toy_teacher, tmp_path):
     """Without --data_aug/--distill the reference trains every width on labels (CE); with grafting.
 
@@ -206,6 +203,7 @@ def test_a_short_width_run_improves_the_quarter_width_subnet(toy_teacher, tmp_pa
     assert load_model(str(trained), 2).bert.config.num_attention_heads == 4
 
 
+@pytest.mark.slow
 def test_distillation_training_lowers_the_quarter_width_distillation_losses(toy_width_model):
     """The shared width-stage fixture is this run: --distill, 80 steps at lr 1e-3 from the toy teacher."""
     from visualdl import LogReader
@@ -222,6 +220,7 @@ def test_distillation_training_lowers_the_quarter_width_distillation_losses(toy_
     assert "train/w1/hidden_loss" in reader.get_tags()["scalar"]
 
 
+@pytest.mark.slow
 def test_resumed_width_run_equals_an_uninterrupted_one(toy_teacher, tmp_path, monkeypatch):
     from ofa_flexbert.app.stages.width import WidthStrategy
 
@@ -239,6 +238,7 @@ def test_resumed_width_run_equals_an_uninterrupted_one(toy_teacher, tmp_path, mo
     assert quarter(whole) == quarter(broken)
 
 
+@pytest.mark.slow
 def test_resume_without_a_checkpoint_is_a_clear_error(toy_teacher, tmp_path, capsys):
     data_dir, teacher = toy_teacher
     assert main(width_argv(data_dir, teacher, tmp_path / "none", "--resume")) == 2
@@ -257,6 +257,7 @@ def test_importance_holdout_is_seeded_disjoint_and_never_empty():
     assert len(split_holdout([1, 2], 0.01, seed=0)[1]) == 1  # at least one, never all
 
 
+@pytest.mark.slow
 def test_width_stage_refuses_bad_starting_points(toy_teacher, tmp_path, capsys):
     import shutil
 
@@ -277,6 +278,7 @@ def test_width_stage_refuses_bad_starting_points(toy_teacher, tmp_path, capsys):
     assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow
 def test_resume_with_other_settings_is_refused(toy_teacher, tmp_path, capsys):
     data_dir, teacher = toy_teacher
     out = tmp_path / "run"
@@ -288,6 +290,7 @@ def test_resume_with_other_settings_is_refused(toy_teacher, tmp_path, capsys):
     assert "seed: 0 -> 5" in err
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_teacher_or_clipping(toy_teacher, tmp_path, capsys):
     """On resume the teacher is reloaded from --model_dir: another directory would distil from another model."""
     import shutil
@@ -306,6 +309,7 @@ def test_resume_refuses_another_teacher_or_clipping(toy_teacher, tmp_path, capsy
     assert "max_grad_norm: 1.0 -> 5.0" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_checkpoint_from_before_a_flag_existed_resumes_while_the_flag_keeps_its_default(toy_teacher, tmp_path,
                                                                                          capsys):
     """Upgrading the toolkit mid-run must not strand an interrupted run: a setting its checkpoint does not
@@ -324,6 +328,7 @@ def test_a_checkpoint_from_before_a_flag_existed_resumes_while_the_flag_keeps_it
     assert main(width_argv(data_dir, teacher, out, "--max_steps", "2", "--logging_steps", "1", "--resume")) == 0
 
 
+@pytest.mark.slow
 def test_a_new_run_refuses_a_folder_holding_an_earlier_run_until_told_to_replace_it(toy_teacher, tmp_path, capsys):
     data_dir, teacher = toy_teacher
     out = tmp_path / "run"
@@ -350,6 +355,7 @@ def test_stage_all_checks_every_stage_folder_before_the_first_stage_runs(tmp_pat
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gate"]
 
 
+@pytest.mark.slow
 def test_a_graft_schedule_that_never_grafts_says_so(toy_teacher, tmp_path, caplog):
     """--max_steps 2 ends before the first graft (a third of the epoch: 18 of the toy's 56 batches) and before
     the last epoch starts."""

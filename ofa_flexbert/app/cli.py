@@ -11,10 +11,10 @@ Bad input ends in a one-line ``error: ...`` on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import Optional
 
+from ofa_flexbert.app.console import configure_console
 from ofa_flexbert.config import OneLineParser, add_run_flags
 from ofa_flexbert.errors import UserError
 
@@ -82,7 +82,7 @@ def run_predict(argv: list[str]) -> int:
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_console()
     try:
         if argv[:1] == ["convert"]:
             ns = convert_parser().parse_args(argv[1:])

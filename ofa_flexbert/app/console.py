@@ -1,5 +1,10 @@
 """What the console shows: our progress bars, evaluation lines and tables; library chatter only on request.
 
+Our log lines (the ``ofa_flexbert`` logger) are printed by a handler of ours in one short format --
+the message, ``warning:``/``error:`` before it when it is one.  Paddle installs a handler on the root
+logger at import (``paddle.distributed.utils.log_utils``), which would print them a second time in its
+format (timestamp, ``[    INFO]``, file and line); :func:`configure_console` keeps it off our lines.
+
 PaddleNLP logs, in colour, every file it loads or saves and advice such as "If your task is
 similar to the task the model of the checkpoint was trained on ..." -- about half of a demo's
 lines.  Everything it could warn about that matters here is checked by us and reported in one
@@ -9,12 +14,42 @@ logger shows errors only, unless ``--verbose`` or ``OFA_FLEXBERT_VERBOSE=1``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import warnings
 from typing import Iterator
 
 VERBOSE_ENV = "OFA_FLEXBERT_VERBOSE"
+LOGGER = "ofa_flexbert"
+
+
+class ConsoleFormatter(logging.Formatter):
+    """``message`` for information, ``warning: message`` / ``error: message`` for the rest."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
+
+
+class _NotOurs(logging.Filter):
+    """On the root logger's handlers: our records are printed by our own handler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == LOGGER or record.name.startswith(LOGGER + "."))
+
+
+def configure_console() -> None:
+    """Our logger at INFO with our handler and format, once per process; root handlers skip our lines."""
+    logger = logging.getLogger(LOGGER)
+    if not any(isinstance(h.formatter, ConsoleFormatter) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(ConsoleFormatter())
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    for handler in logging.getLogger().handlers:  # paddle's (a plain StreamHandler), or a script's basicConfig
+        if type(handler) is logging.StreamHandler and not any(isinstance(f, _NotOurs) for f in handler.filters):
+            handler.addFilter(_NotOurs())
 
 
 def verbose_requested(flag: bool) -> bool:

@@ -13,6 +13,7 @@ import os
 import random
 from typing import Optional
 
+from ofa_flexbert.app.console import quiet_libraries
 from ofa_flexbert.config import CONFIG_DIR, resolve
 from ofa_flexbert.deploy.predictor import Predictor
 from ofa_flexbert.store.atomic import write_json
@@ -98,6 +99,7 @@ def run_demo(output_dir: str, seed: int = 0, extra_flags: Optional[dict] = None)
                       "output_dir": os.path.join(output_dir, "export")})
     check_fresh(export)
     write_json(os.path.join(output_dir, DEMO_MARKER), {"demo": True, "seed": seed})
+    quiet_libraries(chain[0].verbose)  # saving the tiny BERT would print PaddleNLP's lines
     write_synthetic_task(data_dir, seed)
     write_tiny_bert(model_dir, seed)
     reports = [run_stage(args) for args in chain]

@@ -1,14 +1,15 @@
 """Checks on a stage's input model that predict a failure before hours of training.
 
-The one check today: does each depth's subnet hand its classifier a [CLS] vector that differs
-between inputs?  The classifier reads [CLS] only (pooler, then linear).  Some backbones put
-almost nothing into [CLS] before their last layers: in all-MiniLM-L6-v2, a mean-pooled
+The one check today: does each depth's subnet hand its classifier a pooled vector ([CLS], or the
+token mean of a ``--pooling mean`` model) that differs between inputs?  Some backbones put almost
+nothing into [CLS] before their last layers: in all-MiniLM-L6-v2, a mean-pooled
 sentence-transformer, the [CLS] that its 3-layer prefix subnet hands the classifier varies 0.13%
-as much across inputs as the full model's (README, "Depth stage").  A prefix subnet that stops
+as much across inputs as the full model's (docs/benchmarks.md).  A prefix subnet that stops
 there sees one vector for every input; its distillation gradient is a small fraction of the
 deeper subnets', the summed step ignores it, and it ends predicting one class.  The depth stage
 measures this on the first 256 dev inputs (no labels are read, nothing in training changes) and
-warns, naming the remedies.
+warns, naming the remedies -- first among them fine-tuning with ``--pooling mean``, after which
+every MiniLM prefix subnet trained (docs/benchmarks.md, "Depth stage with --pooling mean").
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Iterable, Optional
 import numpy as np
 import paddle
 
-from ofa_flexbert.engine.encoder import additive_mask, pool_input, token_weights
+from ofa_flexbert.engine.encoder import additive_mask, pool_input, pooling_of, token_weights
 from ofa_flexbert.engine.routes import depth_layers
 
 # Below this share of the full-depth [CLS] spread, a subnet's classifier input barely depends on
@@ -30,7 +31,7 @@ SPREAD_WARNING_SHARE = 0.05
 CHECK_EXAMPLES = 256
 
 
-def cls_spread(model: paddle.nn.Layer, batches: Iterable[dict],
+def pooled_spread(model: paddle.nn.Layer, batches: Iterable[dict],
                layer_indices: Optional[list[int]] = None) -> list[float]:
     """How much the pooled vector varies across inputs: after the embeddings, then after each layer run.
 
@@ -69,7 +70,7 @@ def first_batches(loader: Iterable[dict], examples: int = CHECK_EXAMPLES) -> lis
 
 def shallow_depth_check(model: paddle.nn.Layer, batches: list[dict], depth_mult_list: Iterable[float],
                         rule: str, balanced: bool = False) -> tuple[dict[float, float], Optional[str]]:
-    """Each depth's [CLS] spread as a share of full depth's, and a one-line warning naming every degenerate depth.
+    """Each depth's pooled-vector spread as a share of full depth's, and a one-line warning naming every degenerate depth.
 
     The share compares what the classifier of the depth-d subnet sees (at full width) with what
     the full-depth model's classifier sees, on the same inputs.  ``balanced``: the run already
@@ -78,14 +79,15 @@ def shallow_depth_check(model: paddle.nn.Layer, batches: list[dict], depth_mult_
     share to compute: the shares are empty and the warning says the check was skipped.
     """
     layers = model.bert.config.num_hidden_layers
-    full = cls_spread(model, batches)[-1]
+    full = pooled_spread(model, batches)[-1]
+    vector = "[CLS]" if pooling_of(model.bert) == "cls" else "mean-pooled vector"
     if full == 0:
-        return {}, ("the depth check is skipped: the full model's [CLS] is the same for all "
+        return {}, (f"the depth check is skipped: the full model's {vector} is the same for all "
                     f"{sum(int(b['input_ids'].shape[0]) for b in batches)} dev inputs it was given")
     shares = {}
     for depth in sorted(set(depth_mult_list)):
         run = depth_layers(layers, depth, rule)
-        shares[depth] = 1.0 if len(run) == layers else cls_spread(model, batches, run)[-1] / full
+        shares[depth] = 1.0 if len(run) == layers else pooled_spread(model, batches, run)[-1] / full
     degenerate = sorted((d for d in shares if shares[d] < SPREAD_WARNING_SHARE), key=shares.get)
     if not degenerate:
         return shares, None
@@ -96,8 +98,11 @@ def shallow_depth_check(model: paddle.nn.Layer, batches: list[dict], depth_mult_
         advice = "consider --balance_subnet_gradients (keeps the prefix rule) or --depth_rule every_other"
     else:
         advice = "consider --balance_subnet_gradients"
-    message = (f"{rule} depth rule: the [CLS] a subnet hands its classifier varies across inputs only {named} "
+    if vector == "[CLS]" and not balanced:  # what fixed it on MiniLM: every prefix subnet works with mean pooling
+        advice = ("fine-tune the teacher with --pooling mean (the fix measured on all-MiniLM-L6-v2, "
+                  f"docs/benchmarks.md), or {advice.replace('consider ', 'use ')}")
+    message = (f"{rule} depth rule: the {vector} a subnet hands its classifier varies across inputs only {named} "
                f"as much as at full depth (warning below {SPREAD_WARNING_SHARE:.0%}), so these subnets may predict "
-               f"one class: this backbone puts little into [CLS] before its last layers; {advice} "
-               "(README, Depth stage)")
+               f"one class: this backbone puts little into it before its last layers; {advice} "
+               "(docs/design.md, \"Depth\")")
     return shares, message
