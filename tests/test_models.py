@@ -185,6 +185,38 @@ def test_convert_bare_bertmodel_checkpoint_matches_numpy(tmp_path):
         np.testing.assert_allclose(pooled, ref_pooled, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("modes,recorded,warned", [
+    ({"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False}, "mean", False),
+    ({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}, "cls", False),
+    ({"pooling_mode_max_tokens": True, "pooling_mode_mean_tokens": False}, "cls", True),
+    (None, "cls", False),  # a plain HF checkpoint: no modules.json
+])
+def test_convert_records_the_pooling_of_a_sentence_transformers_checkpoint(tmp_path, caplog, modes, recorded, warned):
+    """all-MiniLM-L6-v2 ships modules.json and 1_Pooling/config.json (mean): the model directory records it,
+    so --stage finetune pools the mean without --pooling (check_pooling reads what convert wrote)."""
+    import logging
+
+    from ofa_flexbert.store.models import recorded_pooling
+
+    config = dict(HF_CONFIG, architectures=["BertModel"])
+    del config["id2label"], config["label2id"]
+    hf_dir, _ = write_hf_checkpoint(tmp_path / "hf", config=config)
+    if modes is not None:
+        with open(os.path.join(hf_dir, "modules.json"), "w") as f:
+            json.dump([{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                       {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}], f)
+        os.makedirs(os.path.join(hf_dir, "1_Pooling"))
+        with open(os.path.join(hf_dir, "1_Pooling", "config.json"), "w") as f:
+            json.dump({"word_embedding_dimension": 32, **modes}, f)
+    out = str(tmp_path / "paddle")
+    with caplog.at_level(logging.WARNING, logger="ofa_flexbert"):
+        convert_hf_checkpoint(hf_dir, out)
+    assert recorded_pooling(out) == recorded
+    with open(os.path.join(out, "config.json")) as f:
+        assert json.load(f).get("pooling") == (recorded if modes is not None and not warned else None)
+    assert any("pooling_mode_max_tokens is not supported" in r.getMessage() for r in caplog.records) is warned
+
+
 def test_convert_sharded_checkpoint_with_legacy_layernorm_names(tmp_path):
     """model.safetensors.index.json + shards, and old LayerNorm.gamma/beta names, give the same model."""
     hf_dir, weights = write_hf_checkpoint(tmp_path / "hf")

@@ -23,6 +23,7 @@ classifier that merely has the "wrong" number of labels.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -207,6 +208,117 @@ def _hf_tokenizer_kwargs(hf_dir: str, where: str, max_positions: int) -> Dict[st
     return kwargs
 
 
+def _checked_settings(config: Dict[str, Any], where: str) -> Dict[str, Any]:
+    """The BertConfig settings of an HF config.json, refused in one line where paddlenlp's BERT differs."""
+    cfg = _hf_bert_settings(config, where)
+    if config.get("position_embedding_type", "absolute") != "absolute":
+        raise UserError(
+            f"{where}: config.json has position_embedding_type {config['position_embedding_type']!r}; "
+            "paddlenlp's BERT supports only 'absolute'"
+        )
+    if cfg["hidden_act"] not in _SUPPORTED_ACTS:
+        raise UserError(
+            f"{where}: config.json has hidden_act {cfg['hidden_act']!r}; supported: {', '.join(_SUPPORTED_ACTS)}"
+        )
+    if cfg["hidden_size"] % cfg["num_attention_heads"] != 0:
+        raise UserError(
+            f"{where}: config.json hidden_size {cfg['hidden_size']} is not a multiple of "
+            f"num_attention_heads {cfg['num_attention_heads']}"
+        )
+    return cfg
+
+
+def _encoder_tensors(tensors: Dict[str, np.ndarray], hf_dir: str, where: str,
+                     weights_desc: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+    """The encoder's tensors under paddlenlp's names (Linear weights transposed), and each one's HF name."""
+    # The names say whether the encoder sits under "bert." (task models) or at the top (BertModel).
+    prefix = "bert." if any(k.startswith("bert.") for k in tensors) else ""
+    encoder: Dict[str, np.ndarray] = {}
+    source_of: Dict[str, str] = {}
+    ignored: List[str] = []
+    for name, value in tensors.items():
+        mapped = _map_encoder_name(name[len(prefix):]) if name.startswith(prefix) else None
+        if mapped is None:
+            if not name.startswith("classifier."):
+                ignored.append(name)
+            continue
+        target, transpose = mapped
+        encoder[target] = np.ascontiguousarray(value.T) if transpose else value
+        source_of[target] = name
+    if "embeddings.word_embeddings.weight" not in encoder:
+        raise UserError(
+            f"{where}: {weights_desc} holds no BERT encoder (no embeddings.word_embeddings.weight, "
+            "with or without the bert. prefix)"
+        )
+    if ignored:
+        logger.info("%s: not part of the BERT encoder, ignored: %s", hf_dir, ", ".join(sorted(ignored)))
+    return encoder, source_of
+
+
+def _check_shapes(bert, encoder: Dict[str, np.ndarray], source_of: Dict[str, str], tensors: Dict[str, np.ndarray],
+                  hf_dir: str, where: str, weights_desc: str, num_layers: int) -> None:
+    """Every tensor config.json needs is there with its shape, and nothing it does not account for."""
+    expected = {k: tuple(int(s) for s in v.shape) for k, v in bert.state_dict().items()}
+    missing = [k for k in expected if k not in encoder]
+    if any(not k.startswith("pooler.") for k in missing):
+        first = next(k for k in missing if not k.startswith("pooler."))
+        raise UserError(
+            f"{where}: {weights_desc} lacks {len(missing)} BERT tensor(s) that config.json needs "
+            f"(num_hidden_layers {num_layers}), e.g. the one mapped to {first}"
+        )
+    if missing:  # MLM-only checkpoints have no pooler; it is trained with the classifier
+        logger.warning("%s: no pooler weights; the pooler is freshly initialised", hf_dir)
+    for key, value in encoder.items():
+        if key not in expected:
+            raise UserError(
+                f"{where}: {weights_desc} holds {source_of[key]}, which config.json does not account for "
+                f"(num_hidden_layers {num_layers})"
+            )
+        if tuple(value.shape) != expected[key]:
+            hf_shape = list(tensors[source_of[key]].shape)
+            raise UserError(
+                f"{where}: {weights_desc} holds {source_of[key]} with shape {hf_shape}, "
+                f"which does not match config.json"
+            )
+
+
+# sentence-transformers' Pooling module: which of its modes a model directory records as its ``pooling``.
+_ST_POOLING = "sentence_transformers.models.Pooling"
+_ST_MODES = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean"}
+
+
+def sentence_transformers_pooling(hf_dir: str) -> Optional[str]:
+    """The pooling a sentence-transformers checkpoint was trained with (``modules.json`` and its Pooling
+    module's config.json): ``mean`` or ``cls``; None for a plain HF checkpoint.
+
+    Why it matters: all-MiniLM-L6-v2 is trained on the token mean, and its shallow subnets put almost
+    nothing into [CLS] (docs/benchmarks.md); recording ``mean`` lets --stage finetune follow the
+    checkpoint without --pooling.  A mode this toolkit lacks (max, weighted mean, several at once)
+    gets a warning, and [CLS] is used, as for any BERT.
+    """
+    where = os.path.join(hf_dir, "modules.json")
+    if not os.path.isfile(where):
+        return None
+    try:
+        with open(where, encoding="utf-8") as fh:
+            modules = json.load(fh)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"--hf_dir {hf_dir}: modules.json is not readable JSON ({first_line(exc)})") from None
+    if not isinstance(modules, list):
+        raise UserError(f"--hf_dir {hf_dir}: modules.json must hold a list of modules, got {type(modules).__name__}")
+    folders = [m.get("path", "") for m in modules if isinstance(m, dict) and m.get("type") == _ST_POOLING]
+    if not folders:
+        return None
+    config_path = os.path.join(hf_dir, folders[0], "config.json")
+    modes = read_json(config_path, f"--hf_dir {hf_dir}") if os.path.isfile(config_path) else {}
+    chosen = sorted(k for k, v in modes.items() if k.startswith("pooling_mode") and v is True)
+    if len(chosen) == 1 and chosen[0] in _ST_MODES:
+        return _ST_MODES[chosen[0]]
+    logger.warning("%s: sentence-transformers pooling %s is not supported; the model pools [CLS] (--pooling mean "
+                   "at --stage finetune to use the token mean)", hf_dir, ", ".join(chosen) or "(none)")
+    return None
+
+
 def convert_hf_checkpoint(hf_dir: str, output_dir: str, num_labels: int = 2) -> None:
     """Import an HF BERT checkpoint into a Paddle model directory, without torch.
 
@@ -230,48 +342,14 @@ def convert_hf_checkpoint(hf_dir: str, output_dir: str, num_labels: int = 2) -> 
     if real_out == real_hf or real_out.startswith(real_hf + os.sep):
         raise UserError(f"--output_dir {output_dir}: must not be --hf_dir or inside it (the HF checkpoint is left untouched)")
 
-    cfg = _hf_bert_settings(config, where)
-    if config.get("position_embedding_type", "absolute") != "absolute":
-        raise UserError(
-            f"{where}: config.json has position_embedding_type {config['position_embedding_type']!r}; "
-            "paddlenlp's BERT supports only 'absolute'"
-        )
-    if cfg["hidden_act"] not in _SUPPORTED_ACTS:
-        raise UserError(
-            f"{where}: config.json has hidden_act {cfg['hidden_act']!r}; supported: {', '.join(_SUPPORTED_ACTS)}"
-        )
-    if cfg["hidden_size"] % cfg["num_attention_heads"] != 0:
-        raise UserError(
-            f"{where}: config.json hidden_size {cfg['hidden_size']} is not a multiple of "
-            f"num_attention_heads {cfg['num_attention_heads']}"
-        )
-
+    cfg = _checked_settings(config, where)
+    pooling = sentence_transformers_pooling(hf_dir)
     tensors = _load_hf_tensors(weight_files, where)
     weights_desc = " + ".join(os.path.basename(p) for p in weight_files)
     if len(weight_files) > 1:
         weights_desc = "the sharded weights"
 
-    # The names say whether the encoder sits under "bert." (task models) or at the top (BertModel).
-    prefix = "bert." if any(k.startswith("bert.") for k in tensors) else ""
-    encoder: Dict[str, np.ndarray] = {}
-    source_of: Dict[str, str] = {}
-    ignored: List[str] = []
-    for name, value in tensors.items():
-        mapped = _map_encoder_name(name[len(prefix):]) if name.startswith(prefix) else None
-        if mapped is None:
-            if not name.startswith("classifier."):
-                ignored.append(name)
-            continue
-        target, transpose = mapped
-        encoder[target] = np.ascontiguousarray(value.T) if transpose else value
-        source_of[target] = name
-    if "embeddings.word_embeddings.weight" not in encoder:
-        raise UserError(
-            f"{where}: {weights_desc} holds no BERT encoder (no embeddings.word_embeddings.weight, "
-            "with or without the bert. prefix)"
-        )
-    if ignored:
-        logger.info("%s: not part of the BERT encoder, ignored: %s", hf_dir, ", ".join(sorted(ignored)))
+    encoder, source_of = _encoder_tensors(tensors, hf_dir, where, weights_desc)
 
     architectures = config.get("architectures") or []
     has_classifier = "classifier.weight" in tensors and "classifier.bias" in tensors
@@ -291,34 +369,15 @@ def convert_hf_checkpoint(hf_dir: str, output_dir: str, num_labels: int = 2) -> 
     from paddlenlp.transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizer
 
     bert_config = BertConfig(**cfg, num_labels=num_labels, classifier_dropout=config.get("classifier_dropout"))
+    if pooling:
+        bert_config.pooling = pooling  # recorded in config.json: --stage finetune follows it
     if has_classifier:
         model = BertForSequenceClassification(bert_config)
         bert = model.bert
     else:
         model = bert = BertModel(bert_config)
 
-    expected = {k: tuple(int(s) for s in v.shape) for k, v in bert.state_dict().items()}
-    missing = [k for k in expected if k not in encoder]
-    if any(not k.startswith("pooler.") for k in missing):
-        first = next(k for k in missing if not k.startswith("pooler."))
-        raise UserError(
-            f"{where}: {weights_desc} lacks {len(missing)} BERT tensor(s) that config.json needs "
-            f"(num_hidden_layers {cfg['num_hidden_layers']}), e.g. the one mapped to {first}"
-        )
-    if missing:  # MLM-only checkpoints have no pooler; it is trained with the classifier
-        logger.warning("%s: no pooler weights; the pooler is freshly initialised", hf_dir)
-    for key, value in encoder.items():
-        if key not in expected:
-            raise UserError(
-                f"{where}: {weights_desc} holds {source_of[key]}, which config.json does not account for "
-                f"(num_hidden_layers {cfg['num_hidden_layers']})"
-            )
-        if tuple(value.shape) != expected[key]:
-            hf_shape = list(tensors[source_of[key]].shape)
-            raise UserError(
-                f"{where}: {weights_desc} holds {source_of[key]} with shape {hf_shape}, "
-                f"which does not match config.json"
-            )
+    _check_shapes(bert, encoder, source_of, tensors, hf_dir, where, weights_desc, cfg["num_hidden_layers"])
 
     state = {k: paddle.to_tensor(v) for k, v in encoder.items()}
     if has_classifier:
