@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import Optional
 
-from ofa_flexbert.app.console import configure_console
+from ofa_flexbert.app.console import configure_console, quiet_libraries
 from ofa_flexbert.config import OneLineParser, add_run_flags
 from ofa_flexbert.errors import UserError
 
@@ -63,6 +63,8 @@ def run_predict(argv: list[str]) -> int:
         raise UserError("--batch_size and --num_threads: must be positive integers")
     from ofa_flexbert.deploy.predictor import Predictor, read_inputs
 
+    quiet_libraries(False)
+
     predictor = Predictor(ns.export_dir, num_threads=ns.num_threads, onednn=ns.onednn == "on",
                           batch_size=ns.batch_size, runtime=ns.runtime)
     texts, pairs = read_inputs(ns.input, predictor.takes_pairs)
@@ -87,6 +89,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if argv[:1] == ["convert"]:
             ns = convert_parser().parse_args(argv[1:])
             from ofa_flexbert.store.hf_import import convert_hf_checkpoint
+
+            quiet_libraries(False)  # PaddleNLP's "saved in" lines, unless OFA_FLEXBERT_VERBOSE
 
             convert_hf_checkpoint(ns.hf_dir, ns.output_dir, num_labels=ns.num_labels)
             print(f"converted {ns.hf_dir} -> {ns.output_dir}")

@@ -371,6 +371,8 @@ def convert_hf_checkpoint(hf_dir: str, output_dir: str, num_labels: int = 2) -> 
     bert_config = BertConfig(**cfg, num_labels=num_labels, classifier_dropout=config.get("classifier_dropout"))
     if pooling:
         bert_config.pooling = pooling  # recorded in config.json: --stage finetune follows it
+        logger.info("%s: sentence-transformers pooling '%s', recorded in the model (--stage finetune follows it)",
+                    hf_dir, pooling)
     if has_classifier:
         model = BertForSequenceClassification(bert_config)
         bert = model.bert
