@@ -10,7 +10,7 @@ Two measurements on the depth stage's starting model (the width-stage output), n
    examples, averaged over features).  The classifier reads [CLS] (pooler, then linear): where
    [CLS] is the same for every input, a subnet that stops there predicts one class.  Then the
    share of that spread each depth's subnet keeps, per depth rule: the check the depth stage
-   runs before training (ofa_flexbert/diagnostics.py).
+   runs before training (ofa_flexbert/train/diagnostics.py).
 2. The gradient norm of the logit-distillation loss of the full-depth subnet and of each
    shallower subnet (prefix and every-other layers), on the same training batches.  The depth
    stage sums the subnets' gradients before one clipped AdamW step, so a subnet whose gradient

@@ -56,7 +56,7 @@ def _flag(help: str, default: Any = None, aliases: tuple[str, ...] = (), group: 
 
 @dataclass
 class RunArgs:
-    """Everything a stage needs to run; see README "Configuration" for the full story."""
+    """Everything a stage needs to run: one field per flag, with its facts (see :func:`_flag`)."""
 
     task: Optional[str] = _flag("GLUE task: cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte, wnli", aliases=("--task_name",),
                                 group="common", fingerprint=True)
@@ -129,7 +129,7 @@ class RunArgs:
                                    "finetune (default cls) and recorded in the model; later stages use the model's",
                                    None, group="common", fingerprint=True)
     balance_subnet_gradients: bool = _flag("scale each subnet's gradient to unit norm before summing them into one "
-                                           "step (off: the reference's plain sum; see README, depth stage)", False,
+                                           "step (off: the reference's plain sum; see docs/design.md, Depth)", False,
                                            group="subnets", stages=("width", "depth", "final"), fingerprint=True)
     distill: bool = _flag("width stage: distil from the teacher (implied by --data_aug); else CE on labels", False,
                           group="width", stages=("width",), fingerprint=True)
@@ -157,7 +157,7 @@ class RunArgs:
     gate_training: str = _flag("gate stage: what the gates learn from: targets (the reference: each input's "
                                "smallest correct width, on features at that width) or routes (distil the full "
                                "model through the routes the gates take, straight-through Gumbel, with a MACs "
-                               "penalty; see README)", "targets", group="gates", stages=("gate",), fingerprint=True)
+                               "penalty; see docs/design.md)", "targets", group="gates", stages=("gate",), fingerprint=True)
     gate_macs_target: float = _flag("gate stage, --gate_training routes: the gated model's mean MACs, as a share of "
                                     "the full model's, above which the penalty applies", 0.5,
                                     group="gates", stages=("gate",), fingerprint=True)

@@ -201,7 +201,7 @@ class FlagPatch:
 FLAG_PATCHES: tuple[FlagPatch, ...] = (
     # strided views (paddle >= 2.6): transpose/reshape/slice return views, and every CPU op that reads
     # one first runs a generic strided copy -- slower than the real transpose kernel it replaced;
-    # off, a MiniLM training step takes 0.77x the time (README, CPU speed)
+    # off, a MiniLM training step takes 0.77x the time (docs/benchmarks.md, CPU speed)
     FlagPatch("no_strided_views", "FLAGS_use_stride_kernel", False, lambda v: v >= (2, 6)),
 )
 

@@ -11,7 +11,7 @@ Importing paddle prints, on every run and before anything of ours happens:
   paddleslim pins (4.6.0.66) is built for numpy 1.  Paddle catches the ImportError and goes on
   without OpenCV; numpy has already printed the error (notes §12.1).
 
-Six lines that look like failures precede every one-line error of ours (README, Bad input).
+Six lines that look like failures precede every one-line error of ours (README, "Bad input").
 :func:`install` filters the two warnings by their text and tries ``import cv2`` once with
 stderr silenced; if it cannot load, ``sys.modules["cv2"] = None`` makes every later
 ``import cv2`` raise ImportError at once, which is what paddle already received.  A working

@@ -80,7 +80,7 @@ def pool(pooling: str, hidden: paddle.Tensor, weights: paddle.Tensor) -> paddle.
 
     Mean pooling is what sentence-transformers such as all-MiniLM-L6-v2 were trained with: their
     [CLS] carries almost nothing before the last layers, the token mean is informative at every
-    layer (README, Decisions), which prefix depth and early exit need.
+    layer (docs/decisions.md), which prefix depth and early exit need.
     """
     if pooling == "cls":
         return hidden[:, 0]

@@ -21,7 +21,7 @@ from ofa_flexbert.glue.tasks import TaskSpec
 
 
 class Evaluable(Protocol):
-    """What evaluation needs of a stage's strategy (``training.Strategy`` is one)."""
+    """What evaluation needs of a stage's strategy (``loop.Strategy`` is one)."""
 
     model: paddle.nn.Layer
     subnets: list[Subnet]

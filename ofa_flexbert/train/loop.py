@@ -75,7 +75,7 @@ def backward_each(subnets: Iterable[Subnet], loss_of: Callable[[Subnet], tuple[s
     divided by its global L2 norm before it is added, so every subnet pulls the shared weights
     with the same strength; its norm is logged as ``<tag>/grad_norm``.  Without it, a subnet
     whose gradient is much smaller than the others' barely moves the weights: MiniLM's
-    prefix-depth subnets get about a tenth of the full subnet's and never learn (README).
+    prefix-depth subnets get about a tenth of the full subnet's and never learn (docs/design.md, "Depth").
     Under data parallel the gradients are already averaged over ranks here, so every rank
     computes the same norms.
     """

@@ -1,6 +1,9 @@
-"""Stages: each turns --model_dir into a model in --output_dir (see outputs.py for the contract).
+"""The stages: each turns --model_dir into a model or results in --output_dir (``store/outputs.py`` names
+every file).
 
-``run`` resolves flags and dispatches; a stage that does not exist yet is a clean error.
+:func:`resolve_stages` turns flags into the resolved arguments of one stage, or of the ``--stage all``
+chain (every folder checked before the first stage runs); :func:`run` runs them.  A stage module is
+imported only when its stage runs, so ``--stage infer`` never imports paddleslim.
 """
 from __future__ import annotations
 

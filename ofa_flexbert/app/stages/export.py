@@ -239,7 +239,7 @@ def fresh_model(args: RunArgs, task, pooling: str):
 
 
 def run_dynamic(runner, batches: list) -> tuple[np.ndarray, list]:
-    """Logits and routes of a ``gate.inference.DynamicModel`` over (ids, token types) batches."""
+    """Logits and routes of a ``adaptive.runner.DynamicModel`` over (ids, token types) batches."""
     logits, routes = [], []
     for ids, types in batches:
         batch_logits, batch_routes = runner.run({"input_ids": paddle.to_tensor(ids),

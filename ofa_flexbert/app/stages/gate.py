@@ -1,7 +1,7 @@
 """Stage ``gate``: width gates (``gate/``) trained on a frozen backbone (flexible-bert-method.md §5).
 
 The input is a depth- or final-stage model; its weights are never changed (a test checks they
-are bit-identical).  What differs from the reference, each a recorded decision (README):
+are bit-identical).  What differs from the reference, each a recorded decision (docs/decisions.md):
 
 * targets in eval mode (the reference's train-mode dropout makes them random, §5.3);
 * because the backbone is frozen and targets are deterministic, every input's targets and the

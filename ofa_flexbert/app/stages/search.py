@@ -12,7 +12,7 @@ plotted.  Both halves were seen by the earlier stages' checkpoint selection, whi
 mode over another.  Every figure is also given for the whole of dev, which is what
 ``--stage infer`` with the written inference config reports.
 
-One engine: each map (and each static width) is one pass of ``gate.inference.DynamicModel`` over dev at
+One engine: each map (and each static width) is one pass of ``adaptive.runner.DynamicModel`` over dev at
 full depth with the off-ramps' predictions recorded; an exit threshold is then replayed from the
 record (an input leaves at the first off-ramp whose entropy is below it), so forty thresholds
 cost one pass.  The replay is the exit check's own rule, and a test runs the chosen setting
