@@ -17,14 +17,14 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable, Optional, Protocol
+from typing import Callable, Iterable, Optional
 
 import paddle
 from tqdm.auto import tqdm
 
 from ofa_flexbert.train import checkpoint, distributed
 from ofa_flexbert.config import FINGERPRINT, RunArgs, task_data_dir
-from .evaluation import default_evaluation
+from .evaluation import Evaluation, default_evaluation
 from ofa_flexbert.store.outputs import SubnetResult, write_eval_results, write_run_info
 from ofa_flexbert.engine.routes import Subnet
 from ofa_flexbert.glue.tasks import TaskSpec
@@ -32,8 +32,10 @@ from ofa_flexbert.glue.tasks import TaskSpec
 logger = logging.getLogger("ofa_flexbert")
 
 
-class Strategy(Protocol):
-    """What a stage plugs into :func:`train`."""
+class Strategy:
+    """What a stage plugs into :func:`train`: a subclass sets ``name``, ``model`` and ``subnets`` and
+    defines :meth:`train_step`, :meth:`logits` and :meth:`save`; the hooks below do nothing unless a
+    stage needs them (their defaults are the loop's behaviour, so a stage overrides only what differs)."""
 
     name: str
     model: paddle.nn.Layer
@@ -41,17 +43,26 @@ class Strategy(Protocol):
 
     def train_step(self, batch: dict) -> dict[str, float]:
         """Forward and backward of every trained subnet on ``batch``; returns loss terms to log."""
+        raise NotImplementedError
 
     def logits(self, subnet: Subnet, batch: dict) -> paddle.Tensor:
         """Eval-mode logits of ``subnet`` on ``batch``."""
+        raise NotImplementedError
 
     def save(self, output_dir: str) -> None:
         """Write the trained model (and tokenizer) atomically into ``output_dir``."""
+        raise NotImplementedError
 
-    # Optional: ``after_step(step, log, writer)`` runs after every optimizer step (grafting).
-    # Optional: ``evaluate(dev_loaders) -> Evaluation``: the strategy's own evaluation and selection
-    # score (the gate stage selects by its loss, not by the task metric).
-    # Optional: ``resume_at(step)``: told the step a resumed run continues from.
+    def evaluate(self, task: TaskSpec, dev_loaders: dict[str, Iterable]) -> Evaluation:
+        """Dev metrics and the selection score: every subnet's primary metric, summed (the gate stage
+        selects by its loss instead)."""
+        return default_evaluation(self, task, dev_loaders)
+
+    def after_step(self, step: int, log: Callable[[str], None], writer) -> None:
+        """Runs after every optimizer step, before the checkpoint (the width stage grafts here)."""
+
+    def resume_at(self, step: int) -> None:
+        """Told the step a resumed run continues from (the gate stage's temperature schedule)."""
 
 
 @dataclass
@@ -184,99 +195,118 @@ def train(strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader, dev_l
     score here.  ``eval_results.json`` always describes the saved model.  At every
     evaluation a resume checkpoint is written; with ``args.resume`` the run continues from
     it (weights, optimizer and schedule, RNGs, data position, best so far) and ends where an
-    uninterrupted run ends.  A strategy may define ``after_step(step, log, writer)`` (e.g. grafting).
+    uninterrupted run ends.
 
     Under data parallel every rank runs this loop on its shard of each global batch; losses are
     logged as their mean over ranks, and only rank 0 writes (model, results, checkpoint, logs).
     """
-    from visualdl import LogWriter
-
-    output_dir = args.output_dir
-    steps = total_steps(args, len(train_loader))
-    optimizer, scheduler = build_optimizer(strategy.model, args, steps)
-    fingerprint = resume_fingerprint(strategy, task, args, steps)
-    state = checkpoint.LoopState(best_score=initial_best, fingerprint=fingerprint)
-    pending_rng = None
-    main = distributed.is_main()
-    if args.resume:
-        state, pending_rng = checkpoint.load(output_dir, strategy.model, optimizer, fingerprint,
-                                             defaults=asdict(RunArgs()))
-        if hasattr(strategy, "resume_at"):
-            strategy.resume_at(state.step)
-    else:
-        if main:
-            checkpoint.clear(output_dir)
-        checkpoint.reseed(args.seed, 0)  # each rank its own dropout stream
-    best_results = [SubnetResult(**r) for r in state.best_results]
-    start = time.time()
-    writer = LogWriter(logdir=os.path.join(output_dir, "vdl", strategy.name)) if main else _NoWriter()
-    progress = tqdm(total=steps, initial=state.step, desc=f"{strategy.name} {task.name}", unit="step",
-                    dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 30.0, disable=not main)
-
-    def log(message: str) -> None:
-        if main:
-            progress.write(f"[{strategy.name}] {message}", file=sys.stderr)
-
-    def evaluate_and_keep() -> None:
-        """Evaluate; save the model and eval_results.json if the score improved."""
-        nonlocal best_results
-        if hasattr(strategy, "evaluate"):
-            evaluation = strategy.evaluate(dev_loaders)
-        else:
-            evaluation = default_evaluation(strategy, task, dev_loaders)
-        for key, value in evaluation.scalars.items():
-            writer.add_scalar(key, value, state.step)
-        improved = evaluation.score > state.best_score
-        log(f"step {state.step}/{steps}: {evaluation.summary}{'  (best, saved)' if improved else ''}")
-        if improved:
-            state.best_score, state.best_step, best_results = evaluation.score, state.step, evaluation.results
-            state.best_results = [r.to_json() for r in evaluation.results]
-            if main:
-                save_best(strategy, task, args, evaluation.results, state.step, evaluation.extra)
-
-    after_step = getattr(strategy, "after_step", None)
+    run = _Run(strategy, task, args, train_loader, dev_loaders, initial_best)
     try:
-        while state.step < steps:
-            train_loader.batch_sampler.set_epoch(state.epoch)
-            batches = iter(train_loader)
-            if pending_rng is not None:
-                checkpoint.restore_rng(pending_rng, args.seed, state.step)
-                pending_rng = None
+        run.loop()
+    finally:
+        run.close()
+    return TrainResult(run.state.best_score, run.state.best_step, run.best_results, run.state.step,
+                       time.time() - run.started)
+
+
+class _Run:
+    """One call of :func:`train`: its state, and the three things it does -- start or resume, take an
+    optimizer step, evaluate and keep the best."""
+
+    def __init__(self, strategy: Strategy, task: TaskSpec, args: RunArgs, train_loader,
+                 dev_loaders: dict[str, Iterable], initial_best: float):
+        from visualdl import LogWriter
+
+        self.strategy, self.task, self.args = strategy, task, args
+        self.train_loader, self.dev_loaders = train_loader, dev_loaders
+        self.steps = total_steps(args, len(train_loader))
+        self.optimizer, self.scheduler = build_optimizer(strategy.model, args, self.steps)
+        fingerprint = resume_fingerprint(strategy, task, args, self.steps)
+        self.state = checkpoint.LoopState(best_score=initial_best, fingerprint=fingerprint)
+        self.pending_rng = None
+        self.main = distributed.is_main()
+        if args.resume:
+            self.state, self.pending_rng = checkpoint.load(args.output_dir, strategy.model, self.optimizer,
+                                                           fingerprint, defaults=asdict(RunArgs()))
+            strategy.resume_at(self.state.step)
+        else:
+            if self.main:
+                checkpoint.clear(args.output_dir)
+            checkpoint.reseed(args.seed, 0)  # each rank its own dropout stream
+        self.best_results = [SubnetResult(**r) for r in self.state.best_results]
+        self.started = time.time()
+        self.writer = LogWriter(logdir=os.path.join(args.output_dir, "vdl", strategy.name)) if self.main \
+            else _NoWriter()
+        self.progress = tqdm(total=self.steps, initial=self.state.step, desc=f"{strategy.name} {task.name}",
+                             unit="step", dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 30.0,
+                             disable=not self.main)
+
+    def log(self, message: str) -> None:
+        if self.main:
+            self.progress.write(f"[{self.strategy.name}] {message}", file=sys.stderr)
+
+    def close(self) -> None:
+        self.progress.close()
+        self.writer.close()
+
+    def loop(self) -> None:
+        """Epochs of batches until the last step; ``gradient_accumulation_steps`` batches per step."""
+        state, args = self.state, self.args
+        while state.step < self.steps:
+            self.train_loader.batch_sampler.set_epoch(state.epoch)
+            batches = iter(self.train_loader)
+            if self.pending_rng is not None:
+                checkpoint.restore_rng(self.pending_rng, args.seed, state.step)
+                self.pending_rng = None
             micro: list[dict[str, float]] = []  # the losses of the batches accumulated for this step
             for position, batch in enumerate(batches):
                 if position < state.batch:  # resuming inside an epoch: these batches are done
                     continue
-                strategy.model.train()
-                micro.append(distributed.mean_over_ranks(strategy.train_step(batch)))
+                self.strategy.model.train()
+                micro.append(distributed.mean_over_ranks(self.strategy.train_step(batch)))
                 state.batch = position + 1
-                if len(micro) < args.gradient_accumulation_steps and state.batch < len(train_loader):
+                if len(micro) < args.gradient_accumulation_steps and state.batch < len(self.train_loader):
                     continue
-                average_gradients(strategy.model, len(micro))
-                losses = {key: sum(m[key] for m in micro) / len(micro) for key in micro[0]}
+                self.step(micro)
                 micro = []
-                optimizer.step()
-                scheduler.step()
-                optimizer.clear_grad()
-                state.step += 1
-                for key, value in losses.items():
-                    writer.add_scalar(f"train/{key}", value, state.step)
-                writer.add_scalar("train/learning_rate", optimizer.get_lr(), state.step)
-                progress.update(1)
-                progress.set_postfix(epoch=state.epoch, loss=f"{losses.get('loss', float('nan')):.4f}", refresh=False)
-                evaluation_step = state.step % args.logging_steps == 0 or state.step == steps
-                if evaluation_step:  # evaluate and save before grafting, as the reference does
-                    evaluate_and_keep()
-                if after_step is not None:
-                    after_step(state.step, log, writer)
-                if evaluation_step:  # the checkpoint includes what after_step changed
-                    if main:
-                        checkpoint.save(output_dir, strategy.model, optimizer, state)
-                    checkpoint.reseed(args.seed, state.step)
-                if state.step >= steps:
+                if state.step >= self.steps:
                     break
             else:
                 state.epoch, state.batch = state.epoch + 1, 0
-    finally:
-        progress.close()
-        writer.close()
-    return TrainResult(state.best_score, state.best_step, best_results, state.step, time.time() - start)
+
+    def step(self, micro: list[dict[str, float]]) -> None:
+        """One optimizer step from the accumulated batches; evaluation, the hook and the checkpoint."""
+        state, writer = self.state, self.writer
+        average_gradients(self.strategy.model, len(micro))
+        losses = {key: sum(m[key] for m in micro) / len(micro) for key in micro[0]}
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.clear_grad()
+        state.step += 1
+        for key, value in losses.items():
+            writer.add_scalar(f"train/{key}", value, state.step)
+        writer.add_scalar("train/learning_rate", self.optimizer.get_lr(), state.step)
+        self.progress.update(1)
+        self.progress.set_postfix(epoch=state.epoch, loss=f"{losses.get('loss', float('nan')):.4f}", refresh=False)
+        evaluation_step = state.step % self.args.logging_steps == 0 or state.step == self.steps
+        if evaluation_step:  # evaluate and save before grafting, as the reference does
+            self.evaluate_and_keep()
+        self.strategy.after_step(state.step, self.log, writer)
+        if evaluation_step:  # the checkpoint includes what after_step changed
+            if self.main:
+                checkpoint.save(self.args.output_dir, self.strategy.model, self.optimizer, state)
+            checkpoint.reseed(self.args.seed, state.step)
+
+    def evaluate_and_keep(self) -> None:
+        """Evaluate; save the model and eval_results.json if the score improved."""
+        state = self.state
+        evaluation = self.strategy.evaluate(self.task, self.dev_loaders)
+        for key, value in evaluation.scalars.items():
+            self.writer.add_scalar(key, value, state.step)
+        improved = evaluation.score > state.best_score
+        self.log(f"step {state.step}/{self.steps}: {evaluation.summary}{'  (best, saved)' if improved else ''}")
+        if improved:
+            state.best_score, state.best_step, self.best_results = evaluation.score, state.step, evaluation.results
+            state.best_results = [r.to_json() for r in evaluation.results]
+            if self.main:
+                save_best(self.strategy, self.task, self.args, evaluation.results, state.step, evaluation.extra)

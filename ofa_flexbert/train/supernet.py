@@ -23,7 +23,7 @@ from paddleslim.nas.ofa import utils as ofa_utils
 from paddleslim.nas.ofa.convert_super import Convert, supernet
 
 from ofa_flexbert.train import distributed
-from ofa_flexbert.train.loop import backward_each
+from ofa_flexbert.train.loop import Strategy, backward_each
 from ofa_flexbert.glue.tasks import TaskSpec
 from ofa_flexbert.engine.losses import task_loss
 from ofa_flexbert.store.models import freeze, save_model
@@ -211,7 +211,7 @@ def rewire(model, heads: np.ndarray, neurons: np.ndarray) -> None:
     reorder_neuron_head(model, paddle.to_tensor(heads.astype("float32")), [n.astype("float32") for n in neurons])
 
 
-class SupernetStrategy:
+class SupernetStrategy(Strategy):
     """What the width and the depth/final strategies share: an OFA student trained on many subnets.
 
     Subclasses set ``model`` (the supernet), ``tokenizer``, ``args`` and ``subnets``.

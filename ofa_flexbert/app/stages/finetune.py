@@ -13,14 +13,14 @@ from ofa_flexbert.glue.tasks import TaskSpec
 from ofa_flexbert.engine.losses import task_loss
 from ofa_flexbert.store.models import load_model, save_model
 from ofa_flexbert.engine.routes import Subnet
-from ofa_flexbert.train.loop import train
+from ofa_flexbert.train.loop import Strategy, train
 from .begin import start
 from .inputs import check_pooling
 from .task_data import load_task_data
 from ofa_flexbert.app.report import StageReport, finish
 
 
-class FinetuneStrategy:
+class FinetuneStrategy(Strategy):
     """The full model trained on the task loss."""
 
     name = "finetune"

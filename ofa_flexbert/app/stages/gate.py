@@ -55,7 +55,7 @@ from ofa_flexbert.store.models import freeze, load_model, save_model
 from ofa_flexbert.store.outputs import SubnetResult, read_eval_results, recorded_depth_rule
 from ofa_flexbert.engine.routes import Route, Subnet
 from ofa_flexbert.train.evaluation import Evaluation
-from ofa_flexbert.train.loop import total_steps, train
+from ofa_flexbert.train.loop import Strategy, total_steps, train
 from .begin import start
 from .inputs import check_pooling
 from .task_data import load_task_data
@@ -150,7 +150,7 @@ class GateModules(paddle.nn.Layer):
         return self.gates(features), (None if ramp_inputs is None else self.ramps(ramp_inputs))
 
 
-class GateStrategy:
+class GateStrategy(Strategy):
     """The gates (and off-ramps) trained on cached features; ``self.model`` is what the loop trains."""
 
     name = "gate"
@@ -221,7 +221,7 @@ class GateStrategy:
         return (np.concatenate([p[0] for p in gathered]), np.concatenate([p[1] for p in gathered]),
                 np.concatenate([p[2] for p in gathered], axis=1))
 
-    def evaluate(self, dev_loaders) -> Evaluation:
+    def evaluate(self, task, dev_loaders) -> Evaluation:
         settings, task, dev = self.gates.settings, self.task, self.dev
         self.model.eval()
         with paddle.no_grad():
