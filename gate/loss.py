@@ -1,4 +1,4 @@
-"""The gate loss (flexible-bert-method.md §5.4), its class weights and temperature schedule.
+"""The gate loss (docs/reference.md, Gate loss), its class weights and temperature schedule.
 
 The reference's loss, per width pass k: ``λ_k / (G·B) · Σ_{g,b} −log max(p_g[b, t_b], 1e−6) ·
 [t_b = k]`` with ``p_g`` a Gumbel-softmax of gate g's logits on the features of width k.
@@ -48,7 +48,7 @@ def class_weights(targets: np.ndarray, classes: int) -> np.ndarray:
 
 def temperature(step: int, total_steps: int) -> float:
     """The reference's Gumbel temperature: 1 until step 500, then every 500 steps
-    max(0.5, exp(−r·step)) with r = −ln(0.3) / total_steps (§5.4)."""
+    max(0.5, exp(−r·step)) with r = −ln(0.3) / total_steps (docs/reference.md, Gate loss)."""
     if step < TAU_PERIOD:
         return TAU_START
     rate = -math.log(TAU_FINAL_FACTOR) / max(1, total_steps)

@@ -1,10 +1,10 @@
 """The gate MLPs, what each reads, and the hook that lets them route the encoder.
 
-Architecture as in the reference (flexible-bert-method.md §5.1): Linear(H, H) -> ReLU ->
+Architecture as in the reference (docs/reference.md, Gate architecture): Linear(H, H) -> ReLU ->
 Linear(H, K), weights N(0, 0.02), zero biases, no dropout.  What differs: gate 0 reads the
 masked mean of the embedding output.  The reference's reads position 0 of the embeddings,
 ``LayerNorm(E[CLS] + P[0] + T[0])``, the same vector for every input, so its first block's
-width could never depend on the input (§5.2).  Later gates read the model's own pooled vector
+width could never depend on the input (docs/reference.md, Gate placement).  Later gates read the model's own pooled vector
 (``cls`` or ``mean``) of the layer they follow.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Early-exit off-ramps (flexible-bert-method.md §6): a pooler + classifier after chosen layers,
+"""Early-exit off-ramps (docs/reference.md, Off-ramps): a pooler + classifier after chosen layers,
 and the entropy check that lets an input leave there.
 
 An off-ramp after layer j is initialised from the model's final pooler and classifier, as in the

@@ -2,7 +2,7 @@
 
 Computed in eval mode without gradients.  The reference computes targets in train mode, so
 dropout makes a sample's target change from one epoch to the next (flexible-bert-method.md
-§5.3); with the backbone frozen, eval-mode targets are a fixed property of each input.
+docs/reference.md, Gate targets); with the backbone frozen, eval-mode targets are a fixed property of each input.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def width_passes(model, batch: dict, settings: GateSettings, task: TaskSpec,
 
     Returns ``(targets [B], features, logits)`` where ``features[k][g]`` [B, H] is what gate g
     reads when every layer runs at ``gate_setting[k]`` -- the features the reference trains the
-    gates on (§5.4) -- and ``logits[k]`` that uniform subnet's logits.
+    gates on (docs/reference.md, Gate loss) -- and ``logits[k]`` that uniform subnet's logits.
     """
     was_training = model.training
     model.eval()

@@ -24,7 +24,7 @@ EXPORT_FORMATS = ("paddle", "onnx")
 GATE_TRAINING = ("targets", "routes")  # what --stage gate trains the gates on (stages/gate.py)
 STAGES = ("finetune", "width", "depth", "final", "gate", "infer", "search", "export", "all")
 # The reference's --training_phase values, mapped to our stages.  Its "finetuning" phase
-# runs the final-fine-tuning code path (flexible-bert-method.md §4), so it maps to "final".
+# runs the final-fine-tuning code path (docs/reference.md, Final fine-tuning), so it maps to "final".
 TRAINING_PHASES = {"dynabertw": "width", "dynabert": "depth", "final_finetuning": "final", "finetuning": "final",
                    "traingate": "gate"}
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -91,7 +91,7 @@ class RunArgs:
     logging_steps: int = _flag("evaluate, log and keep the best checkpoint every N steps (and at the end)", 200,
                                group="training", stages=TRAINING, fingerprint=True)
     seed: int = _flag("random seed (python, numpy, paddle, data order)", 42, group="common", fingerprint=True)
-    shuffle: bool = _flag("shuffle training data each epoch (the reference does not: its defect §11.4)", True,
+    shuffle: bool = _flag("shuffle training data each epoch (the reference does not: docs/reference.md, defect §11.4)", True,
                           group="training", stages=TRAINING, fingerprint=True)
     group_by_length: bool = _flag("batch training sentences of similar length (sorted within pools of 50 batches, "
                                   "batches shuffled): less padding, other batches than the default", False,

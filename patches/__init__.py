@@ -1,7 +1,7 @@
 """Every fix ofa-flexbert applies to PaddlePaddle / PaddleSlim / PaddleNLP, in one place.
 
 Why a package of its own: the stack we build on (paddleslim 2.6.0, paddlenlp 2.8.1) has
-defects with no fixed release (see ``../shared/docs/paddle-stack-notes.md`` §6, §12).
+defects with no fixed release (see docs/reference.md, Which patch handles which).
 Each fix lives here, is applied explicitly with :func:`apply` and undone with
 :func:`restore` (exporting a static graph wants the stock forwards back), and has a test
 in ``tests/test_patches.py`` that fails without it.
@@ -45,7 +45,7 @@ The patches:
 ``bert_classifier_layer_indices`` (all versions)
     ``BertForSequenceClassification.forward`` also takes ``layer_indices`` and passes it to the
     encoder: the stock classifier cannot run a subset of layers, so OFA's elastic depth has
-    nothing to drive (notes §3.8, §12.4).  Without ``layer_indices`` the stock forward runs.
+    nothing to drive (docs/reference.md, Elastic depth in OFA).  Without ``layer_indices`` the stock forward runs.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ Importing paddle prints, on every run and before anything of ours happens:
 * ``RuntimeError: module compiled against ABI version 0x1000009 but this version of numpy is
   0x2000000`` (numpy 2 stacks): paddle tries ``import cv2``, and the opencv-python that
   paddleslim pins (4.6.0.66) is built for numpy 1.  Paddle catches the ImportError and goes on
-  without OpenCV; numpy has already printed the error (notes §12.1).
+  without OpenCV; numpy has already printed the error (docs/reference.md, Installing on paddle 3.3.1).
 
 Six lines that look like failures precede every one-line error of ours (README, "Bad input").
 :func:`install` filters the two warnings by their text and tries ``import cv2`` once with

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("patched")
 
 
 def test_teacher_mapping_pairs_the_right_layers():
-    # 12 layers: the reference's K(d) lists (flexible-bert-method.md §3.2)
+    # 12 layers: the reference's K(d) lists (docs/reference.md, Depth stage)
     assert teacher_layer_map(6, 12, 0.5) == [0, 2, 4, 6, 8, 10, 12]
     assert teacher_layer_map(9, 12, 0.75) == [0, 1, 2, 4, 5, 6, 8, 9, 10, 12]
     assert teacher_layer_map(12, 12, 1.0) == list(range(13))
@@ -128,7 +128,7 @@ def test_macs_match_a_count_of_the_multiplications_the_subnet_actually_runs():
         for hook in hooks:
             hook.remove()
     assert mean_macs(config, 1.0, 1.0, [5, 9]) == (subnet_macs(config, 1.0, 1.0, 5) + subnet_macs(config, 1.0, 1.0, 9)) / 2
-    # BERT-base at T=128, linear layers only: the reference's 905,969,664 MACs per layer (flexible-bert-method.md §8)
+    # BERT-base at T=128, linear layers only: the reference's 905,969,664 MACs per layer (docs/reference.md, Cost counting)
     assert layer_macs(768, 12, 64, 3072, 128)["linear"] == 905_969_664
 
 

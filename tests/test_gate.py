@@ -309,7 +309,7 @@ def test_off_ramps_stay_copies_of_the_final_head_unless_trained_and_training_low
 
 @pytest.mark.slow
 def test_the_reference_gate_command_line_runs_with_only_the_script_name_changed(toy_width_model, tmp_path, caplog):
-    """The seed README's train_gate.py command (flexible-bert-method.md §13.2), on the toy task."""
+    """The seed README's train_gate.py command (docs/reference.md, Command-line flags), on the toy task."""
     import logging
 
     data_dir, width_dir = toy_width_model

@@ -144,7 +144,7 @@ def test_the_reference_trade_off_settings_are_valid_json_and_run_from_the_file(t
     path = os.path.join(CONFIG_DIR, "best_tradeoff_inference_config.json")
     reference = json.load(open(path))
     assert reference["mrpc"] == {"mode": "wd_dynamic", "width_mult_list": [0.5, 0.55, 0.75, 0.75], "depth_mult": 1.0,
-                                 "early_exit": True, "exit_threshold": 0.25}  # flexible-bert-method.md §9
+                                 "early_exit": True, "exit_threshold": 0.25}  # docs/reference.md, Best-tradeoff settings
     assert sorted(k for k in reference if not k.startswith("_")) == ["cola", "mnli", "mrpc", "qnli", "qqp", "rte",
                                                                      "sst-2"]
     data_dir, _, gates = toy_gated

@@ -39,12 +39,12 @@ def test_ffn_share_is_integer_arithmetic():
 
 
 @pytest.mark.parametrize("layers, depth, rule, expected", [
-    # Flexible-BERT's prefix (flexible-bert-method.md §0.3)
+    # Flexible-BERT's prefix (docs/reference.md, Depth rule)
     (12, 0.5, "prefix", [0, 1, 2, 3, 4, 5]),
     (12, 0.75, "prefix", [0, 1, 2, 3, 4, 5, 6, 7, 8]),
     (6, 0.5, "prefix", [0, 1, 2]),
     (6, 0.75, "prefix", [0, 1, 2, 3]),  # 4.5 rounds to even
-    # PaddleNLP's variant: floor((i+1)/d) - 1 (paddle-stack-notes §3.8)
+    # PaddleNLP's variant: floor((i+1)/d) - 1 (docs/reference.md, Elastic depth in OFA)
     (12, 0.5, "every_other", [1, 3, 5, 7, 9, 11]),
     (12, 0.75, "every_other", [0, 1, 3, 4, 5, 7, 8, 9, 11]),
     (6, 0.5, "every_other", [1, 3, 5]),

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("patched")
 
 
 def test_width_rule_matches_the_reference_table():
-    # flexible-bert-method.md §0.2 (BERT-base: 12 heads of 64, FFN 3072)
+    # docs/reference.md, Width rule (BERT-base: 12 heads of 64, FFN 3072)
     table = {0.25: (3, 768), 0.5: (6, 1536), 0.55: (7, 1792), 0.6: (7, 1792), 0.65: (8, 2048), 0.75: (9, 2304),
              1.0: (12, 3072)}
     for w, (heads, ffn) in table.items():
@@ -139,7 +139,7 @@ def test_graft_pairs_and_schedule():
     assert schedule == GraftSchedule(period=10, stop=60)
     assert [s for s in range(1, 91) if schedule.due(s)] == [10, 20, 30, 40, 50, 60]
     assert [schedule.count(s) for s in (9, 10, 59, 60, 90)] == [0, 1, 5, 6, 6]
-    rte = default_schedule(num_examples=2490, batch_size=32, total_steps=234)  # the reference's RTE, §2.1
+    rte = default_schedule(num_examples=2490, batch_size=32, total_steps=234)  # the reference's RTE, docs/reference.md, Grafting schedule
     assert (rte.period, rte.stop) == (25, 156)
     receivers, donors = pairs(np.arange(7.0), 0.5)  # odd sizes: still disjoint
     assert len(receivers) == 3 and not set(receivers) & set(donors)

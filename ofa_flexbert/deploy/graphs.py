@@ -52,7 +52,7 @@ def save_static(model, directory: str) -> str:
     """Trace ``model`` (batch and length free) and save it in this paddle's inference format; return the graph file.
 
     paddle >= 3 writes a PIR ``model.json`` (it cannot write a legacy ``.pdmodel`` for BERT,
-    notes §13); paddle 2.6 writes ``model.pdmodel``, and its runtime cannot read a ``model.json``.
+    docs/reference.md, Export and Paddle Inference); paddle 2.6 writes ``model.pdmodel``, and its runtime cannot read a ``model.json``.
     """
     model.eval()
     spec = [paddle.static.InputSpec(shape=[None, None], dtype="int64", name=name) for name in INPUT_NAMES]
@@ -84,7 +84,7 @@ def save_onnx(directory: str) -> str:
 
     paddle2onnx 2.x (paddle 3) runs ``pip install`` of optimisers during conversion unless told
     ``optimize_tool="None"``; 1.x (paddle 2.6) has no such option, and on a paddle 3 ``model.json``
-    writes an empty file and reports success (notes §13), which is refused here.
+    writes an empty file and reports success (docs/reference.md, Export and Paddle Inference), which is refused here.
     """
     import inspect
 

@@ -71,7 +71,7 @@ class Predictor:
         """[B, C] logits for one padded batch of int64 [B, T] ids."""
         if self.dynamic is not None:
             return self.dynamic.run(input_ids, token_type_ids)[0]
-        if self.runtime == "onnx":  # by name: conversion may reorder the inputs (notes §13)
+        if self.runtime == "onnx":  # by name: conversion may reorder the inputs (docs/reference.md, Export and Paddle Inference)
             feed = {name: np.ascontiguousarray(a, dtype="int64") for name, a in zip(INPUT_NAMES, (input_ids, token_type_ids))}
             return self._session.run(None, feed)[0]
         return run_graph(self._predictor, INPUT_NAMES, (np.ascontiguousarray(input_ids, dtype="int64"),

@@ -17,7 +17,7 @@ from .layout import MODEL_PREFIX, ONNX_FILE, graph_file
 def paddle_predictor(export_dir: str, num_threads: int = 1, onednn: bool = True, prefix: str = MODEL_PREFIX):
     """A Paddle Inference predictor for the exported graph ``<prefix>.*``, CPU, with ``num_threads`` math threads.
 
-    oneDNN is on by default in both CPU builds (notes §13); it is set explicitly either way so a
+    oneDNN is on by default in both CPU builds (docs/reference.md, Export and Paddle Inference); it is set explicitly either way so a
     benchmark states what it ran (bench/export_latency.py: it is faster for batches of long
     inputs, slower for single short ones).
     """
@@ -25,7 +25,7 @@ def paddle_predictor(export_dir: str, num_threads: int = 1, onednn: bool = True,
     import paddle.inference as inference
 
     graph = graph_file(export_dir, prefix)
-    if graph.endswith(".json") and int(paddle.__version__.split(".")[0]) < 3:  # it would segfault (notes §13)
+    if graph.endswith(".json") and int(paddle.__version__.split(".")[0]) < 3:  # it would segfault (docs/reference.md, Export and Paddle Inference)
         raise UserError(f"--export_dir {export_dir}: model.json was written by paddle 3, whose format paddle "
                         f"{paddle.__version__}'s Paddle Inference cannot read; predict with paddle >= 3, or export "
                         "again under this paddle")

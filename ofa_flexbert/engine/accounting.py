@@ -1,7 +1,7 @@
 """Analytic cost of a subnet: multiply-accumulates (MACs) per example.
 
 Why analytic: the reference measured FLOPs with a profiler on a second, misaligned forward
-pass (flexible-bert-method.md §8, §11.3), so its numbers did not belong to the evaluated
+pass (docs/reference.md, Cost counting), so its numbers did not belong to the evaluated
 predictions.  Here the count is a closed form of the subnet's shape and each example's real
 token count T (no padding: padding depends on how examples happen to be batched):
 

@@ -40,7 +40,7 @@ def logit_distillation(task: TaskSpec, student: paddle.Tensor, teacher: paddle.T
 def teacher_layer_map(student_layers: int, teacher_layers: int, depth_mult: float) -> list[int]:
     """For each student hidden state j = 0..n (0 = embeddings), the teacher hidden state it learns from.
 
-    DynaBERT's rule, which the reference keeps (flexible-bert-method.md §3.2): j -> floor(j/d)
+    DynaBERT's rule, which the reference keeps (docs/reference.md, Depth stage): j -> floor(j/d)
     for j < n, and the last student layer -> the last teacher layer.  With 12 layers, d = 0.5
     gives [0, 2, 4, 6, 8, 10, 12] and d = 0.75 gives [0, 1, 2, 4, 5, 6, 8, 9, 10, 12].
     ``student_layers`` is n, the layers the depth-d subnet runs (routes.depth_for).

@@ -48,7 +48,7 @@ class Width:
 def width_for(width_mult: float, num_heads: int, head_dim: int, ffn_size: int) -> Width:
     """Heads = round(A·w) (half to even, at least 1); FFN neurons = heads·F // A (at least 1).
 
-    This is the reference's rule (flexible-bert-method.md §0.2): w = 0.55 and 0.6 keep 7 of 12
+    This is the reference's rule (docs/reference.md, Width rule): w = 0.55 and 0.6 keep 7 of 12
     heads, 0.65 keeps 8.  Any head count from 1 to A is reachable.  The FFN share is computed
     in integers: the reference's ``int(heads / A * F)`` gives 879 for 11 of 15 heads and
     F = 1200, where the exact share is 880.
@@ -73,7 +73,7 @@ def config_width(config, width_mult: float) -> Width:
 def depth_for(num_layers: int, depth_mult: float) -> int:
     """Layers a depth multiplier keeps: round(L·d), half to even (at least 1).
 
-    The reference's rule (flexible-bert-method.md §0.3): 12 layers at 0.5/0.75/1.0 keep 6/9/12;
+    The reference's rule (docs/reference.md, Depth rule): 12 layers at 0.5/0.75/1.0 keep 6/9/12;
     all-MiniLM-L6-v2's 6 layers keep 3/4/6 (4.5 rounds to even, as Python's round and
     :func:`width_for` do).  Computed on the exact decimal, so 12 x 0.55 = 6.6 keeps 7.
     """

@@ -1,7 +1,7 @@
 """Data parallel training under ``python -m paddle.distributed.launch`` (GPUs, or CPU processes with gloo).
 
 One process per device; every process holds the whole model.  What this module guarantees,
-and where (paddle-stack-notes §12.5 for why the stock OFA recipe fails):
+and where (docs/reference.md, Data parallel for why the stock OFA recipe fails):
 
 * the student's training forward goes through ``paddle.DataParallel`` (:func:`data_parallel`),
   which averages gradients over ranks during backward.  OFA's distillation hooks stay on the

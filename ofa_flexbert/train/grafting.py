@@ -40,7 +40,7 @@ class GraftSchedule:
 
 def default_schedule(num_examples: int, batch_size: int, total_steps: int, period: int = 0,
                      stop: int = -1) -> GraftSchedule:
-    """The reference's schedule unless overridden (flexible-bert-method.md §2.1).
+    """The reference's schedule unless overridden (docs/reference.md, Grafting schedule).
 
     period = int(N / batch / 3) (a third of an epoch, at least 1); stop = the step where the
     last epoch's worth of steps begins, int(total_steps - N / batch) -- for E epochs within a step

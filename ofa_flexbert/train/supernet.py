@@ -42,7 +42,7 @@ def convert_to_supernet(model, width_mult_list: Iterable[float]):
     """Convert ``model`` in place into an OFA supernet holding its own weights.
 
     ``expand_ratio`` must be a list whose maximum is 1.0: a scalar converts nothing and a
-    maximum above 1 grows the layers (paddle-stack-notes §2).
+    maximum above 1 grows the layers (docs/reference.md, Supernet conversion).
     """
     weights = dict(model.state_dict())
     ratios = sorted({float(w) for w in width_mult_list} | {1.0})
@@ -169,7 +169,7 @@ def compute_importance(ofa: FlexOFA, batches: Iterable[dict], task: TaskSpec) ->
     |Σ W1[:, n]·∂W1[:, n] + b1[n]·∂b1[n]| + |Σ W2[n, :]·∂W2[n, :]| (Paddle's Linear is [in, out]).
     Both are summed over batches of per-batch gradients: unlike the reference, gradients are
     cleared after every batch and at the end, so nothing leaks into the next training step
-    (its §2.3 defect).  Computed in eval mode (no dropout), so the result is deterministic.
+    (docs/reference.md, Grafting side effects).  Computed in eval mode (no dropout), so the result is deterministic.
     Returns ``(heads [L, A], neurons [L, F])``.
     """
     model = ofa.model

@@ -9,7 +9,7 @@ once per batch (the reference runs it four times with identical results).  Each 
 ``final`` (the reference's optional final fine-tuning): the task loss on labels over the same
 grid, no teacher, no augmentation.  It starts from the input model's score: the input is
 evaluated first and copied to --output_dir, and training replaces it only with a better model
-(the reference overwrote it at its first evaluation, whatever the score: its §11.5 defect).
+(the reference overwrote it at its first evaluation, whatever the score: docs/reference.md, defect §11.5).
 
 A depth-d subnet runs ``routes.depth_layers`` (--depth_rule: prefix, every_other or dynabert).  The
 output is a plain BERT directory; depth is chosen at run time.

@@ -1,9 +1,9 @@
-"""Stage ``gate``: width gates (``gate/``) trained on a frozen backbone (flexible-bert-method.md §5).
+"""Stage ``gate``: width gates (``gate/``) trained on a frozen backbone (docs/reference.md, Gate training and selection).
 
 The input is a depth- or final-stage model; its weights are never changed (a test checks they
 are bit-identical).  What differs from the reference, each a recorded decision (docs/decisions.md):
 
-* targets in eval mode (the reference's train-mode dropout makes them random, §5.3);
+* targets in eval mode (the reference's train-mode dropout makes them random, docs/reference.md, Gate targets);
 * because the backbone is frozen and targets are deterministic, every input's targets and the
   features each gate reads at its target's width are computed **once** (one no-gradient
   forward per --gate_setting width over the training set), and the gates then train on those

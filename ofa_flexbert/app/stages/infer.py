@@ -1,5 +1,5 @@
 """Stage ``infer``: static, width-, depth- and width+depth-dynamic inference on dev, batched,
-with each input's route and cost (flexible-bert-method.md §7).
+with each input's route and cost (docs/reference.md, Inference modes).
 
 Every mode is one call of the routed encoder (``encoder.classify``) with a hook: the gates
 (``GateRouter``) pick widths, the exit check (``ExitCheck``) retires inputs, both chained in the
