@@ -98,7 +98,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if argv[:1] == ["predict"]:
             return run_predict(argv[1:])
         ns = stage_parser().parse_args(argv)
-        from ofa_flexbert.app.report import export_table, front_table, grid_table, results_table, samples_table
+        from ofa_flexbert.app.report import results_table
 
         if ns.demo:
             from ofa_flexbert.app.demo import run_demo
@@ -116,14 +116,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             if table:
                 print(table)
             for report in reports:
-                if len({r.depth_mult for r in report.results}) > 1:
-                    print("\n" + grid_table(report))
-                if report.extra.get("front"):
-                    print("\n" + front_table(report))
-                if report.extra.get("exports"):
-                    print("\n" + export_table(report))
-                if report.extra.get("samples"):
-                    print("\n" + samples_table(report))
+                for report_table in report.tables():
+                    print("\n" + report_table)
         return 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

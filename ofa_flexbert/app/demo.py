@@ -9,6 +9,7 @@ capacity -- so narrower and shallower subnets visibly score lower.  The tiny BER
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from typing import Optional
@@ -104,7 +105,6 @@ def run_demo(output_dir: str, seed: int = 0, extra_flags: Optional[dict] = None)
     write_tiny_bert(model_dir, seed)
     reports = [run_stage(args) for args in chain]
     exported = run_stage(export)
-    predictor = Predictor(exported.extra["exports"][0]["path"])
-    exported.extra["samples"] = [(text, p.label, p.probabilities[p.label])
-                                 for text, p in zip(DEMO_SENTENCES, predictor.predict(DEMO_SENTENCES))]
-    return reports + [exported]
+    predictor = Predictor(exported.exports[0]["path"])
+    samples = [(text, p.label, p.probabilities[p.label]) for text, p in zip(DEMO_SENTENCES, predictor.predict(DEMO_SENTENCES))]
+    return reports + [dataclasses.replace(exported, samples=samples)]

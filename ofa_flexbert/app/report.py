@@ -13,28 +13,49 @@ from ofa_flexbert.train import distributed
 
 @dataclass
 class StageReport:
-    """What a stage tells the CLI (and the demo table) when it finishes."""
+    """What a stage tells the CLI (and the demo) when it finishes; :meth:`tables` are what it prints.
+
+    Each stage fills the fields it has: a training stage its subnets' results; the gate, infer and
+    search stages the routed model's row (``gated``: metrics, MACs share, label, depth); search its
+    front; export its subnets; the demo the sentences its predictor labelled.
+    """
 
     stage: str
     task: str
     output_dir: str
     metric: str
-    results: list[SubnetResult]
-    best_step: Optional[int]
-    seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
+    results: list[SubnetResult] = field(default_factory=list)
+    best_step: Optional[int] = None
+    seconds: float = 0.0
+    gated: Optional[dict[str, Any]] = None
+    front: list[dict[str, Any]] = field(default_factory=list)
+    exports: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[tuple[str, str, float]] = field(default_factory=list)
+
+    def tables(self) -> list[str]:
+        """This report's own tables, beside the results table all reports share."""
+        tables = [grid_table(self)] if len({r.depth_mult for r in self.results}) > 1 else []
+        if self.front:
+            tables.append(front_table(self))
+        if self.exports:
+            tables.append(export_table(self))
+        if self.samples:
+            tables.append(samples_table(self))
+        return tables
 
 
-def finish(args: RunArgs, task: TaskSpec, data, result, extra: Optional[dict[str, Any]] = None) -> StageReport:
-    """What every stage does last: record flexbert.json (rank 0), wait for every rank, report to the CLI."""
+def finish(args: RunArgs, task: TaskSpec, data, result, info: Optional[dict[str, Any]] = None,
+           gated: Optional[dict[str, Any]] = None) -> StageReport:
+    """What every training stage does last: record flexbert.json (rank 0; ``info``: the stage's own keys),
+    wait for every rank, report to the CLI."""
     info = {"complete": True, "best_step": result.best_step, "train_examples": data.num_train_examples,
             "steps": result.steps, "seconds": round(result.seconds, 1), "world_size": distributed.world_size(),
-            "global_train_batch_size": args.per_gpu_train_batch_size * distributed.world_size(), **(extra or {})}
+            "global_train_batch_size": args.per_gpu_train_batch_size * distributed.world_size(), **(info or {})}
     if distributed.is_main():
         write_run_info(args, task.name, info)
     distributed.barrier()  # a following stage (--stage all) reads what rank 0 wrote
     return StageReport(args.stage, task.name, args.output_dir, task.primary_metric, result.best_results,
-                       result.best_step, result.seconds, extra or {})
+                       result.best_step, result.seconds, gated=gated)
 
 
 def _table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
@@ -67,7 +88,7 @@ def results_table(reports: list[StageReport]) -> str:
             rows.append((report.stage, report.task, f"{result.width_mult:g}", f"{result.depth_mult:g}", report.metric,
                          f"{result.metrics[report.metric]:.4f}", share, others or "-", step,
                          f"{report.seconds:.1f}"))
-        gated = report.extra.get("gated")
+        gated = report.gated
         if gated:  # the gate stage: the model whose gates pick each input's widths
             share = f"{gated['macs_share']:.0%}"
             others = ", ".join(f"{k}={v:.4f}" for k, v in gated["metrics"].items() if k != report.metric)
@@ -104,7 +125,7 @@ def front_table(report: StageReport) -> str:
     """The search stage's Pareto front (chosen on the search half), cheapest first: each setting's
     held-out metric and MACs share, and its whole-dev metric (what ``--stage infer`` reports)."""
     rows = []
-    for r in sorted(report.extra["front"], key=lambda r: r["search"]["macs_share"]):
+    for r in sorted(report.front, key=lambda r: r["search"]["macs_share"]):
         threshold = f"{r['exit_threshold']:g}" if r.get("early_exit") else "-"
         rows.append((r["mode"], ",".join(f"{w:g}" for w in r["width_mult_list"]), f"{r['depth_mult']:g}", threshold,
                      f"{r['held_out']['metric']:.4f}", f"{r['held_out']['macs_share']:.0%}",
@@ -117,7 +138,7 @@ def front_table(report: StageReport) -> str:
 def export_table(report: StageReport) -> str:
     """The export stage's subnets: size and cost against the full model, dev metric of the exported graph,
     and its largest logit difference from the flexible model on each runtime (the check)."""
-    exports = report.extra["exports"]
+    exports = report.exports
     onnx = any(r.get("onnx_max_abs_logit_diff") is not None for r in exports)
     rows = [(r["tag"], f"{r['parameters']:,}", f"{r['parameter_share']:.0%}", f"{r['macs_share']:.0%}",
              f"{r['value']:.4f}", f"{r['max_abs_logit_diff']:.1e}", f"{r['onednn_max_abs_logit_diff']:.1e}")
@@ -131,5 +152,5 @@ def export_table(report: StageReport) -> str:
 
 def samples_table(report: StageReport) -> str:
     """Raw sentences and what the exported model's Predictor says of them (the demo's last step)."""
-    rows = [(text, label, f"{p:.3f}") for text, label, p in report.extra["samples"]]
-    return f"predictor on {report.extra['exports'][0]['path']}\n" + _table(("input", "label", "probability"), rows)
+    rows = [(text, label, f"{p:.3f}") for text, label, p in report.samples]
+    return f"predictor on {report.exports[0]['path']}\n" + _table(("input", "label", "probability"), rows)

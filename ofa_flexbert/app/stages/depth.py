@@ -136,17 +136,18 @@ def run_final(args: RunArgs) -> StageReport:
     check_depth_rule(args)
     data = load_task_data(args, task, tokenizer)
     strategy = GridStrategy("final", _student(args, task), tokenizer, task, args)
-    initial = None
+    initial, input_results = None, None
     if not args.resume:  # the input is the model to beat; the output starts as a copy of it
-        results = evaluate(strategy, task, data.dev_loaders)
-        initial = score(results, task.primary_metric)
+        input_results = evaluate(strategy, task, data.dev_loaders)
+        initial = score(input_results, task.primary_metric)
         if distributed.is_main():
-            save_best(strategy, task, args, results, 0)
+            save_best(strategy, task, args, input_results, 0)
     result = train(strategy, task, args, data.train_loader, data.dev_loaders,
                    initial_best=initial if initial is not None else float("-inf"))
     if result.best_step is None:  # nothing beat the input: the output is still its copy (step 0)
-        saved = read_eval_results(args.output_dir)
-        result.best_step, result.best_results = 0, [SubnetResult(**s) for s in saved["subnets"]]
+        if input_results is None:  # resumed: the copy was scored by the interrupted process
+            input_results = [SubnetResult(**s) for s in read_eval_results(args.output_dir)["subnets"]]
+        result.best_step, result.best_results = 0, input_results
     extra = {"depth_rule": args.depth_rule, "kept_input_model": result.best_step == 0}
     if initial is not None:
         extra["input_score"] = initial

@@ -340,5 +340,4 @@ def run(args: RunArgs) -> StageReport:
     write_export_results(args.output_dir, {"task": task.name, "source_model": os.path.abspath(args.model_dir),
                                            "manifest": MANIFEST, "exports": rows, "seconds": seconds})
     write_run_info(args, task.name, {"complete": True, "exports": [r["tag"] for r in rows]})
-    return StageReport("export", task.name, args.output_dir, task.primary_metric, [], None, seconds,
-                       {"exports": rows})
+    return StageReport("export", task.name, args.output_dir, task.primary_metric, seconds=seconds, exports=rows)

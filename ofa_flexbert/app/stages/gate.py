@@ -483,6 +483,7 @@ def run(args: RunArgs) -> StageReport:
                                 dev_data, dev_loader, ramps)
         extra.update({"train_target_distribution": shares, "class_weights": [float(w) for w in weights]})
     result = train(strategy, task, args, loader, data.dev_loaders, initial_best=-np.inf)
+    # The gated row of the best evaluation, as saved: a resumed run's best may predate this process.
     saved = read_eval_results(args.output_dir) or {}
     extra["gated"] = saved.get("gated")
-    return finish(args, task, data, result, extra)
+    return finish(args, task, data, result, extra, gated=extra["gated"])

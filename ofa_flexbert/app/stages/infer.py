@@ -149,9 +149,8 @@ def run(args: RunArgs) -> StageReport:
     logger.info(f"infer {task.name} {plan.mode}: {task.primary_metric}={metrics[task.primary_metric]:.4f} at "
                 f"{summary['macs_share']:.0%} of the full model's MACs, {summary['mean_layers']:.2f} layers on average")
     write_run_info(args, task.name, {"complete": True, "mode": plan.mode.value})
-    return StageReport("infer", task.name, args.output_dir, task.primary_metric, [], None, summary["seconds"],
-                       {"gated": {"metrics": metrics, "macs_share": summary["macs_share"], "label": plan.mode.value},
-                        "inference": summary})
+    return StageReport("infer", task.name, args.output_dir, task.primary_metric, seconds=summary["seconds"],
+                       gated={"metrics": metrics, "macs_share": summary["macs_share"], "label": plan.mode.value})
 
 
 def width_histogram(routes: list[Route], num_layers: int) -> dict[str, dict[str, int]]:

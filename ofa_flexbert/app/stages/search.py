@@ -230,8 +230,8 @@ def finish_search(args: RunArgs, task: TaskSpec, rows: list[dict[str, Any]], siz
     if best is not None:
         gated = {"metrics": rows[best]["held_out"]["metrics"], "macs_share": rows[best]["held_out"]["macs_share"],
                  "label": rows[best]["mode"], "depth": rows[best]["depth_mult"]}
-    return StageReport("search", task.name, args.output_dir, task.primary_metric, [], None, seconds,
-                       {"gated": gated, "front": [r for r in rows if r["front"]]})
+    return StageReport("search", task.name, args.output_dir, task.primary_metric, seconds=seconds, gated=gated,
+                       front=[r for r in rows if r["front"]])
 
 
 def settings_entry_of(row: dict[str, Any]) -> dict[str, Any]:
