@@ -23,7 +23,6 @@ classifier that merely has the "wrong" number of labels.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -299,13 +298,7 @@ def sentence_transformers_pooling(hf_dir: str) -> Optional[str]:
     where = os.path.join(hf_dir, "modules.json")
     if not os.path.isfile(where):
         return None
-    try:
-        with open(where, encoding="utf-8") as fh:
-            modules = json.load(fh)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"--hf_dir {hf_dir}: modules.json is not readable JSON ({first_line(exc)})") from None
-    if not isinstance(modules, list):
-        raise UserError(f"--hf_dir {hf_dir}: modules.json must hold a list of modules, got {type(modules).__name__}")
+    modules = read_json(where, f"--hf_dir {hf_dir}", expect=list)
     folders = [m.get("path", "") for m in modules if isinstance(m, dict) and m.get("type") == _ST_POOLING]
     if not folders:
         return None

@@ -41,14 +41,16 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def read_json(path: str, where: str) -> Dict[str, Any]:
+def read_json(path: str, where: str, expect: type = dict) -> Any:
+    """The JSON value in ``path``, which must be an ``expect`` (an object by default); one-line errors."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise UserError(f"{where}: {os.path.basename(path)} is not readable JSON ({first_line(e)})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{where}: {os.path.basename(path)} must hold a JSON object, got {type(data).__name__}")
+    if not isinstance(data, expect):
+        what = "a JSON object" if expect is dict else "a JSON list" if expect is list else expect.__name__
+        raise UserError(f"{where}: {os.path.basename(path)} must hold {what}, got {type(data).__name__}")
     return data
 
 

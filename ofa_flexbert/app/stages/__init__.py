@@ -8,6 +8,7 @@ imported only when its stage runs, so ``--stage infer`` never imports paddleslim
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 from typing import Any, Callable
 
@@ -22,57 +23,12 @@ ORDER = ("finetune", "width", "depth", "final", "gate", "search", "infer")  # wh
 READERS = ("search", "infer")  # stages that read the last model and write none: the next reads the same model
 
 
-def _finetune(args: RunArgs) -> StageReport:
-    from .finetune import run
-
-    return run(args)
-
-
-def _width(args: RunArgs) -> StageReport:
-    from .width import run
-
-    return run(args)
-
-
-def _depth(args: RunArgs) -> StageReport:
-    from .depth import run_depth
-
-    return run_depth(args)
-
-
-def _final(args: RunArgs) -> StageReport:
-    from .depth import run_final
-
-    return run_final(args)
-
-
-def _gate(args: RunArgs) -> StageReport:
-    from .gate import run
-
-    return run(args)
-
-
-def _infer(args: RunArgs) -> StageReport:
-    from .infer import run
-
-    return run(args)
-
-
-def _export(args: RunArgs) -> StageReport:
-    from .export import run
-
-    return run(args)
-
-
-def _search(args: RunArgs) -> StageReport:
-    from .search import run
-
-    return run(args)
-
-
-IMPLEMENTED: dict[str, Callable[[RunArgs], StageReport]] = {"finetune": _finetune, "width": _width, "depth": _depth,
-                                                            "final": _final, "gate": _gate, "infer": _infer,
-                                                            "search": _search, "export": _export}
+# Each stage's module and function, imported only when the stage runs (so --stage infer never imports
+# paddleslim, which only the training stages need).
+IMPLEMENTED: dict[str, tuple[str, str]] = {"finetune": ("finetune", "run"), "width": ("width", "run"),
+                                           "depth": ("depth", "run_depth"), "final": ("depth", "run_final"),
+                                           "gate": ("gate", "run"), "infer": ("infer", "run"),
+                                           "search": ("search", "run"), "export": ("export", "run")}
 
 
 def resolve_stages(flags: dict[str, Any]) -> list[RunArgs]:
@@ -110,4 +66,6 @@ def run(flags: dict[str, Any]) -> list[StageReport]:
 
 def run_stage(args: RunArgs) -> StageReport:
     """Run the single stage ``args.stage`` (``config.validate`` checked the name)."""
-    return IMPLEMENTED[args.stage](args)
+    module, function = IMPLEMENTED[args.stage]
+    stage: Callable[[RunArgs], StageReport] = getattr(importlib.import_module(f".{module}", __package__), function)
+    return stage(args)
