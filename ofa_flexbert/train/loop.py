@@ -152,7 +152,7 @@ def resume_fingerprint(strategy: Strategy, task: TaskSpec, args: RunArgs, steps:
 
     The input model and the data are named by their resolved paths: the teacher of the width
     and depth stages is reloaded from --model_dir on resume, so another directory would
-    silently distil from another model.  The flags are those marked ``fingerprint`` in config.py.
+    silently distil from another model.  The flags are those marked ``fingerprint`` in config/args.py.
     """
     return {"stage": strategy.name, "total_steps": steps, "world_size": distributed.world_size(),
             "model_dir": os.path.realpath(args.model_dir) if args.model_dir else None,

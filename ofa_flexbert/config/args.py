@@ -1,24 +1,18 @@
-"""Run configuration: one dataclass, filled from defaults < configs/<task>.yaml < flags.
+"""The run configuration: :class:`RunArgs`, one dataclass field per flag, each with its facts.
 
-Why this shape: every stage reads the same :class:`RunArgs`, so a hyper-parameter has
-one name everywhere (the Flexible-BERT reference's flag names, so its users can port
-their scripts), one default, and one place where it is validated.  The YAML file holds
-per-task values; its ``stages:`` section holds per-stage values (e.g. the gate stage's
-learning rate 2e-4 against 2e-5 elsewhere).  A flag given on the command line always wins.
+Why this shape: every stage reads the same :class:`RunArgs`, so a hyper-parameter has one name
+everywhere (the Flexible-BERT reference's flag names, so its users can port their scripts), one
+default, and one place where its facts live: its help, its --help section, the stages that read it
+and whether it is part of the resume fingerprint (:func:`_flag`).  Pure: no framework.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, get_type_hints
 
-import yaml
-
-from .errors import UserError
-from ofa_flexbert.engine.routes import DEPTH_RULES, POOLINGS
-from ofa_flexbert.glue.tasks import get_task  # the single list of tasks
+from ofa_flexbert.errors import UserError
 
 EXPORT_FORMATS = ("paddle", "onnx")
 GATE_TRAINING = ("targets", "routes")  # what --stage gate trains the gates on (stages/gate.py)
@@ -27,7 +21,7 @@ STAGES = ("finetune", "width", "depth", "final", "gate", "infer", "search", "exp
 # runs the final-fine-tuning code path (docs/reference.md, Final fine-tuning), so it maps to "final".
 TRAINING_PHASES = {"dynabertw": "width", "dynabert": "depth", "final_finetuning": "final", "finetuning": "final",
                    "traingate": "gate"}
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
 
 
 TRAINING = ("finetune", "width", "depth", "final", "gate")  # the stages that train, and read the training flags
@@ -54,6 +48,7 @@ def _flag(help: str, default: Any = None, aliases: tuple[str, ...] = (), group: 
     return field(default=default, metadata=meta)
 
 
+# Long by nature: one field per flag (about 80), each with its facts; nothing else lives in the class.
 @dataclass
 class RunArgs:
     """Everything a stage needs to run: one field per flag, with its facts (see :func:`_flag`)."""
@@ -248,207 +243,6 @@ FIELDS = {f.name: f for f in dataclasses.fields(RunArgs) if f.metadata["group"] 
 FINGERPRINT = tuple(name for name, f in FIELDS.items() if f.metadata["fingerprint"])
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line and exits 2 (our bad-input contract)."""
-
-    def error(self, message: str):  # noqa: D401 -- argparse API
-        raise UserError(f"{self.prog}: {message}")
-
-
-def _parse_float_list(text: str) -> list[float]:
-    try:
-        return [float(x) for x in str(text).replace(" ", "").split(",") if x]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
-
-
-def _parse_int_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in str(text).replace(" ", "").split(",") if x]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
-
-
-def add_run_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per RunArgs field, in --help's sections; defaults are None so we can tell which flags were given."""
-    sections = {key: parser.add_argument_group(title) for key, title in HELP_GROUPS.items() if title}
-    for name, f in FIELDS.items():
-        kind = FIELD_TYPES[name]
-        names = [f"--{name}", *f.metadata["aliases"]]
-        group = sections[f.metadata["group"]]
-        if kind in (bool, Optional[bool]):
-            group.add_argument(*names, dest=name, action=argparse.BooleanOptionalAction, default=None,
-                                help=f.metadata["help"])
-        elif kind == list[float]:
-            group.add_argument(*names, dest=name, type=_parse_float_list, default=None, metavar="W1,W2,...",
-                                help=f.metadata["help"])
-        elif kind == list[int]:
-            group.add_argument(*names, dest=name, type=_parse_int_list, default=None, metavar="I1,I2,...",
-                                help=f.metadata["help"])
-        else:
-            base = {int: int, float: float, Optional[int]: int, Optional[float]: float}.get(kind, str)
-            group.add_argument(*names, dest=name, type=base, default=None, help=f.metadata["help"])
-
-
-def _coerce(name: str, value: Any, source: str) -> Any:
-    """Convert a YAML value to the field's type (YAML reads ``2e-5`` as a string)."""
-    kind = FIELD_TYPES[name]
-    try:
-        if kind in (bool, Optional[bool]):
-            if not isinstance(value, bool):
-                raise ValueError
-            return value
-        if kind == list[float]:
-            return _parse_float_list(",".join(map(str, value)) if isinstance(value, list) else value)
-        if kind == list[int]:
-            return _parse_int_list(",".join(map(str, value)) if isinstance(value, list) else value)
-        if value is None and kind in (Optional[int], Optional[float]):
-            return None
-        kind_of_value = {Optional[int]: int, Optional[float]: float}.get(kind, kind)
-        if kind_of_value in (int, float) and isinstance(value, bool):
-            raise ValueError  # YAML's true is not 1
-        if kind_of_value is int:
-            return int(str(value))  # as on the command line: 2.5 and 2.0 are not integers
-        if kind_of_value is float:
-            return float(value)
-        return None if value is None else str(value)
-    except (ValueError, TypeError, argparse.ArgumentTypeError):
-        raise UserError(f"{source}: '{name}: {value}' is not a valid {getattr(kind, '__name__', kind)}") from None
-
-
-def load_yaml_defaults(path: str, stage: Optional[str]) -> dict[str, Any]:
-    """Top-level keys of ``path``, overlaid with its ``stages: {stage: {...}}`` section.
-
-    Every section is validated, whichever stage runs: a misspelt key or stage name in the depth
-    section must fail the width run that precedes it, not surface hours later (or never).
-    """
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such config file") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise UserError(f"{path}{where}: not valid YAML") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of flag names to values")
-    stages = data.pop("stages", {}) or {}
-    if not isinstance(stages, dict):
-        raise UserError(f"{path}: 'stages' must map stage names to settings")
-    sections = {"": data}
-    for name, section in stages.items():  # every section is checked, not only the running stage's
-        if name not in STAGES:
-            raise UserError(f"{path}: unknown stage 'stages.{name}' (expected one of {', '.join(STAGES)})")
-        if section is not None and not isinstance(section, dict):
-            raise UserError(f"{path}: 'stages.{name}' must map flag names to values")
-        sections[name] = section or {}
-    checked = {name: {key: _coerce_known(key, value, path) for key, value in section.items()}
-               for name, section in sections.items()}
-    return {**checked[""], **checked.get(stage, {})}
-
-
-def _coerce_known(key: str, value: Any, path: str) -> Any:
-    """:func:`_coerce` for a key that must be a flag name."""
-    if key not in FIELDS:
-        raise UserError(f"{path}: unknown key '{key}' (expected flag names such as learning_rate)")
-    return _coerce(key, value, path)
-
-
-def resolve(flags: dict[str, Any]) -> RunArgs:
-    """Merge defaults, the task's YAML file and the given flags; validate the result."""
-    given = {k: v for k, v in flags.items() if v is not None and k in FIELDS}
-    if given.get("do_eval") and not given.get("do_train") and not given.get("stage") \
-            and not given.get("training_phase"):  # the reference's train_gate.py --do_eval: inference
-        given["stage"] = "infer"
-    if given.get("training_phase") and not given.get("stage"):
-        phase = given["training_phase"]
-        if phase not in TRAINING_PHASES:
-            raise UserError(f"--training_phase: unknown phase '{phase}'; expected one of: {', '.join(TRAINING_PHASES)}")
-        given["stage"] = TRAINING_PHASES[phase]
-    if not given.get("task"):
-        raise UserError("--task is required (e.g. --task rte)")
-    task = get_task(given["task"])
-    config_path = given.get("config") or os.path.join(CONFIG_DIR, f"{task.name}.yaml")
-    merged = load_yaml_defaults(config_path, given.get("stage"))
-    merged.update(given)
-    merged["task"] = task.name
-    merged["config"] = config_path
-    args = RunArgs(**merged)
-    validate(args)
-    return args
-
-
-def validate(args: RunArgs) -> None:
-    """Reject values no stage can run with, naming the flag."""
-    if args.stage not in STAGES:
-        raise UserError(f"--stage: expected one of {', '.join(STAGES)}, got '{args.stage}'")
-    for name in ("width_mult_list", "depth_mult_list", "width_mult", "depth_mult"):
-        values = getattr(args, name)
-        if not values and name.endswith("_list"):
-            raise UserError(f"--{name}: needs at least one value")
-        for value in values:
-            if not 0.0 < value <= 1.0:
-                raise UserError(f"--{name}: {value:g} is outside (0, 1]")
-    if args.model_type is not None and args.model_type.lower() != "bert":
-        raise UserError(f"--model_type {args.model_type}: only bert is supported (BertForSequenceClassification)")
-    if args.num_gates < 0:
-        raise UserError(f"--num_gates: must be 0 (one per layer) or positive, got {args.num_gates}")
-    if len(args.gate_setting) < 2 or args.gate_setting != sorted(set(args.gate_setting)) or \
-            not all(0.0 < w <= 1.0 for w in args.gate_setting):
-        raise UserError("--gate_setting: needs two or more increasing widths in (0, 1], got "
-                        + ",".join(f"{w:g}" for w in args.gate_setting))
-    if args.gate_class_weights and (len(args.gate_class_weights) != len(args.gate_setting)
-                                    or any(not w >= 0 for w in args.gate_class_weights)):
-        raise UserError(f"--gate_class_weights: needs one non-negative weight per --gate_setting width "
-                        f"({len(args.gate_setting)}), got " + ",".join(f"{w:g}" for w in args.gate_class_weights))
-    if args.gate_training not in GATE_TRAINING:
-        raise UserError(f"--gate_training: expected one of {', '.join(GATE_TRAINING)}, got '{args.gate_training}'")
-    if not 0.0 < args.gate_macs_target <= 1.0:
-        raise UserError(f"--gate_macs_target: a share of the full model's MACs, in (0, 1], got {args.gate_macs_target:g}")
-    if not args.gate_cost_weight >= 0:
-        raise UserError(f"--gate_cost_weight: must not be negative, got {args.gate_cost_weight:g}")
-    if not args.regression_tolerance >= 0:
-        raise UserError(f"--regression_tolerance: must not be negative, got {args.regression_tolerance:g}")
-    if not 0.0 < args.macs_budget <= 1.0:
-        raise UserError(f"--macs_budget: a share of the full model's MACs, in (0, 1], got {args.macs_budget:g}")
-    if any(not t > 0 for t in args.exit_thresholds):
-        raise UserError("--exit_thresholds: each must be positive (an input leaves when its entropy is below it), "
-                        "got " + ",".join(f"{t:g}" for t in args.exit_thresholds))
-    if args.fixed_gate is not None and not 0.0 < args.fixed_gate <= 1.0:
-        raise UserError(f"--fixed_gate: a width in (0, 1], got {args.fixed_gate:g}")
-    if args.format not in EXPORT_FORMATS:
-        raise UserError(f"--format: expected one of {', '.join(EXPORT_FORMATS)}, got '{args.format}'")
-    if args.depth_rule not in DEPTH_RULES:
-        raise UserError(f"--depth_rule: expected one of {', '.join(DEPTH_RULES)}, got '{args.depth_rule}'")
-    if args.pooling is not None and args.pooling not in POOLINGS:
-        raise UserError(f"--pooling: expected one of {', '.join(POOLINGS)}, got '{args.pooling}'")
-    if args.importance_data not in ("holdout", "dev"):
-        raise UserError(f"--importance_data: expected holdout or dev, got '{args.importance_data}'")
-    if not 0.0 < args.importance_holdout < 1.0:
-        raise UserError(f"--importance_holdout: must be in (0, 1), got {args.importance_holdout:g}")
-    if not 0.0 <= args.graft_alpha <= 1.0:
-        raise UserError(f"--graft_alpha: must be in [0, 1], got {args.graft_alpha:g}")
-    if not 0.0 < args.graft_fraction <= 0.5:
-        raise UserError(f"--graft_fraction: must be in (0, 0.5] (receivers and donors are disjoint halves), "
-                        f"got {args.graft_fraction:g}")
-    if args.num_threads < 0:
-        raise UserError(f"--num_threads: must be 0 (one per core) or positive, got {args.num_threads}")
-    for name in ("max_seq_length", "per_gpu_train_batch_size", "per_gpu_eval_batch_size", "logging_steps",
-                 "gradient_accumulation_steps"):
-        if getattr(args, name) <= 0:
-            raise UserError(f"--{name}: must be a positive integer, got {getattr(args, name)}")
-    if not 0 < args.num_train_epochs < float("inf") and not args.total_steps_override:  # also catches nan
-        raise UserError(f"--num_train_epochs: must be a positive number, got {args.num_train_epochs:g}")
-    for name in ("learning_rate", "max_grad_norm", "adam_epsilon"):
-        value = getattr(args, name)
-        if not value > 0 or value == float("inf"):  # also catches nan
-            raise UserError(f"--{name}: must be a positive number, got {value:g}")
-    if args.warmup_steps < 0 or args.weight_decay < 0 or args.weight_decay != args.weight_decay:
-        raise UserError(f"--warmup_steps/--weight_decay: must not be negative, got {args.warmup_steps}, "
-                        f"{args.weight_decay:g}")
-
-
 def task_data_dir(data_dir: Optional[str], dir_name: str) -> str:
     """``data_dir`` (--data_dir), or $GLUE_DIR/<TASK> (GLUE's folder name) when it is not given."""
     if data_dir:
@@ -462,38 +256,3 @@ def task_data_dir(data_dir: Optional[str], dir_name: str) -> str:
 def to_dict(args: RunArgs) -> dict[str, Any]:
     """JSON-ready copy of the flags (recorded in flexbert.json)."""
     return {name: value for name, value in dataclasses.asdict(args).items() if name in FIELDS}
-
-
-# Flags the reference needs and we accept so its command lines run, but which change nothing here.
-NO_EFFECT = {"model_type": "only BERT exists here", "do_train": "a training stage always trains",
-             "record_cpu_time": "latency is always measured", "record_gpu_time": "latency is always measured",
-             "evaluate_during_training": "a training stage always evaluates every --logging_steps",
-             "num_workers": "data is tokenised once, in-process",
-             "hidden_dropout_prob": "dropout comes from the model's config.json",
-             "attention_probs_dropout_prob": "dropout comes from the model's config.json"}
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, bool):
-        return ""
-    if isinstance(value, list):
-        return " " + ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
-    return f" {value:g}" if isinstance(value, float) else f" {value}"
-
-
-def no_effect_notes(args: RunArgs) -> list[str]:
-    """One line per accepted flag that changes nothing, for the stage to log (never silence)."""
-    notes = []
-    for name, why in NO_EFFECT.items():
-        value = getattr(args, name)
-        if value:
-            notes.append(f"--{name}{_shown(value)}: accepted for the reference's command lines, no effect ({why})")
-    defaults, running = RunArgs(), set(args.chain or (args.stage,))
-    for name, f in FIELDS.items():  # flags a stage does not read: set to anything but their default, a line
-        readers = f.metadata["stages"]
-        value = getattr(args, name)
-        if readers is None or running & set(readers) or value == getattr(defaults, name):
-            continue
-        who = f"the {args.stage} stage does not" if not args.chain else "no stage of --stage all does"
-        notes.append(f"--{name}{_shown(value)}: {who} use it (no effect)")
-    return notes

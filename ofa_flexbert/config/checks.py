@@ -1,0 +1,115 @@
+"""Checks of a resolved run: values no stage can run with (one-line errors naming the flag), and
+accepted flags that change nothing (one log line each, never silence)."""
+from __future__ import annotations
+
+from typing import Any
+
+from ofa_flexbert.engine.routes import DEPTH_RULES, POOLINGS
+from ofa_flexbert.errors import UserError
+
+from .args import EXPORT_FORMATS, FIELDS, GATE_TRAINING, STAGES, RunArgs
+
+
+def validate(args: RunArgs) -> None:
+    """Reject values no stage can run with, naming the flag."""
+    if args.stage not in STAGES:
+        raise UserError(f"--stage: expected one of {', '.join(STAGES)}, got '{args.stage}'")
+    for name in ("width_mult_list", "depth_mult_list", "width_mult", "depth_mult"):
+        values = getattr(args, name)
+        if not values and name.endswith("_list"):
+            raise UserError(f"--{name}: needs at least one value")
+        for value in values:
+            if not 0.0 < value <= 1.0:
+                raise UserError(f"--{name}: {value:g} is outside (0, 1]")
+    if args.model_type is not None and args.model_type.lower() != "bert":
+        raise UserError(f"--model_type {args.model_type}: only bert is supported (BertForSequenceClassification)")
+    if args.num_gates < 0:
+        raise UserError(f"--num_gates: must be 0 (one per layer) or positive, got {args.num_gates}")
+    if len(args.gate_setting) < 2 or args.gate_setting != sorted(set(args.gate_setting)) or \
+            not all(0.0 < w <= 1.0 for w in args.gate_setting):
+        raise UserError("--gate_setting: needs two or more increasing widths in (0, 1], got "
+                        + ",".join(f"{w:g}" for w in args.gate_setting))
+    if args.gate_class_weights and (len(args.gate_class_weights) != len(args.gate_setting)
+                                    or any(not w >= 0 for w in args.gate_class_weights)):
+        raise UserError(f"--gate_class_weights: needs one non-negative weight per --gate_setting width "
+                        f"({len(args.gate_setting)}), got " + ",".join(f"{w:g}" for w in args.gate_class_weights))
+    if args.gate_training not in GATE_TRAINING:
+        raise UserError(f"--gate_training: expected one of {', '.join(GATE_TRAINING)}, got '{args.gate_training}'")
+    if not 0.0 < args.gate_macs_target <= 1.0:
+        raise UserError(f"--gate_macs_target: a share of the full model's MACs, in (0, 1], got {args.gate_macs_target:g}")
+    if not args.gate_cost_weight >= 0:
+        raise UserError(f"--gate_cost_weight: must not be negative, got {args.gate_cost_weight:g}")
+    if not args.regression_tolerance >= 0:
+        raise UserError(f"--regression_tolerance: must not be negative, got {args.regression_tolerance:g}")
+    if not 0.0 < args.macs_budget <= 1.0:
+        raise UserError(f"--macs_budget: a share of the full model's MACs, in (0, 1], got {args.macs_budget:g}")
+    if any(not t > 0 for t in args.exit_thresholds):
+        raise UserError("--exit_thresholds: each must be positive (an input leaves when its entropy is below it), "
+                        "got " + ",".join(f"{t:g}" for t in args.exit_thresholds))
+    if args.fixed_gate is not None and not 0.0 < args.fixed_gate <= 1.0:
+        raise UserError(f"--fixed_gate: a width in (0, 1], got {args.fixed_gate:g}")
+    if args.format not in EXPORT_FORMATS:
+        raise UserError(f"--format: expected one of {', '.join(EXPORT_FORMATS)}, got '{args.format}'")
+    if args.depth_rule not in DEPTH_RULES:
+        raise UserError(f"--depth_rule: expected one of {', '.join(DEPTH_RULES)}, got '{args.depth_rule}'")
+    if args.pooling is not None and args.pooling not in POOLINGS:
+        raise UserError(f"--pooling: expected one of {', '.join(POOLINGS)}, got '{args.pooling}'")
+    if args.importance_data not in ("holdout", "dev"):
+        raise UserError(f"--importance_data: expected holdout or dev, got '{args.importance_data}'")
+    if not 0.0 < args.importance_holdout < 1.0:
+        raise UserError(f"--importance_holdout: must be in (0, 1), got {args.importance_holdout:g}")
+    if not 0.0 <= args.graft_alpha <= 1.0:
+        raise UserError(f"--graft_alpha: must be in [0, 1], got {args.graft_alpha:g}")
+    if not 0.0 < args.graft_fraction <= 0.5:
+        raise UserError(f"--graft_fraction: must be in (0, 0.5] (receivers and donors are disjoint halves), "
+                        f"got {args.graft_fraction:g}")
+    if args.num_threads < 0:
+        raise UserError(f"--num_threads: must be 0 (one per core) or positive, got {args.num_threads}")
+    for name in ("max_seq_length", "per_gpu_train_batch_size", "per_gpu_eval_batch_size", "logging_steps",
+                 "gradient_accumulation_steps"):
+        if getattr(args, name) <= 0:
+            raise UserError(f"--{name}: must be a positive integer, got {getattr(args, name)}")
+    if not 0 < args.num_train_epochs < float("inf") and not args.total_steps_override:  # also catches nan
+        raise UserError(f"--num_train_epochs: must be a positive number, got {args.num_train_epochs:g}")
+    for name in ("learning_rate", "max_grad_norm", "adam_epsilon"):
+        value = getattr(args, name)
+        if not value > 0 or value == float("inf"):  # also catches nan
+            raise UserError(f"--{name}: must be a positive number, got {value:g}")
+    if args.warmup_steps < 0 or args.weight_decay < 0 or args.weight_decay != args.weight_decay:
+        raise UserError(f"--warmup_steps/--weight_decay: must not be negative, got {args.warmup_steps}, "
+                        f"{args.weight_decay:g}")
+
+
+# Flags the reference needs and we accept so its command lines run, but which change nothing here.
+NO_EFFECT = {"model_type": "only BERT exists here", "do_train": "a training stage always trains",
+             "record_cpu_time": "latency is always measured", "record_gpu_time": "latency is always measured",
+             "evaluate_during_training": "a training stage always evaluates every --logging_steps",
+             "num_workers": "data is tokenised once, in-process",
+             "hidden_dropout_prob": "dropout comes from the model's config.json",
+             "attention_probs_dropout_prob": "dropout comes from the model's config.json"}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return ""
+    if isinstance(value, list):
+        return " " + ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return f" {value:g}" if isinstance(value, float) else f" {value}"
+
+
+def no_effect_notes(args: RunArgs) -> list[str]:
+    """One line per accepted flag that changes nothing, for the stage to log (never silence)."""
+    notes = []
+    for name, why in NO_EFFECT.items():
+        value = getattr(args, name)
+        if value:
+            notes.append(f"--{name}{_shown(value)}: accepted for the reference's command lines, no effect ({why})")
+    defaults, running = RunArgs(), set(args.chain or (args.stage,))
+    for name, f in FIELDS.items():  # flags a stage does not read: set to anything but their default, a line
+        readers = f.metadata["stages"]
+        value = getattr(args, name)
+        if readers is None or running & set(readers) or value == getattr(defaults, name):
+            continue
+        who = f"the {args.stage} stage does not" if not args.chain else "no stage of --stage all does"
+        notes.append(f"--{name}{_shown(value)}: {who} use it (no effect)")
+    return notes
