@@ -199,7 +199,7 @@ def test_gate_stage_refuses_a_gate_count_that_does_not_divide_the_layers(toy_wid
 @pytest.mark.slow
 def test_a_resumed_gate_run_equals_an_uninterrupted_one(toy_width_model, tmp_path, monkeypatch):
     from conftest import assert_same_checkpoint, run_interrupted
-    from ofa_flexbert.app.stages.gate import GateStrategy
+    from ofa_flexbert.app.stages.gate_targets import GateStrategy
 
     data_dir, width_dir = toy_width_model
     extra = ("--max_steps", "9", "--logging_steps", "3")

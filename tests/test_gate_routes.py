@@ -146,7 +146,7 @@ def test_the_macs_penalty_brings_the_gated_model_down_to_its_target(toy_routes):
 @pytest.mark.slow
 def test_a_resumed_route_run_equals_an_uninterrupted_one(toy_width_model, tmp_path, monkeypatch):
     from conftest import assert_same_checkpoint, run_interrupted
-    from ofa_flexbert.app.stages.gate import RouteGateStrategy
+    from ofa_flexbert.app.stages.gate_routes import RouteGateStrategy
 
     data_dir, width_dir = toy_width_model
     extra = ("--max_steps", "6", "--logging_steps", "3")

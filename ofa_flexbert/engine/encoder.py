@@ -25,10 +25,15 @@ and :func:`classifier_forward` from this module on PaddleNLP's classes; the tuto
 version (and ``paddleslim.nas.ofa.utils.nlp_utils``) has three defects we avoid:
 
 * it relies on ``nlp_utils`` patching ``paddle.nn.MultiHeadAttention`` globally, which drops
-  the 1/sqrt(d_head) scaling (docs/reference.md, Unscaled attention in nlp_utils) -- here attention is computed in this module
+  the 1/sqrt(d_head) scaling (docs/reference.md, Unscaled attention in nlp_utils) -- here attention is
+  computed in this module
   and no paddle class is touched;
 * its ``attention_mask=[None, None]`` default is a mutable list written into on every call;
 * it drops hidden states, so distillation had to rely on forward hooks.
+
+Its length (about 500 lines) is deliberate: the routed loop, attention at a width and the three
+installed forwards are one engine, and splitting them would put the patch targets
+(``patches/__init__.py`` names this module) and the loop they share in different files.
 """
 from __future__ import annotations
 
