@@ -26,8 +26,7 @@ version (and ``paddleslim.nas.ofa.utils.nlp_utils``) has three defects we avoid:
 
 * it relies on ``nlp_utils`` patching ``paddle.nn.MultiHeadAttention`` globally, which drops
   the 1/sqrt(d_head) scaling (docs/reference.md, Unscaled attention in nlp_utils) -- here attention is
-  computed in this module
-  and no paddle class is touched;
+  computed in this module and no paddle class is touched;
 * its ``attention_mask=[None, None]`` default is a mutable list written into on every call;
 * it drops hidden states, so distillation had to rely on forward hooks.
 
