@@ -27,22 +27,21 @@ import paddle
 
 from ofa_flexbert.engine.accounting import mean_macs, route_macs, sequence_lengths
 from ofa_flexbert.store.atomic import replace_dir, staging
-from ofa_flexbert.config import RunArgs, task_data_dir
+from ofa_flexbert.config import RunArgs
 from ofa_flexbert.adaptive.setting import Mode, Plan, read_inference_config
 from ofa_flexbert.app.console import quiet_native
-from ofa_flexbert.glue.data import encode, make_loader, read_split
 from ofa_flexbert.engine.encoder import classify
 from ofa_flexbert.errors import UserError
 from ofa_flexbert.deploy.graphs import ONNX_OPSET, save_onnx, save_static
 from ofa_flexbert.deploy.layout import MANIFEST, route_description, write_manifest
 from ofa_flexbert.deploy.narrow import parameter_count, shrink
 from ofa_flexbert.glue.metrics import compute_metrics
-from ofa_flexbert.store.models import load_model
 from ofa_flexbert.store.outputs import package_versions, recorded_depth_rule, write_export_results, write_run_info
 from ofa_flexbert.deploy.predictor import Predictor
 from ofa_flexbert.engine.routes import Route, subnet_tag
 from .begin import math_threads, start
 from .inputs import check_pooling
+from .preamble import decision_modules, dev_data, evaluation_model
 from ofa_flexbert.app.report import StageReport
 
 logger = logging.getLogger("ofa_flexbert")
@@ -156,7 +155,7 @@ def export_dynamic(args: RunArgs, task, tokenizer, setting: dict[str, Any], pool
     """A gated or early-exit setting into ``OUT/<mode>``: a graph per (layer, width), the backbone's other
     weights, gates and off-ramps; checked like a static export, routes included."""
     from ofa_flexbert.adaptive.runner import DynamicModel, depth_rule_for
-    from gate.io import load_gates, load_off_ramps, save_gates, save_off_ramps
+    from gate.io import save_gates, save_off_ramps
 
     from ofa_flexbert.deploy.graphs import save_backbone, save_layers
 
@@ -167,11 +166,8 @@ def export_dynamic(args: RunArgs, task, tokenizer, setting: dict[str, Any], pool
         return fresh_model(args, task, pooling)
 
     model = fresh()
-    gates = load_gates(args.model_dir) if plan.gated else None
-    ramps = load_off_ramps(args.model_dir) if plan.exits else None
-    if (plan.gated and gates is None) or (plan.exits and ramps is None):
-        raise UserError(f"--inference_config: {tag} needs the gates and off-ramps of --stage gate; "
-                        f"{args.model_dir} lacks them")
+    gates, ramps = decision_modules(args.model_dir, plan, f"--inference_config ({tag})",
+                                    f"--inference_config ({tag})")
     reference = DynamicModel(model, gates, ramps, plan, depth_rule_for(args.model_dir, plan))
     expected, routes = run_dynamic(reference, batches)
     config = model.bert.config
@@ -232,10 +228,7 @@ def check_dynamic(args: RunArgs, export_dir: str, manifest: dict[str, Any], task
 
 def fresh_model(args: RunArgs, task, pooling: str):
     """A fresh load of --model_dir in eval mode with its pooling: every export narrows a model of its own."""
-    model = load_model(args.model_dir, task.num_labels, require_classifier=True)
-    model.bert.config.pooling = pooling
-    model.eval()
-    return model
+    return evaluation_model(args.model_dir, task, pooling)
 
 
 def run_dynamic(runner, batches: list) -> tuple[np.ndarray, list]:
@@ -315,12 +308,10 @@ def run(args: RunArgs) -> StageReport:
     pooling = check_pooling(args)
     rule = recorded_depth_rule(args.model_dir) or "prefix"
     started = time.time()
-    examples = read_split(task, task_data_dir(args.data_dir, task.dir_name), task.dev_splits[0])
-    dataset = encode(examples, task, tokenizer, args.max_seq_length)
-    loader = make_loader(dataset, tokenizer, args.per_gpu_eval_batch_size)
-    batches, lengths = _batches(loader), sequence_lengths(loader)
-    labels = np.array([row["labels"] for row in dataset])
-    text_pair = any(ex.text_b is not None for ex in examples)
+    dev = dev_data(args, task, tokenizer)
+    batches, lengths = _batches(dev.loader), sequence_lengths(dev.loader)
+    labels = np.array([row["labels"] for row in dev.dataset])
+    text_pair = dev.pairs
     if setting:
         exports = [export_dynamic(args, task, tokenizer, setting, pooling, rule, batches, labels, lengths, text_pair)]
     else:

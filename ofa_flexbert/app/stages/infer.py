@@ -22,18 +22,17 @@ import paddle
 
 from ofa_flexbert.adaptive.runner import DynamicModel, depth_rule_for
 from ofa_flexbert.adaptive.setting import MODES, Mode, Plan, read_inference_config
-from gate.io import load_gates, load_off_ramps
 
 from ofa_flexbert.engine.accounting import mean_macs, sequence_lengths
-from ofa_flexbert.config import RunArgs, task_data_dir
-from ofa_flexbert.glue.data import encode, make_loader, read_split
+from ofa_flexbert.config import RunArgs
+from ofa_flexbert.glue.data import make_loader
 from ofa_flexbert.errors import UserError
 from ofa_flexbert.glue.metrics import compute_metrics, predictions
-from ofa_flexbert.store.models import load_model
 from ofa_flexbert.store.outputs import write_infer_results, write_run_info
 from ofa_flexbert.engine.routes import Route
 from .begin import start
 from .inputs import check_pooling
+from .preamble import decision_modules, dev_data, evaluation_model
 from ofa_flexbert.app.report import StageReport
 
 logger = logging.getLogger("ofa_flexbert")
@@ -103,20 +102,11 @@ def run(args: RunArgs) -> StageReport:
     plan = plan_of(args)
     if plan.exits and task.is_regression:
         raise UserError(f"--early_exit: exits use a classifier's entropy; {task.name} is a regression task")
-    model = load_model(args.model_dir, task.num_labels, require_classifier=True)
-    model.bert.config.pooling = check_pooling(args)
-    model.eval()
-    gates = load_gates(args.model_dir) if plan.gated else None
-    if plan.gated and gates is None:
-        raise UserError(f"--{plan.mode}: {args.model_dir} has no gates (gates.json); run --stage gate first")
-    ramps = load_off_ramps(args.model_dir) if plan.exits else None
-    if plan.exits and (ramps is None or not ramps.layers):
-        raise UserError(f"--early_exit: {args.model_dir} has no off-ramps (off_ramps.json); run --stage gate first")
+    model = evaluation_model(args.model_dir, task, check_pooling(args))
+    gates, ramps = decision_modules(args.model_dir, plan, f"--{plan.mode}", "--early_exit")
     dynamic = DynamicModel(model, gates, ramps, plan, depth_rule_for(args.model_dir, plan))
-    split = task.dev_splits[0]
-    examples = read_split(task, task_data_dir(args.data_dir, task.dir_name), split)
-    dataset = encode(examples, task, tokenizer, args.max_seq_length)
-    loader = make_loader(dataset, tokenizer, args.per_gpu_eval_batch_size)
+    dev = dev_data(args, task, tokenizer)
+    split, dataset, loader = dev.split, dev.dataset, dev.loader
     lengths = sequence_lengths(loader)
     started = time.time()
     logits, routes = [], []

@@ -33,22 +33,20 @@ from tqdm import tqdm
 
 from ofa_flexbert.adaptive.runner import DynamicModel
 from ofa_flexbert.adaptive.setting import Mode, Plan, entry_of
-from gate.io import load_gates, load_off_ramps
 from gate.modules import FeatureRecorder
 from gate.ramps import entropy
 
 from ofa_flexbert.app import plots
 from ofa_flexbert.engine.accounting import sequence_lengths, subnet_macs
-from ofa_flexbert.config import RunArgs, task_data_dir
-from ofa_flexbert.glue.data import encode, make_loader, read_split
+from ofa_flexbert.config import RunArgs
 from ofa_flexbert.glue.tasks import TaskSpec
 from ofa_flexbert.glue.metrics import compute_metrics
-from ofa_flexbert.store.models import load_model
 from ofa_flexbert.store.outputs import PARETO_PLOT, recorded_depth_rule, write_run_info, write_search_results
 from ofa_flexbert.engine.routes import Route
 from ofa_flexbert.adaptive.tradeoff import best_under_budget, default_thresholds, exit_steps, pareto_front, split_halves, width_maps
 from .begin import start
 from .inputs import check_pooling
+from .preamble import dev_data, evaluation_model, optional_decision_modules
 from ofa_flexbert.app.report import StageReport
 
 logger = logging.getLogger("ofa_flexbert")
@@ -153,10 +151,8 @@ def run(args: RunArgs) -> StageReport:
     """``--stage search``: sweep, keep the Pareto front, write the best setting under --macs_budget."""
     started = time.time()
     task, tokenizer = start(args)
-    model = load_model(args.model_dir, task.num_labels, require_classifier=True)
-    model.bert.config.pooling = check_pooling(args)
-    model.eval()
-    gates, ramps = load_gates(args.model_dir), load_off_ramps(args.model_dir)
+    model = evaluation_model(args.model_dir, task, check_pooling(args))
+    gates, ramps = optional_decision_modules(args.model_dir)
     rule = recorded_depth_rule(args.model_dir) or "prefix"
     can_exit = ramps is not None and bool(ramps.layers) and not task.is_regression and rule == "prefix"
     if not can_exit:
@@ -165,10 +161,8 @@ def run(args: RunArgs) -> StageReport:
         logger.info(f"search {task.name}: no early exit ({why})")
     if gates is None:
         logger.info(f"search {task.name}: no gates (gates.json) in {args.model_dir}: static and d-dynamic only")
-    split = task.dev_splits[0]
-    dataset = encode(read_split(task, task_data_dir(args.data_dir, task.dir_name), split), task, tokenizer,
-                     args.max_seq_length)
-    loader = make_loader(dataset, tokenizer, args.per_gpu_eval_batch_size)
+    dev = dev_data(args, task, tokenizer)
+    split, dataset, loader = dev.split, dev.dataset, dev.loader
     lengths = sequence_lengths(loader)
     labels = np.array([row["labels"] for row in dataset])
     search_idx, held_idx = split_halves(labels, args.seed, stratify=not task.is_regression)
