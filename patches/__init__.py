@@ -4,7 +4,7 @@ Why a package of its own: the stack we build on (paddleslim 2.6.0, paddlenlp 2.8
 defects with no fixed release (see docs/reference.md, Which patch handles which).
 Each fix lives here, is applied explicitly with :func:`apply` and undone with
 :func:`restore` (exporting a static graph wants the stock forwards back), and has a test
-in ``tests/test_patches.py`` that fails without it.
+in ``tests/stack/test_patches.py`` that fails without it.
 
 The patches:
 

@@ -1,4 +1,4 @@
-"""The CLI under ``paddle.distributed.launch``, for tests/test_distributed.py; dumps this rank's weights.
+"""The CLI under ``paddle.distributed.launch``, for tests/train/test_distributed.py; dumps this rank's weights.
 
     python -m paddle.distributed.launch --nproc_per_node 2 tests/dp_worker.py DUMP_DIR MODE CLI-ARGS...
 

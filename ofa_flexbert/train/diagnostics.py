@@ -24,7 +24,7 @@ from ofa_flexbert.engine.routes import depth_layers
 # Below this share of the full-depth [CLS] spread, a subnet's classifier input barely depends on
 # the input.  MiniLM's prefix subnets measure 0.0013 (3 of 6 layers) and 0.011 (4 layers), its
 # every-other ones 0.51 and 0.079 (bench/depth_diagnosis.py); a randomly initialised tiny BERT about
-# 0.5 at a quarter of its layers (tests/test_diagnostics.py).
+# 0.5 at a quarter of its layers (tests/train/test_diagnostics.py).
 SPREAD_WARNING_SHARE = 0.05
 # Dev inputs the check looks at (whole batches): enough for a stable standard deviation, and a
 # few seconds of forwards.

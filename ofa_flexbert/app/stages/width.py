@@ -88,7 +88,7 @@ def shared_importance(ofa: FlexOFA, loader, task: TaskSpec):
     Importance is a sum over batches, so under data parallel each rank runs its share of the
     batches and the ranks' sums are added (the single-process value up to summation order).
     Its backward runs on the plain model, not through the DataParallel wrapper, so no gradient
-    is all-reduced and the ranks may run different numbers of batches (tests/test_distributed.py:
+    is all-reduced and the ranks may run different numbers of batches (tests/train/test_distributed.py:
     with one importance batch, rank 1 runs none).
     """
     batches = (batch for _, batch in distributed.shard_batches(loader))

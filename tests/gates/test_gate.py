@@ -214,7 +214,7 @@ def test_a_resumed_gate_run_equals_an_uninterrupted_one(toy_width_model, tmp_pat
 
 @pytest.mark.slow
 def test_gate_stage_on_two_ranks_shares_the_target_pass_and_keeps_the_ranks_identical(toy_width_model, tmp_path):
-    from test_distributed import launch
+    from launcher import launch
 
     data_dir, width_dir = toy_width_model
     argv = gate_argv(data_dir, width_dir, tmp_path / "dp", "--max_steps", "6", "--logging_steps", "3")

@@ -5,17 +5,15 @@ trained weights.  The single-process references run the same CLI in this process
 """
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import paddle
 import pytest
 
-from conftest import ROOT, stage_argv, vdl_scalars, without_dropout
+from conftest import stage_argv, vdl_scalars, without_dropout
+from launcher import launch
 from ofa_flexbert.app.cli import main
 
-WORKER = os.path.join(ROOT, "tests", "dp_worker.py")
 # Adam's first step moves a weight by lr * g / (|g| + eps): with the default eps (1e-8) a gradient
 # that is float noise (~1e-9) could still move its weight by a tenth of lr, in either direction.
 # A larger eps damps such weights, so two computations of one step agree to float precision.
@@ -43,21 +41,6 @@ def equal_length_task(data_dir, out):
     shutil.copy(os.path.join(data_dir, "dev.tsv"), os.path.join(out, "dev.tsv"))
     assert len(kept) > 64
     return str(out)
-
-
-def launch(tmp_path, name, mode, argv, expect_rc=0):
-    """Run ``argv`` (CLI flags) on 2 gloo ranks; return ``[rank0 weights, rank1 weights]``."""
-    dump, logs = tmp_path / f"{name}.dump", tmp_path / f"{name}.logs"
-    env = dict(os.environ)
-    proc = subprocess.run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
-                           "--log_dir", str(logs), WORKER, str(dump), mode, *argv],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    if proc.returncode != expect_rc:
-        worker_logs = "".join((logs / f).read_text()[-3000:] for f in sorted(os.listdir(logs)) if f.startswith("workerlog"))
-        pytest.fail(f"launch exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}\n{worker_logs}")
-    if expect_rc:
-        return None
-    return [dict(np.load(dump / f"rank{r}.npz")) for r in (0, 1)]
 
 
 def eval_rows(dump, kind="eval_rows"):

@@ -175,7 +175,7 @@ def test_bad_route_training_flags_get_one_line(toy_width_model, tmp_path, capsys
 def test_route_training_on_two_ranks_keeps_the_ranks_identical(toy_width_model, tmp_path):
     """The relaxed gated model runs through the DataParallel wrapper, so the ranks' gradients are
     averaged; without it (the control) each rank's gates follow their own shard."""
-    from test_distributed import launch
+    from launcher import launch
 
     data_dir, width_dir = toy_width_model
     argv = route_argv(data_dir, width_dir, tmp_path / "dp", "--max_steps", "4", "--logging_steps", "2")

@@ -15,7 +15,7 @@ from ofa_flexbert.train.diagnostics import pooled_spread
 from ofa_flexbert.store.hf_import import convert_hf_checkpoint
 from ofa_flexbert.store.models import load_model
 from ofa_flexbert.app.cli import main
-from test_models import HF_CONFIG, INPUT_IDS, TOKEN_TYPES, write_hf_checkpoint
+from hf_checkpoints import HF_CONFIG, INPUT_IDS, TOKEN_TYPES, write_hf_checkpoint
 
 
 @pytest.fixture
