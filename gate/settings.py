@@ -6,7 +6,7 @@ without loading a model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 
 def divisors(n: int) -> list[int]:
@@ -70,10 +70,6 @@ class GateSettings:
     def from_json(cls, data: dict[str, Any]) -> "GateSettings":
         return cls(int(data["num_gates"]), int(data["num_layers"]), tuple(float(w) for w in data["gate_setting"]),
                    tuple(float(w) for w in data["class_widths"]))
-
-    def with_class_widths(self, widths: Sequence[float]) -> "GateSettings":
-        """The same gates, mapping their classes to other widths (an inference-time choice)."""
-        return GateSettings(self.num_gates, self.num_layers, self.gate_setting, tuple(float(w) for w in widths))
 
 
 def gate_macs(settings: GateSettings, hidden: int, length: int, pooling: str, layers_run: int = 0) -> int:

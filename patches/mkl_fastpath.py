@@ -61,33 +61,33 @@ class Machine:
 
 
 @dataclass(frozen=True)
-class Plan:
+class FastPath:
     """``action`` is 'interpose', 'env' or 'none'; ``reason`` completes the log line."""
 
     action: str
     reason: str
 
 
-def plan(machine: Machine, environ: Mapping[str, str]) -> Plan:
+def choose_fast_path(machine: Machine, environ: Mapping[str, str]) -> FastPath:
     """The way to take on ``machine`` (pure: tests feed it machines this one is not)."""
     if environ.get(SWITCH, "1").strip() == "0":
-        return Plan("none", f"off ({SWITCH}=0)")
+        return FastPath("none", f"off ({SWITCH}=0)")
     if machine.arch.lower() not in ("x86_64", "amd64"):
-        return Plan("none", f"not needed ({machine.arch} CPU)")
+        return FastPath("none", f"not needed ({machine.arch} CPU)")
     if machine.vendor == "GenuineIntel":
-        return Plan("none", "not needed (Intel CPU: MKL takes its fast path itself)")
+        return FastPath("none", "not needed (Intel CPU: MKL takes its fast path itself)")
     if not machine.vendor:
-        return Plan("none", "left alone (CPU vendor unknown)")
+        return FastPath("none", "left alone (CPU vendor unknown)")
     if machine.mkl is None:
-        return Plan("none", "not needed (this paddle build has no MKL)")
+        return FastPath("none", "not needed (this paddle build has no MKL)")
     if machine.mkl_loaded:
-        return Plan("none", "NOT applied: paddle had run math before ofa_flexbert/patches was imported; "
+        return FastPath("none", "NOT applied: paddle had run math before ofa_flexbert/patches was imported; "
                             f"import it first for full CPU speed ({machine.vendor} CPU)")
     if machine.system == "Linux":
-        return Plan("interpose", machine.vendor)
+        return FastPath("interpose", machine.vendor)
     if machine.avx2:
-        return Plan("env", machine.vendor)
-    return Plan("none", f"left alone ({machine.vendor} CPU without AVX2)")
+        return FastPath("env", machine.vendor)
+    return FastPath("none", f"left alone ({machine.vendor} CPU without AVX2)")
 
 
 def cpu_vendor_and_avx2(system: str) -> tuple[str, bool]:
@@ -217,7 +217,7 @@ def install(environ: Optional[Mapping[str, str]] = None) -> str:
         return status
     _installed = True
     machine = this_machine()
-    chosen = plan(machine, os.environ if environ is None else environ)
+    chosen = choose_fast_path(machine, os.environ if environ is None else environ)
     if chosen.action == "interpose":
         done, why = interpose()
         if done:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from patches import mkl_fastpath
-from patches.mkl_fastpath import Machine, plan
+from patches.mkl_fastpath import Machine, choose_fast_path
 
 MKL = "/opt/paddle/libs/libmklml_intel.so"
 
@@ -39,11 +39,11 @@ def machine(**changes) -> Machine:
     ({"system": "Windows", "arch": "AMD64", "avx2": False}, {}, "none", "left alone (AuthenticAMD CPU without AVX2)"),
 ])
 def test_plan_per_machine(changes, environ, action, reason):
-    assert plan(machine(**changes), environ) == mkl_fastpath.Plan(action, reason)
+    assert choose_fast_path(machine(**changes), environ) == mkl_fastpath.FastPath(action, reason)
 
 
 def test_plan_refuses_once_mkl_is_loaded():
-    chosen = plan(machine(mkl_loaded=True), {})
+    chosen = choose_fast_path(machine(mkl_loaded=True), {})
     assert chosen.action == "none" and chosen.reason.startswith("NOT applied: paddle had run math before")
 
 
@@ -63,7 +63,7 @@ def test_cache_folder_must_be_private(tmp_path, monkeypatch):
 
 HERE = mkl_fastpath.this_machine()
 needs_amd_mkl = pytest.mark.skipif(
-    plan(dataclasses.replace(HERE, mkl_loaded=False), {}).action != "interpose",
+    choose_fast_path(dataclasses.replace(HERE, mkl_loaded=False), {}).action != "interpose",
     reason="the fast path is only taken on Linux x86-64 CPUs not made by Intel, with paddle's MKL")
 
 PROBE = r"""
