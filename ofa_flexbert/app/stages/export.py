@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -107,9 +108,26 @@ def _batches(loader) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(batch["input_ids"].numpy(), batch["token_type_ids"].numpy()) for batch in loader]
 
 
-def export_one(args: RunArgs, task, tokenizer, width: float, depth: float, pooling: str, rule: str,
-               batches: list, labels: np.ndarray, lengths: list[int], text_pair: bool) -> dict[str, Any]:
+@dataclass
+class ExportJob:
+    """What every export of one run shares: the flags, the task and its tokenizer, the model's pooling
+    and depth rule, and dev as the checks read it (batches of ids, labels, lengths, pairs or not)."""
+
+    args: RunArgs
+    task: Any
+    tokenizer: Any
+    pooling: str
+    rule: str
+    batches: list
+    labels: np.ndarray
+    lengths: list[int]
+    text_pair: bool
+
+
+def export_one(job: ExportJob, width: float, depth: float) -> dict[str, Any]:
     """Export one subnet into ``OUT/<tag>``; return its manifest.  Nothing is moved into place unless it passes."""
+    args, task, tokenizer, pooling, rule = job.args, job.task, job.tokenizer, job.pooling, job.rule
+    batches, labels, lengths, text_pair = job.batches, job.labels, job.lengths, job.text_pair
     tag = subnet_tag(width, depth)
     model = fresh_model(args, task, pooling)
     config = model.bert.config
@@ -150,14 +168,16 @@ def export_one(args: RunArgs, task, tokenizer, width: float, depth: float, pooli
     return manifest
 
 
-def export_dynamic(args: RunArgs, task, tokenizer, setting: dict[str, Any], pooling: str, rule: str,
-                   batches: list, labels: np.ndarray, lengths: list[int], text_pair: bool) -> dict[str, Any]:
+def export_dynamic(job: ExportJob, setting: dict[str, Any]) -> dict[str, Any]:
     """A gated or early-exit setting into ``OUT/<mode>``: a graph per (layer, width), the backbone's other
     weights, gates and off-ramps; checked like a static export, routes included."""
-    from ofa_flexbert.adaptive.runner import DynamicModel, depth_rule_for
     from gate.io import save_gates, save_off_ramps
 
+    from ofa_flexbert.adaptive.runner import DynamicModel, depth_rule_for
     from ofa_flexbert.deploy.graphs import save_backbone, save_layers
+
+    args, task, tokenizer, pooling, rule = job.args, job.task, job.tokenizer, job.pooling, job.rule
+    batches, labels, lengths, text_pair = job.batches, job.labels, job.lengths, job.text_pair
 
     tag = setting["mode"]
     plan = Plan.from_entry(setting)
@@ -309,14 +329,9 @@ def run(args: RunArgs) -> StageReport:
     rule = recorded_depth_rule(args.model_dir) or "prefix"
     started = time.time()
     dev = dev_data(args, task, tokenizer)
-    batches, lengths = _batches(dev.loader), sequence_lengths(dev.loader)
-    labels = np.array([row["labels"] for row in dev.dataset])
-    text_pair = dev.pairs
-    if setting:
-        exports = [export_dynamic(args, task, tokenizer, setting, pooling, rule, batches, labels, lengths, text_pair)]
-    else:
-        exports = [export_one(args, task, tokenizer, w, d, pooling, rule, batches, labels, lengths, text_pair)
-                   for w, d in subnets]
+    job = ExportJob(args, task, tokenizer, pooling, rule, _batches(dev.loader),
+                    np.array([row["labels"] for row in dev.dataset]), sequence_lengths(dev.loader), dev.pairs)
+    exports = [export_dynamic(job, setting)] if setting else [export_one(job, w, d) for w, d in subnets]
     rows = [{"tag": m["tag"], "path": os.path.join(args.output_dir, m["tag"]),
              "width_mult": m.get("width_mult"), "depth_mult": m.get("depth_mult"),
              "parameters": m["parameters"], "parameter_share": m["parameters"] / m["full_parameters"],
