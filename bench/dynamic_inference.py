@@ -21,7 +21,7 @@ import sys
 
 from benchlib import atomic_write, run
 
-from ofa_flexbert.app.stages.search import describe, settings_entry_of  # noqa: E402  -- the stage's own reading
+from ofa_flexbert.adaptive.setting import Plan, entry_of  # noqa: E402  -- the stage's own reading
 from ofa_flexbert.adaptive.tradeoff import best_under_budget  # noqa: E402  -- the stage's own rule
 
 
@@ -58,7 +58,7 @@ def infer(task: str, gate_dir: str, out: str, row: dict, extra: list[str]) -> di
     """``--stage infer`` of one setting (via an inference config file, as a user would); its summary."""
     os.makedirs(out, exist_ok=True)
     config = os.path.join(out, "setting.json")
-    atomic_write(config, json.dumps({task: settings_entry_of(row)}) + "\n")
+    atomic_write(config, json.dumps({task: entry_of(row)}) + "\n")
     stage(task, "infer", gate_dir, out, ["--inference_config", config, *extra])
     return load(os.path.join(out, "infer_results.json"))
 
@@ -111,7 +111,7 @@ def main() -> None:
                 continue
             name = f"infer-b{budget:g}-{mode or 'any'}"
             summary = infer(args.task, gate_dir, os.path.join(args.out, name), row, args.extra)
-            lines.append(f"| {budget:.0%} | {mode or '**chosen**'} | {describe(row)} | {row['held_out']['metric']:.4f} "
+            lines.append(f"| {budget:.0%} | {mode or '**chosen**'} | {Plan.from_entry(row).describe()} | {row['held_out']['metric']:.4f} "
                          f"| {row['held_out']['macs_share']:.0%} | {summary['metrics'][metric]:.4f} | "
                          f"{summary['macs_share']:.0%} | {summary['mean_layers']:.2f} | "
                          f"{summary['latency_ms_batch1_median']:.2f} | {summary['throughput_per_s_batch32']:.0f} |")

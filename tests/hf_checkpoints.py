@@ -6,7 +6,6 @@ import os
 import numpy as np
 from safetensors.numpy import save_file
 
-import numpy_bert  # noqa: F401  -- the same reference the importers use
 
 
 WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "ran", "fast", "slow", "big", "small", "red",
@@ -106,3 +105,10 @@ def write_hf_checkpoint(path, config=None, weights=None, tokenizer_config=None):
         with open(os.path.join(path, "tokenizer_config.json"), "w") as f:
             json.dump(tokenizer_config, f)
     return str(path), weights
+
+
+def bare_config() -> dict:
+    """HF_CONFIG as a bare ``BertModel`` (no classifier), the layout of sentence-transformers checkpoints."""
+    config = dict(HF_CONFIG, architectures=["BertModel"])
+    del config["id2label"], config["label2id"]
+    return config

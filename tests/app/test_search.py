@@ -8,7 +8,7 @@ import pytest
 from conftest import stage_argv
 from ofa_flexbert.adaptive.tradeoff import (best_under_budget, default_thresholds, exit_steps, pareto_front, split_halves,
                                    width_maps)
-from ofa_flexbert.app.stages.search import settings_entry_of
+from ofa_flexbert.adaptive.setting import entry_of
 from ofa_flexbert.app.cli import main
 
 pytestmark = pytest.mark.usefixtures("patched")
@@ -70,11 +70,11 @@ def test_search_writes_a_front_whose_chosen_setting_infer_reproduces(toy_gated, 
     assert chosen["search"]["macs_share"] <= 0.8 and chosen["front"]
     assert all(r["search"]["metric"] <= chosen["search"]["metric"] for r in rows if r["search"]["macs_share"] <= 0.8)
     config = json.loads((out / "inference_config.json").read_text())
-    assert config == {"sst-2": settings_entry_of(chosen)}
+    assert config == {"sst-2": entry_of(chosen)}
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for i, row in enumerate([chosen] + [r for r in rows if r["mode"] == "wd_dynamic" and r["exit_threshold"] == 0.3][:1]):
         path = tmp_path / f"config{i}.json"
-        path.write_text(json.dumps({"sst-2": settings_entry_of(row)}))
+        path.write_text(json.dumps({"sst-2": entry_of(row)}))
         assert main(stage_argv("infer", data_dir, gates, tmp_path / f"infer{i}", "--inference_config", str(path))) == 0
         summary = json.loads((tmp_path / f"infer{i}" / "infer_results.json").read_text())
         assert summary["metrics"] == pytest.approx(row["dev"]["metrics"], abs=1e-12)

@@ -15,7 +15,7 @@ import pytest
 from safetensors.numpy import save_file
 
 import numpy_bert
-from hf_checkpoints import HF_CONFIG, INPUT_IDS, TOKEN_TYPES, VOCAB, hf_weights, write_hf_checkpoint
+from hf_checkpoints import HF_CONFIG, INPUT_IDS, TOKEN_TYPES, VOCAB, bare_config, hf_weights, write_hf_checkpoint
 from ofa_flexbert.errors import UserError
 from ofa_flexbert.store.hf_import import convert_hf_checkpoint
 from ofa_flexbert.store.models import check_model_dir, load_model, load_tokenizer, save_model
@@ -75,8 +75,7 @@ def test_convert_sequence_classification_checkpoint_matches_numpy(tmp_path):
 
 
 def test_convert_bare_bertmodel_checkpoint_matches_numpy(tmp_path):
-    config = dict(HF_CONFIG, architectures=["BertModel"])
-    del config["id2label"], config["label2id"]
+    config = bare_config()
     hf_dir, weights = write_hf_checkpoint(tmp_path / "hf", config=config)
     assert not any(k.startswith(("bert.", "classifier.")) for k in weights)  # sentence-transformers style
     out = str(tmp_path / "paddle")
@@ -107,8 +106,7 @@ def test_convert_records_the_pooling_of_a_sentence_transformers_checkpoint(tmp_p
 
     from ofa_flexbert.store.models import recorded_pooling
 
-    config = dict(HF_CONFIG, architectures=["BertModel"])
-    del config["id2label"], config["label2id"]
+    config = bare_config()
     hf_dir, _ = write_hf_checkpoint(tmp_path / "hf", config=config)
     if modes is not None:
         with open(os.path.join(hf_dir, "modules.json"), "w") as f:
@@ -124,6 +122,16 @@ def test_convert_records_the_pooling_of_a_sentence_transformers_checkpoint(tmp_p
     with open(os.path.join(out, "config.json")) as f:
         assert json.load(f).get("pooling") == (recorded if modes is not None and not warned else None)
     assert any("pooling_mode_max_tokens is not supported" in r.getMessage() for r in caplog.records) is warned
+
+
+def test_convert_refuses_a_modules_json_that_is_not_a_list_of_modules(tmp_path):
+    hf_dir, _ = write_hf_checkpoint(tmp_path / "hf", config=bare_config())
+    with open(os.path.join(hf_dir, "modules.json"), "w") as f:
+        f.write('{"idx": 0}')
+    with pytest.raises(UserError) as info:
+        convert_hf_checkpoint(hf_dir, str(tmp_path / "paddle"))
+    assert str(info.value) == f"--hf_dir {hf_dir}: modules.json must hold a JSON list, got dict"
+    assert not os.path.exists(tmp_path / "paddle")  # nothing written
 
 
 def test_convert_sharded_checkpoint_with_legacy_layernorm_names(tmp_path):

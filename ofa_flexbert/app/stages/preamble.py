@@ -3,7 +3,7 @@ itself, and the gates and off-ramps a setting needs (or a one-line refusal)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from gate.io import load_gates, load_off_ramps
 
@@ -57,7 +57,3 @@ def decision_modules(model_dir: str, plan: Plan, gates_flag: str, ramps_flag: st
         raise UserError(f"{ramps_flag}: {model_dir} has no off-ramps (off_ramps.json); run --stage gate first")
     return gates, ramps
 
-
-def optional_decision_modules(model_dir: str) -> tuple[Optional[Any], Optional[Any]]:
-    """(gates, off-ramps) of ``model_dir``, each None where it has none (the search tries what there is)."""
-    return load_gates(model_dir), load_off_ramps(model_dir)

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from ofa_flexbert.adaptive.runner import DynamicModel
 from ofa_flexbert.adaptive.setting import Mode, Plan, entry_of
+from gate.io import load_gates, load_off_ramps
 from gate.modules import FeatureRecorder
 from gate.ramps import entropy
 
@@ -46,7 +47,7 @@ from ofa_flexbert.engine.routes import Route
 from ofa_flexbert.adaptive.tradeoff import best_under_budget, default_thresholds, exit_steps, pareto_front, split_halves, width_maps
 from .begin import start
 from .inputs import check_pooling
-from .preamble import dev_data, evaluation_model, optional_decision_modules
+from .preamble import dev_data, evaluation_model
 from ofa_flexbert.app.report import StageReport
 
 logger = logging.getLogger("ofa_flexbert")
@@ -152,7 +153,7 @@ def run(args: RunArgs) -> StageReport:
     started = time.time()
     task, tokenizer = start(args)
     model = evaluation_model(args.model_dir, task, check_pooling(args))
-    gates, ramps = optional_decision_modules(args.model_dir)
+    gates, ramps = load_gates(args.model_dir), load_off_ramps(args.model_dir)  # the search tries what there is
     rule = recorded_depth_rule(args.model_dir) or "prefix"
     can_exit = ramps is not None and bool(ramps.layers) and not task.is_regression and rule == "prefix"
     if not can_exit:
@@ -206,7 +207,7 @@ def finish_search(args: RunArgs, task: TaskSpec, rows: list[dict[str, Any]], siz
                              args.macs_budget)
     summary = {"task": task.name, "split": split, "parts": sizes, "seed": args.seed, "metric": task.primary_metric,
                "macs_budget": args.macs_budget, "best": best, "seconds": round(seconds, 1), "points": rows}
-    write_search_results(args.output_dir, summary, None if best is None else {task.name: settings_entry_of(rows[best])})
+    write_search_results(args.output_dir, summary, None if best is None else {task.name: entry_of(rows[best])})
     plots.pareto(rows, best, os.path.join(args.output_dir, PARETO_PLOT),
                  f"{task.name}: held-out half of {split} ({sizes['held_out']} inputs)", task.primary_metric)
     log_fronts(args.output_dir, rows)
@@ -217,25 +218,15 @@ def finish_search(args: RunArgs, task: TaskSpec, rows: list[dict[str, Any]], siz
     else:
         chosen = rows[best]
         logger.info(f"search {task.name}: best under {args.macs_budget:.0%} of the full model's MACs: "
-                    f"{describe(chosen)}: held-out {task.primary_metric} {chosen['held_out']['metric']:.4f} at "
+                    f"{Plan.from_entry(chosen).describe()}: held-out {task.primary_metric} {chosen['held_out']['metric']:.4f} at "
                     f"{chosen['held_out']['macs_share']:.0%}; {os.path.join(args.output_dir, 'inference_config.json')}")
-    write_run_info(args, task.name, {"complete": True, "best": settings_entry_of(rows[best]) if best is not None else None})
+    write_run_info(args, task.name, {"complete": True, "best": entry_of(rows[best]) if best is not None else None})
     gated = None
     if best is not None:
         gated = {"metrics": rows[best]["held_out"]["metrics"], "macs_share": rows[best]["held_out"]["macs_share"],
                  "label": rows[best]["mode"], "depth": rows[best]["depth_mult"]}
     return StageReport("search", task.name, args.output_dir, task.primary_metric, seconds=seconds, gated=gated,
                        front=[r for r in rows if r["front"]])
-
-
-def settings_entry_of(row: dict[str, Any]) -> dict[str, Any]:
-    """The --inference_config entry of a search_results.json row."""
-    return entry_of(row)
-
-
-def describe(row: dict[str, Any]) -> str:
-    """``wd_dynamic 0.25,0.5,0.75,1 t=0.2`` -- a search_results.json row's setting in one short phrase."""
-    return Plan.from_entry(row).describe()
 
 
 def log_fronts(output_dir: str, rows: list[dict[str, Any]]) -> None:
