@@ -1,6 +1,7 @@
 """What the benchmark scripts share: running the CLI as a user would, atomic result files, plots."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from ofa_flexbert.store.atomic import write_text as atomic_write  # noqa: E402,F401  -- re-exported
 from ofa_flexbert.app.plots import axes, save  # noqa: E402,F401  -- re-exported
+from ofa_flexbert.store.outputs import RUN_INFO  # noqa: E402
 
 
 def run_side_by_side(jobs: list[tuple[list[str], str]]) -> None:
@@ -36,3 +38,25 @@ def run(cmd: list[str], log_path: str, append: bool = False) -> float:
     if code != 0:
         sys.exit(f"failed ({code}): {' '.join(cmd)}; see {log_path}")
     return time.time() - start
+
+
+def load(path: str) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def complete(output_dir: str) -> bool:
+    path = os.path.join(output_dir, RUN_INFO)
+    return os.path.exists(path) and bool(load(path).get("complete"))
+
+
+def stage(task: str, name: str, model_dir: str, out: str, extra: list[str]) -> None:
+    """Run one stage unless its output is complete (resumed if it left a checkpoint)."""
+    if complete(out):
+        return
+    cmd = [sys.executable, "run_ofa_glue.py", "--task", task, "--stage", name, "--model_dir", model_dir,
+           "--output_dir", out, *extra]
+    if os.path.exists(os.path.join(out, "checkpoint")):
+        cmd.append("--resume")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    run(cmd, out.rstrip("/") + ".log", append=True)

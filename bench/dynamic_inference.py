@@ -17,34 +17,11 @@ import argparse
 import json
 import os
 import shutil
-import sys
 
-from benchlib import atomic_write, run
+from benchlib import atomic_write, load, stage
 
 from ofa_flexbert.adaptive.setting import Plan, entry_of  # noqa: E402  -- the stage's own reading
 from ofa_flexbert.adaptive.tradeoff import best_under_budget  # noqa: E402  -- the stage's own rule
-
-
-def load(path: str) -> dict:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
-
-
-def complete(output_dir: str) -> bool:
-    path = os.path.join(output_dir, "flexbert.json")
-    return os.path.exists(path) and bool(load(path).get("complete"))
-
-
-def stage(task: str, name: str, model_dir: str, out: str, extra: list[str]) -> None:
-    """Run one stage unless its output is complete (resumed if it left a checkpoint)."""
-    if complete(out):
-        return
-    cmd = [sys.executable, "run_ofa_glue.py", "--task", task, "--stage", name, "--model_dir", model_dir,
-           "--output_dir", out, *extra]
-    if os.path.exists(os.path.join(out, "checkpoint")):
-        cmd.append("--resume")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    run(cmd, out.rstrip("/") + ".log", append=True)
 
 
 def chosen(points: list[dict], budget: float, mode: str | None = None) -> dict | None:

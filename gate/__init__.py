@@ -12,7 +12,9 @@ Modules, one job each:
 
 * :mod:`gate.settings` -- where the gates sit, what their classes mean, their MACs (pure, no paddle);
 * :mod:`gate.modules` -- the gate MLPs, what they read, and the router hook;
-* :mod:`gate.targets` -- each input's target class: the smallest width that gets it right;
+* :mod:`gate.targets` -- each input's target class: the smallest width that gets it right (or agrees
+  with the widest);
+* :mod:`gate.diagnostics` -- whether gates route by input: copying, perfect gates, random routes;
 * :mod:`gate.loss` -- class weights, the Gumbel-softmax loss and its temperature schedule; route
   training's distillation and MACs hinge;
 * :mod:`gate.relaxed` -- straight-through routing, for gates trained on the routes they take;

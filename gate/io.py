@@ -57,6 +57,7 @@ def load_gates(model_dir: str, flag: str = "--model_dir") -> Optional[Gates]:
     if missing:
         raise UserError(f"{where}: {WEIGHTS} lacks {sorted(missing)[0]}")
     gates.set_state_dict(state)
+    gates.record = {k: v for k, v in data.items() if k.startswith("gate_") or k == "class_weights"}
     return gates
 
 

@@ -3,8 +3,9 @@
 The reference's loss, per width pass k: ``λ_k / (G·B) · Σ_{g,b} −log max(p_g[b, t_b], 1e−6) ·
 [t_b = k]`` with ``p_g`` a Gumbel-softmax of gate g's logits on the features of width k.
 Since a row only counts in the pass of its own target's width, each gate is evaluated once
-per row, on the features of that width (:func:`target_features`): the same value at a
-K-th of the cost.
+per row, on the features of that width (:func:`training_rows` with ``target``): the same value
+at a K-th of the cost.  The default here (``all_widths``) evaluates it on every width's features
+instead, each with the row's target, so the width carries no information about the target.
 
 Class weights: the reference hard-codes a table per task with no recipe.  Here they come
 from the training targets with scikit-learn's ``balanced`` rule, n / (K · n_k), over the
@@ -55,23 +56,30 @@ def temperature(step: int, total_steps: int) -> float:
     return max(TAU_MIN, math.exp(-rate * (step // TAU_PERIOD) * TAU_PERIOD))
 
 
-def target_features(features: Sequence[Sequence[paddle.Tensor]], targets: np.ndarray) -> list[paddle.Tensor]:
-    """Per gate g, [B, H]: row b's features at the width its target names (``features[t_b][g][b]``)."""
-    targets = np.asarray(targets, dtype="int64")
-    gates = len(features[0])
-    out = []
-    for g in range(gates):
-        stacked = paddle.stack([features[k][g] for k in range(len(features))], axis=0)  # [K, B, H]
-        index = paddle.to_tensor(np.stack([targets, np.arange(len(targets))], axis=1))
-        out.append(paddle.gather_nd(stacked, index))
-    return out
+def training_rows(features: np.ndarray, targets: np.ndarray, which: str) -> tuple[np.ndarray, np.ndarray]:
+    """(features [M, G, H], targets [M]): the rows each gate's loss reads, from ``features`` [B, K, G, H]
+    (what gate g reads at each --gate_setting width) and ``targets`` [B].
+
+    ``which`` (--gate_features): ``target`` -- the reference's, row b at its target's width only
+    (M = B); ``all_widths`` -- row b at every width, each copy with b's target (M = B·K, copy k of
+    row b at b·K + k).  Why all widths: under ``target`` the width that produced a vector names the
+    target, so a gate can score by recognising the width; at inference it then sees the width the
+    previous gate chose and copies that choice (docs/decisions.md, "Gates that copy each other").
+    """
+    features, targets = np.asarray(features), np.asarray(targets, dtype="int64")
+    if which == "target":
+        return features[np.arange(len(targets)), targets], targets
+    if which == "all_widths":
+        batch, classes = features.shape[:2]
+        return features.reshape((batch * classes,) + features.shape[2:]), np.repeat(targets, classes)
+    raise ValueError(f"--gate_features: expected all_widths or target, got '{which}'")
 
 
 def gate_loss(logits: Sequence[paddle.Tensor], targets: np.ndarray, weights: np.ndarray,
               tau: Optional[float]) -> paddle.Tensor:
     """The weighted gate loss over all gates; ``tau`` None: no Gumbel noise (model selection).
 
-    ``logits[g]`` [B, K] are gate g's on the features of each row's target width.
+    ``logits[g]`` [M, K] are gate g's on the rows of :func:`training_rows`; ``targets`` [M] theirs.
     """
     targets_t = paddle.to_tensor(np.asarray(targets, dtype="int64"))
     row_weights = paddle.to_tensor(np.asarray(weights, dtype="float32")[np.asarray(targets, dtype="int64")])

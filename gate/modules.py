@@ -41,6 +41,7 @@ class Gates(paddle.nn.Layer):
         super().__init__()
         self.settings = settings
         self.hidden = hidden
+        self.record: dict = {}  # how they were trained, as gates.json says (gate_training, gate_target, ...)
         self.gates = paddle.nn.LayerList([WidthGate(hidden, settings.num_classes) for _ in range(settings.num_gates)])
 
     def forward(self, features: Sequence[paddle.Tensor]) -> list[paddle.Tensor]:
@@ -83,11 +84,13 @@ class GateRouter:
     """The between-layers hook of width-dynamic inference: each gate's argmax sets the next block's width.
 
     ``decisions[g]`` records, per original batch row, the class gate g chose (-1: the row had
-    left before gate g).
+    left before gate g).  With ``replay`` [G, batch_size] the gates do not run: row b takes class
+    ``replay[g, b]`` at gate g (the random-gates ablation deals the gated model's routes out so).
     """
 
-    def __init__(self, gates: Gates, config, batch_size: int, class_widths: Optional[Sequence[float]] = None):
-        self.gates, self.settings = gates, gates.settings
+    def __init__(self, gates: Gates, config, batch_size: int, class_widths: Optional[Sequence[float]] = None,
+                 replay: Optional[np.ndarray] = None):
+        self.gates, self.settings, self.replay = gates, gates.settings, replay
         widths = self.settings.class_widths if class_widths is None else class_widths
         self.widths: list[Width] = [config_width(config, w) for w in widths]
         self.steps = self.settings.gate_steps()
@@ -97,6 +100,9 @@ class GateRouter:
         if state.step not in self.steps:
             return
         g = self.steps.index(state.step)
-        classes = self.gates.gates[g](gate_input(state)).argmax(axis=-1).numpy()
+        if self.replay is not None:
+            classes = np.asarray(self.replay[g])[state.rows]
+        else:
+            classes = self.gates.gates[g](gate_input(state)).argmax(axis=-1).numpy()
         self.decisions[g, state.rows] = classes
         state.set_widths([self.widths[int(c)] for c in classes], self.settings.layers_per_gate)

@@ -1,4 +1,12 @@
-"""Each input's gate target: the smallest width in --gate_setting whose uniform subnet gets it right.
+"""Each input's gate target: the smallest width in --gate_setting whose uniform subnet is good enough.
+
+Two rules (``--gate_target``): ``correct`` (the reference's) -- the smallest width that gets the
+input right, else the widest; ``agree`` -- the smallest width whose prediction agrees with the
+widest width's.  Why ``agree``: under ``correct`` an input that every width gets wrong is a
+"needs the widest" example, though no width helps it, and an input that only a narrow width gets
+right (by luck) asks for that width; a gate cannot learn either from the input.  Agreement with
+the full model is a property of the input the gates can see, and perfect gates then keep the
+full model's predictions exactly.
 
 Computed in eval mode without gradients.  The reference computes targets in train mode, so
 dropout makes a sample's target change from one epoch to the next (flexible-bert-method.md
@@ -19,9 +27,9 @@ from .modules import FeatureRecorder
 from .settings import GateSettings
 
 
-def smallest_correct(correct: np.ndarray) -> np.ndarray:
-    """[B] target classes from ``correct`` [K, B] (width k got row b right): the first k that is
-    right, else the last class ("needs the widest")."""
+def smallest_enough(correct: np.ndarray) -> np.ndarray:
+    """[B] target classes from ``correct`` [K, B] (width k is good enough for row b): the first k
+    that is, else the last class ("needs the widest")."""
     correct = np.asarray(correct, dtype=bool)
     classes = correct.shape[0]
     right = correct[:-1]
@@ -35,17 +43,32 @@ def is_correct(task: TaskSpec, logits: np.ndarray, labels: np.ndarray, tolerance
     return logits.argmax(axis=-1) == labels.reshape(-1)
 
 
-def width_passes(model, batch: dict, settings: GateSettings, task: TaskSpec,
-                 tolerance: float = 0.0) -> tuple[np.ndarray, list[list[paddle.Tensor]], list[np.ndarray]]:
+def good_enough(task: TaskSpec, logits: list[np.ndarray], labels: np.ndarray, tolerance: float,
+                rule: str) -> np.ndarray:
+    """[K, B]: class k's uniform subnet is good enough for row b under ``rule`` (--gate_target):
+    right (``correct``), or predicting what the widest width predicts (``agree``; regression: within
+    ``tolerance`` of its score)."""
+    if rule == "correct":
+        return np.stack([is_correct(task, l, labels, tolerance) for l in logits])
+    if rule == "agree":
+        widest = logits[-1]
+        reference = widest.reshape(-1) if task.is_regression else widest.argmax(axis=-1)
+        return np.stack([is_correct(task, l, reference, tolerance) for l in logits])
+    raise ValueError(f"--gate_target: expected correct or agree, got '{rule}'")
+
+
+def width_passes(model, batch: dict, settings: GateSettings, task: TaskSpec, tolerance: float = 0.0,
+                 rule: str = "correct") -> tuple[np.ndarray, list[list[paddle.Tensor]], list[np.ndarray]]:
     """One eval-mode, no-gradient forward per width of --gate_setting, at full depth.
 
-    Returns ``(targets [B], features, logits)`` where ``features[k][g]`` [B, H] is what gate g
-    reads when every layer runs at ``gate_setting[k]`` -- the features the reference trains the
-    gates on (docs/reference.md, Gate loss) -- and ``logits[k]`` that uniform subnet's logits.
+    Returns ``(targets [B], features, logits)`` where ``targets`` follow ``rule``
+    (:func:`good_enough`), ``features[k][g]`` [B, H] is what gate g reads when every layer runs
+    at ``gate_setting[k]`` (the reference trains gate g on ``features[target][g]``, docs/reference.md,
+    Gate loss) and ``logits[k]`` is that uniform subnet's logits.
     """
     was_training = model.training
     model.eval()
-    correct, features, logits = [], [], []
+    features, logits = [], []
     try:
         with paddle.no_grad():
             for width in settings.gate_setting:
@@ -53,12 +76,12 @@ def width_passes(model, batch: dict, settings: GateSettings, task: TaskSpec,
                 out = classify(model, batch["input_ids"], batch["token_type_ids"],
                                Route.uniform(model.bert.config, width), hook=recorder)
                 logits.append(out.logits.numpy())
-                correct.append(is_correct(task, logits[-1], batch["labels"].numpy(), tolerance))
                 features.append(recorder.features)
     finally:
         if was_training:
             model.train()
-    return smallest_correct(np.stack(correct)), features, logits
+    targets = smallest_enough(good_enough(task, logits, batch["labels"].numpy(), tolerance, rule))
+    return targets, features, logits
 
 
 def distribution(targets: np.ndarray, classes: int) -> list[float]:

@@ -1,4 +1,5 @@
-"""Adaptive inference: an inference setting run on a backbone with its gates and off-ramps
-(``runner``) and the search's pure accuracy-cost rules (``tradeoff``).  The gates and off-ramps
-themselves live in the top-level ``gate/`` package.
+"""Adaptive inference: an inference setting (``setting``) run on a backbone with its gates and
+off-ramps (``runner``), the confidence cascade of static subnets (``cascade``) and the search's pure
+accuracy-cost rules (``tradeoff``).  The gates and off-ramps themselves live in the top-level
+``gate/`` package.
 """

@@ -5,7 +5,8 @@ dynamic predictor all run a mode the same way -- the gates (:class:`GateRouter`)
 exit check (:class:`ExitCheck`) retires inputs, both hooks of the routed encoder's one forward
 (``encoder.classify``), in the reference's order (the exit check first) -- and count each input's
 cost the same way.  The backbone may be the trained dygraph model or one whose encoder layers
-run on Paddle Inference (``ofa_flexbert.deploy.dynamic_predictor``).
+run on Paddle Inference (``ofa_flexbert.deploy.dynamic_predictor``).  A cascade plan runs its
+static subnets in turn (``adaptive.cascade``), each a call of the same forward.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from gate.modules import GateRouter
 from gate.ramps import ExitCheck, chain, exit_check_macs
 from gate.settings import gate_macs
 
-from .setting import Plan
+from .cascade import CascadeRun, run_cascade
+from .setting import Mode, Plan
 
 
 class DynamicModel:
@@ -35,6 +37,8 @@ class DynamicModel:
         self.pooling = pooling_of(model.bert)
         start_width = plan.fixed_gate or (1.0 if plan.gated else plan.widths[0])
         self.route = Route.uniform(self.config, start_width, plan.depth_mult, depth_rule)
+        self.stages = [Route.uniform(self.config, w, d, depth_rule) for w, d in plan.stages] \
+            if plan.mode is Mode.CASCADE else []
         if plan.gated and len(plan.widths) != gates.settings.num_classes:
             raise UserError(f"--width_mult_list: the gates have {gates.settings.num_classes} classes, so it needs "
                             f"{gates.settings.num_classes} widths, got {len(plan.widths)}")
@@ -44,6 +48,9 @@ class DynamicModel:
 
         ``first``: a hook run before the plan's own at every step (``--stage search`` records
         the off-ramps' predictions with it)."""
+        if self.stages:
+            return run_cascade(self.model, batch, self.stages, self.plan.thresholds, self.plan.normalized_entropy,
+                               self.model.bert.pad_token_id)
         rows = int(batch["input_ids"].shape[0])
         router = GateRouter(self.gates, self.config, rows, self.plan.widths) if self.plan.gated else None
         check = None
@@ -56,8 +63,11 @@ class DynamicModel:
                            exit_heads=self.ramps.heads() if self.plan.exits else None)
         return out.logits.numpy(), out.routes
 
-    def macs(self, route: Route, length: int) -> int:
-        """Everything one input of ``length`` tokens ran on ``route``: layers, head, gates, exit checks."""
+    def macs(self, route: Route | CascadeRun, length: int) -> int:
+        """Everything one input of ``length`` tokens ran on ``route``: layers, head, gates, exit checks;
+        in a cascade, every subnet it ran (the entropy of C logits is not counted)."""
+        if isinstance(route, CascadeRun):
+            return sum(route_macs(self.config, r, length) for r in route.routes)
         run = len(route.executed)
         total = route_macs(self.config, route, length)
         if self.plan.gated:

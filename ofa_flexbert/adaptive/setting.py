@@ -1,4 +1,5 @@
-"""An inference setting: which mode runs, class k -> width, the depth and the exit rule (pure, no framework).
+"""An inference setting: which mode runs, class k -> width, the depth, the exit rule, a cascade's
+subnets and thresholds (pure, no framework).
 
 Why one module: the same record is given as flags (``--w_dynamic --width_mult_list ...``), written by
 ``--stage search`` as an ``--inference_config`` entry, read by ``--stage infer`` and ``--stage
@@ -19,12 +20,14 @@ from ofa_flexbert.errors import UserError
 
 
 class Mode(str, Enum):
-    """The four inference modes (the reference's flag names).  A ``str``: JSON files hold the plain name."""
+    """The inference modes: the reference's four and the confidence cascade.  A ``str``: JSON files
+    hold the plain name."""
 
     STATIC = "static"          # one subnet for every input
     W_DYNAMIC = "w_dynamic"    # gates pick each block's width per input
     D_DYNAMIC = "d_dynamic"    # one width; inputs leave early at the off-ramps
     WD_DYNAMIC = "wd_dynamic"  # both
+    CASCADE = "cascade"        # static subnets in turn; a confident input stops (adaptive/cascade.py)
 
     def __str__(self) -> str:  # the name users type, in messages and f-strings alike
         return self.value
@@ -49,13 +52,19 @@ class Mode(str, Enum):
 
 MODES = tuple(m.value for m in Mode)
 # The keys of an --inference_config entry: the flags that make a setting (the reference's file format).
-ENTRY_KEYS = ("mode", "width_mult_list", "depth_mult", "early_exit", "exit_threshold", "normalized_entropy")
+ENTRY_KEYS = ("mode", "width_mult_list", "depth_mult", "early_exit", "exit_threshold", "normalized_entropy",
+              "cascade_depths", "cascade_thresholds")
 
 
 @dataclass(frozen=True)
 class Plan:
     """What runs: the mode, class k -> width (one width for a static or d-dynamic plan), the depth,
-    the exit rule, and --fixed_gate (every gate decision replaced by this width; gates do not run)."""
+    the exit rule, and --fixed_gate (every gate decision replaced by this width; gates do not run).
+
+    A cascade's ``widths`` are its subnets' widths in the order they run, ``depths`` their depths
+    (one each) and ``thresholds`` the entropy below which an input stops after subnet s (one per
+    subnet but the last); ``normalized_entropy`` applies to them as to exits.
+    """
 
     mode: Mode
     widths: tuple[float, ...]
@@ -64,10 +73,25 @@ class Plan:
     exit_threshold: float = 0.0
     normalized_entropy: bool = False
     fixed_gate: Optional[float] = None
+    depths: tuple[float, ...] = ()
+    thresholds: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", Mode(self.mode))
         object.__setattr__(self, "widths", tuple(float(w) for w in self.widths))
+        object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
+        if self.mode is Mode.CASCADE:
+            depths = self.depths or (1.0,) * len(self.widths)
+            object.__setattr__(self, "depths", tuple(float(d) for d in depths))
+            if len(self.widths) < 2 or len(self.depths) != len(self.widths) or len(self.thresholds) != len(self.widths) - 1:
+                raise ValueError(f"a cascade needs two or more subnets, one depth each and one threshold between two: "
+                                 f"got {len(self.widths)} widths, {len(self.depths)} depths, "
+                                 f"{len(self.thresholds)} thresholds")
+
+    @property
+    def stages(self) -> list[tuple[float, float]]:
+        """A cascade's subnets, (width, depth), in the order they run."""
+        return list(zip(self.widths, self.depths))
 
     @property
     def gated(self) -> bool:
@@ -88,18 +112,27 @@ class Plan:
         return cls(mode=entry["mode"], widths=tuple(entry["width_mult_list"]),
                    depth_mult=float(entry.get("depth_mult", 1.0)), early_exit=bool(entry.get("early_exit", False)),
                    exit_threshold=float(entry.get("exit_threshold", 0.0)),
-                   normalized_entropy=bool(entry.get("normalized_entropy", False)))
+                   normalized_entropy=bool(entry.get("normalized_entropy", False)),
+                   depths=tuple(entry.get("cascade_depths", ())), thresholds=tuple(entry.get("cascade_thresholds", ())))
 
     def to_entry(self) -> dict[str, Any]:
-        """The --inference_config entry of this plan: the exit rule only when inputs exit."""
+        """The --inference_config entry of this plan: the exit rule only when inputs exit, a cascade's
+        depths and thresholds only for a cascade."""
         entry: dict[str, Any] = {"mode": self.mode.value, "width_mult_list": list(self.widths),
                                  "depth_mult": self.depth_mult, "early_exit": self.exits}
         if self.exits:
             entry.update(exit_threshold=self.exit_threshold, normalized_entropy=self.normalized_entropy)
+        if self.mode is Mode.CASCADE:
+            entry.update(cascade_depths=list(self.depths), cascade_thresholds=list(self.thresholds),
+                         normalized_entropy=self.normalized_entropy)
         return entry
 
     def describe(self) -> str:
-        """``wd_dynamic 0.25,0.5,0.75,1 t=0.2`` -- the setting in one short phrase."""
+        """``wd_dynamic 0.25,0.5,0.75,1 t=0.2``, ``cascade 0.25,0.5d0.75,1 t=0.3,0.2`` -- the setting in
+        one short phrase."""
+        if self.mode is Mode.CASCADE:
+            return (f"{self.mode} " + ",".join(f"{w:g}" + (f"d{d:g}" if d != 1.0 else "") for w, d in self.stages)
+                    + " t=" + ",".join(f"{t:g}" for t in self.thresholds))
         text = f"{self.mode} " + ",".join(f"{w:g}" for w in self.widths)
         if self.depth_mult != 1.0:
             text += f" d{self.depth_mult:g}"
@@ -132,6 +165,10 @@ def read_inference_config(path: str, task: str) -> dict[str, Any]:
     if entry.get("mode") not in MODES:
         raise UserError(f"--inference_config {path}: {task}: mode must be one of {', '.join(MODES)}, "
                         f"got {entry.get('mode')!r}")
+    try:
+        Plan.from_entry(entry)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"--inference_config {path}: {task}: not a setting ({exc})") from None
     return entry
 
 

@@ -85,3 +85,67 @@ def best_under_budget(costs: Sequence[float], values: Sequence[float], budget: f
     if not fits:
         return None
     return min(fits, key=lambda i: (-values[i], costs[i], i))
+
+
+def cascade_chains(costs: Sequence[float], lengths: Sequence[int] = (2, 3)) -> list[tuple[int, ...]]:
+    """Every chain of ``lengths`` subnets (indices into ``costs``) whose costs strictly increase: the
+    confidence cascades the search tries.  A cheaper subnet after a dearer one would pay twice for
+    less, so no other order is worth trying."""
+    order = sorted(range(len(costs)), key=lambda i: (costs[i], i))
+    chains = []
+    for n in lengths:
+        for chain in itertools.combinations(order, n):
+            if all(costs[a] < costs[b] for a, b in zip(chain, chain[1:])):
+                chains.append(chain)
+    return chains
+
+
+def cascade_answers(entropies: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+    """Per input, the cascade stage that answers it: the first stage s < S-1 whose prediction entropy is
+    strictly below ``thresholds[s]``, else the last (S-1).
+
+    ``entropies`` [S, N]: each stage's entropy on each input; ``thresholds``: S-1 values.  The
+    cascade's own rule (``adaptive.cascade.run_cascade``), so a recorded pass per stage replays
+    any thresholds.
+    """
+    entropies = np.asarray(entropies)
+    stages = entropies.shape[0]
+    if len(thresholds) != stages - 1:
+        raise ValueError(f"a cascade of {stages} subnets needs {stages - 1} thresholds, got {len(thresholds)}")
+    sure = entropies[:-1] < np.asarray(thresholds, dtype="float64")[:, None]
+    return np.where(sure.any(axis=0), sure.argmax(axis=0), stages - 1)
+
+
+def upper_hull(costs: Sequence[float], values: Sequence[float]) -> list[tuple[float, float]]:
+    """The upper convex hull of the points (cost, value), cheapest first, as its corner points.
+
+    Why: mixing two static subnets at random (a share of the inputs to each) reaches any point on
+    the segment between them, so the static subnets "at equal cost" are this hull, not the points
+    alone; a dynamic setting gains only what it scores above it (:func:`hull_value`).
+    """
+    best: dict[float, float] = {}
+    for c, v in zip(costs, values):
+        best[float(c)] = max(float(v), best.get(float(c), -math.inf))
+    hull: list[tuple[float, float]] = []
+    for point in sorted(best.items()):
+        while len(hull) >= 2:
+            (c1, v1), (c2, v2) = hull[-2], hull[-1]
+            # drop the middle point if it lies on or below the segment from hull[-2] to the new point
+            if (v2 - v1) * (point[0] - c1) <= (point[1] - v1) * (c2 - c1):
+                hull.pop()
+            else:
+                break
+        hull.append(point)
+    # past the best point the hull is flat: spending more on a static subnet never has to score less
+    top = max(range(len(hull)), key=lambda i: (hull[i][1], -i))
+    return hull[:top + 1]
+
+
+def hull_value(hull: Sequence[tuple[float, float]], cost: float) -> Optional[float]:
+    """The hull's value at ``cost``: linear between corners, flat past the best; None below the cheapest."""
+    if not hull or cost < hull[0][0]:
+        return None
+    for (c1, v1), (c2, v2) in zip(hull, hull[1:]):
+        if cost <= c2:
+            return v1 + (v2 - v1) * (cost - c1) / (c2 - c1)
+    return hull[-1][1]

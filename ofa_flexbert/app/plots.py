@@ -13,7 +13,8 @@ from ofa_flexbert.store.atomic import write_bytes
 
 # how each inference mode is drawn on a trade-off plot, in legend order: (colour, marker, joined by a line)
 MODE_STYLE = {Mode.STATIC: ("0.45", "s", False), Mode.D_DYNAMIC: ("tab:blue", "o", True),
-              Mode.W_DYNAMIC: ("tab:orange", "^", True), Mode.WD_DYNAMIC: ("tab:green", "D", True)}
+              Mode.W_DYNAMIC: ("tab:orange", "^", True), Mode.WD_DYNAMIC: ("tab:green", "D", True),
+              Mode.CASCADE: ("tab:purple", "v", True)}
 
 
 def axes(xlabel: str, ylabel: str, title: str):
@@ -47,12 +48,13 @@ def save(fig, ax, path: str, legend_outside: bool = False) -> None:
     write_bytes(path, buffer.getvalue())
 
 
-def pareto(rows: Sequence[dict[str, Any]], best: Optional[int], path: str, title: str, metric: str) -> None:
+def pareto(rows: Sequence[dict[str, Any]], best: Optional[int], path: str, title: str, metric: str,
+           oracle: Optional[dict[str, Any]] = None) -> None:
     """The search stage's figure: held-out metric against the share of the full model's MACs.
 
     Every static subnet is drawn; of the dynamic modes, each mode's front (chosen on the search
     half, ``mode_front``), joined in order of cost.  The setting written as the inference config
-    is starred.
+    is starred; perfect gates (``oracle``), a ceiling rather than a setting, are a hollow marker.
     """
     fig, ax = axes("MACs (share of the full model)", f"{metric} (held-out half)", title)
     for mode, (colour, marker, joined) in MODE_STYLE.items():
@@ -62,6 +64,9 @@ def pareto(rows: Sequence[dict[str, Any]], best: Optional[int], path: str, title
             xs, ys = zip(*points)
             ax.plot(xs, ys, marker=marker, color=colour, label=mode.label, linestyle="-" if joined else "none",
                     markersize=4)
+    if oracle is not None:
+        ax.plot([oracle["held_out"]["macs_share"]], [oracle["held_out"]["metric"]], marker="o", markersize=8,
+                markerfacecolor="none", color="black", linestyle="none", label="perfect gates (ceiling)")
     if best is not None:
         chosen = rows[best]["held_out"]
         ax.plot([chosen["macs_share"]], [chosen["metric"]], marker="*", color="red", markersize=12, linestyle="none",

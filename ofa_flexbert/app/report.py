@@ -16,7 +16,8 @@ class StageReport:
     """What a stage tells the CLI (and the demo) when it finishes; :meth:`tables` are what it prints.
 
     Each stage fills the fields it has: a training stage its subnets' results; the gate, infer and
-    search stages the routed model's row (``gated``: metrics, MACs share, label, depth); search its
+    search stages the routed model's row (``gated``: metrics, MACs share, label, depth) and the gate
+    stage the rows it is judged against (``baselines``: random routes, perfect gates); search its
     front; export its subnets; the demo the sentences its predictor labelled.
     """
 
@@ -28,6 +29,7 @@ class StageReport:
     best_step: Optional[int] = None
     seconds: float = 0.0
     gated: Optional[dict[str, Any]] = None
+    baselines: list[dict[str, Any]] = field(default_factory=list)
     front: list[dict[str, Any]] = field(default_factory=list)
     exports: list[dict[str, Any]] = field(default_factory=list)
     samples: list[tuple[str, str, float]] = field(default_factory=list)
@@ -88,12 +90,12 @@ def results_table(reports: list[StageReport]) -> str:
             rows.append((report.stage, report.task, f"{result.width_mult:g}", f"{result.depth_mult:g}", report.metric,
                          f"{result.metrics[report.metric]:.4f}", share, others or "-", step,
                          f"{report.seconds:.1f}"))
-        gated = report.gated
-        if gated:  # the gate stage: the model whose gates pick each input's widths
-            share = f"{gated['macs_share']:.0%}"
-            others = ", ".join(f"{k}={v:.4f}" for k, v in gated["metrics"].items() if k != report.metric)
-            rows.append((report.stage, report.task, gated.get("label", "gated"), f"{gated.get('depth', 1):g}", report.metric,
-                         f"{gated['metrics'][report.metric]:.4f}", share, others or "-", step,
+        for routed in ([report.gated] if report.gated else []) + report.baselines:
+            # the model whose gates pick each input's widths, then what the gate stage judges it against
+            share = f"{routed['macs_share']:.0%}"
+            others = ", ".join(f"{k}={v:.4f}" for k, v in routed["metrics"].items() if k != report.metric)
+            rows.append((report.stage, report.task, routed.get("label", "gated"), f"{routed.get('depth', 1):g}",
+                         report.metric, f"{routed['metrics'][report.metric]:.4f}", share, others or "-", step,
                          f"{report.seconds:.1f}"))
     return _table(header, rows) if rows else ""
 

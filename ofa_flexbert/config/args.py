@@ -16,6 +16,8 @@ from ofa_flexbert.errors import UserError
 
 EXPORT_FORMATS = ("paddle", "onnx")
 GATE_TRAINING = ("targets", "routes")  # what --stage gate trains the gates on (stages/gate.py)
+GATE_TARGETS = ("correct", "agree")  # an input's target width (gate/targets.py)
+GATE_FEATURES = ("all_widths", "target")  # the features target training shows each gate (stages/gate_targets.py)
 STAGES = ("finetune", "width", "depth", "final", "gate", "infer", "search", "export", "all")
 # The reference's --training_phase values, mapped to our stages.  Its "finetuning" phase
 # runs the final-fine-tuning code path (docs/reference.md, Final fine-tuning), so it maps to "final".
@@ -38,11 +40,14 @@ def _flag(help: str, default: Any = None, aliases: tuple[str, ...] = (), group: 
 
     ``group``: its section of --help; ``stages``: the stages that read it (None: every stage) -- given
     to another stage it gets a "no effect" line; ``fingerprint``: part of the resume fingerprint (a
-    resumed run must agree on it to end where the uninterrupted run ends).
+    resumed run must agree on it to end where the uninterrupted run ends); ``legacy``: for a
+    fingerprinted flag added with a default that changes behaviour, what checkpoints written before
+    it existed ran with (:data:`UNRECORDED`).
     """
     assert group in HELP_GROUPS, group
     factory = extra.pop("default_factory", None)
-    meta = {"help": help, "aliases": aliases, "group": group, "stages": stages, "fingerprint": fingerprint}
+    meta = {"help": help, "aliases": aliases, "group": group, "stages": stages, "fingerprint": fingerprint,
+            "legacy": extra.pop("legacy", None)}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -153,6 +158,15 @@ class RunArgs:
                                "smallest correct width, on features at that width) or routes (distil the full "
                                "model through the routes the gates take, straight-through Gumbel, with a MACs "
                                "penalty; see docs/design.md)", "targets", group="gates", stages=("gate",), fingerprint=True)
+    gate_target: str = _flag("gate stage: an input's target class: correct (the reference: the smallest width that "
+                             "gets it right, else the widest) or agree (the smallest width whose prediction "
+                             "agrees with the widest --gate_setting width's)", "correct",
+                             group="gates", stages=("gate",), fingerprint=True)
+    gate_features: str = _flag("gate stage, --gate_training targets: what each gate trains on: all_widths (every "
+                               "input's features at every --gate_setting width, each with the input's target: the "
+                               "width tells nothing) or target (the reference: only at its target's width, which "
+                               "gives the target away; docs/decisions.md)", "all_widths",
+                               group="gates", stages=("gate",), fingerprint=True, legacy="target")
     gate_macs_target: float = _flag("gate stage, --gate_training routes: the gated model's mean MACs, as a share of "
                                     "the full model's, above which the penalty applies", 0.5,
                                     group="gates", stages=("gate",), fingerprint=True)
@@ -171,6 +185,16 @@ class RunArgs:
                             group="inference", stages=("infer",))
     wd_dynamic: bool = _flag("infer stage: gates pick widths and inputs leave early (with --early_exit)", False,
                              group="inference", stages=("infer",))
+    cascade: list[float] = _flag("infer stage: a confidence cascade: static subnets of these widths run in turn, "
+                                 "cheapest first; an input stops at the first whose prediction entropy is below "
+                                 "its --cascade_thresholds value", default_factory=list,
+                                 group="inference", stages=("infer",))
+    cascade_depths: list[float] = _flag("infer stage, with --cascade: each subnet's depth (default 1 for each)",
+                                        default_factory=list, group="inference", stages=("infer",))
+    cascade_thresholds: list[float] = _flag("infer stage, with --cascade: the entropy (natural log; strict <; see "
+                                            "--normalized_entropy) below which an input stops after each subnet "
+                                            "but the last; one value serves every subnet", default_factory=list,
+                                            group="inference", stages=("infer",))
     fixed_gate: Optional[float] = _flag("infer stage, with --w_dynamic/--wd_dynamic: every block runs at this width "
                                         "instead of the gates' choice (the gates do not run; an ablation; the "
                                         "reference's flag, which crashes there)", None,
@@ -179,7 +203,7 @@ class RunArgs:
                              group="inference", stages=("infer",))
     exit_threshold: float = _flag("infer stage: early-exit entropy threshold (natural log; strict <)", 0.57,
                                   group="inference", stages=("infer",))
-    normalized_entropy: bool = _flag("infer stage: divide the exit entropy by ln(classes)", False,
+    normalized_entropy: bool = _flag("infer stage: divide the exit (and cascade) entropy by ln(classes)", False,
                                      group="inference", stages=("infer", "search"))
     exit_thresholds: list[float] = _flag("search stage: exit thresholds to try (units of --exit_threshold; "
                                          "default: 40 evenly spaced up to the largest entropy)", default_factory=list,
@@ -241,6 +265,10 @@ class RunArgs:
 FIELD_TYPES = get_type_hints(RunArgs)
 FIELDS = {f.name: f for f in dataclasses.fields(RunArgs) if f.metadata["group"] != "internal"}  # the flags
 FINGERPRINT = tuple(name for name, f in FIELDS.items() if f.metadata["fingerprint"])
+# What a checkpoint that does not record a fingerprinted flag ran with: the flag's legacy value, else its default.
+UNRECORDED = {name: f.metadata["legacy"] if f.metadata["legacy"] is not None
+              else (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+              for name, f in FIELDS.items() if f.metadata["fingerprint"]}
 
 
 def task_data_dir(data_dir: Optional[str], dir_name: str) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 from ofa_flexbert.engine.routes import DEPTH_RULES, POOLINGS
 from ofa_flexbert.errors import UserError
 
-from .args import EXPORT_FORMATS, FIELDS, GATE_TRAINING, STAGES, RunArgs
+from .args import EXPORT_FORMATS, FIELDS, GATE_FEATURES, GATE_TARGETS, GATE_TRAINING, STAGES, RunArgs
 
 
 def validate(args: RunArgs) -> None:
@@ -35,6 +35,10 @@ def validate(args: RunArgs) -> None:
                         f"({len(args.gate_setting)}), got " + ",".join(f"{w:g}" for w in args.gate_class_weights))
     if args.gate_training not in GATE_TRAINING:
         raise UserError(f"--gate_training: expected one of {', '.join(GATE_TRAINING)}, got '{args.gate_training}'")
+    if args.gate_target not in GATE_TARGETS:
+        raise UserError(f"--gate_target: expected one of {', '.join(GATE_TARGETS)}, got '{args.gate_target}'")
+    if args.gate_features not in GATE_FEATURES:
+        raise UserError(f"--gate_features: expected one of {', '.join(GATE_FEATURES)}, got '{args.gate_features}'")
     if not 0.0 < args.gate_macs_target <= 1.0:
         raise UserError(f"--gate_macs_target: a share of the full model's MACs, in (0, 1], got {args.gate_macs_target:g}")
     if not args.gate_cost_weight >= 0:

@@ -19,8 +19,8 @@ import numpy as np
 
 from ofa_flexbert.glue.data import Example, encode, get_task
 from ofa_flexbert.errors import UserError
-from .layout import INPUT_NAMES, read_manifest
-from .runtime import RUNTIMES, onnx_session, paddle_predictor, run_graph
+from .layout import read_manifest
+from .runtime import RUNTIMES, StaticGraph
 
 
 @dataclass(frozen=True)
@@ -50,17 +50,21 @@ class Predictor:
         self.batch_size = batch_size
         self.runtime = runtime
         self.tokenizer = BertTokenizer.from_pretrained(export_dir)
-        self.dynamic = None
-        if self.manifest.get("kind") == "dynamic":  # gates and exits: layers on Paddle Inference, routed per input
+        self.dynamic = None  # a runner of routes: .run(ids, types) -> (logits, per-row route), .macs(route, length)
+        kind = self.manifest.get("kind")
+        if kind == "dynamic":  # gates and exits: layers on Paddle Inference, routed per input
             if runtime != "paddle":
                 raise UserError(f"--runtime {runtime}: a {self.manifest['tag']} export runs on Paddle Inference only")
             from .dynamic_predictor import DynamicPredictor
 
             self.dynamic = DynamicPredictor(export_dir, self.manifest, num_threads, onednn)
-        elif runtime == "onnx":
-            self._session = onnx_session(export_dir, num_threads)
+        elif kind == "cascade":  # static subnets in turn, each on the runtime asked for
+            from .cascade_predictor import CascadePredictor
+
+            self.dynamic = CascadePredictor(export_dir, self.manifest, num_threads, onednn, runtime,
+                                            self.tokenizer.pad_token_id)
         else:
-            self._predictor = paddle_predictor(export_dir, num_threads, onednn)
+            self._graph = StaticGraph(export_dir, num_threads, onednn, runtime)
 
     @property
     def takes_pairs(self) -> bool:
@@ -71,11 +75,7 @@ class Predictor:
         """[B, C] logits for one padded batch of int64 [B, T] ids."""
         if self.dynamic is not None:
             return self.dynamic.run(input_ids, token_type_ids)[0]
-        if self.runtime == "onnx":  # by name: conversion may reorder the inputs (docs/reference.md, Export and Paddle Inference)
-            feed = {name: np.ascontiguousarray(a, dtype="int64") for name, a in zip(INPUT_NAMES, (input_ids, token_type_ids))}
-            return self._session.run(None, feed)[0]
-        return run_graph(self._predictor, INPUT_NAMES, (np.ascontiguousarray(input_ids, dtype="int64"),
-                                                         np.ascontiguousarray(token_type_ids, dtype="int64")))
+        return self._graph(input_ids, token_type_ids)
 
     def encode(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> list[dict]:
         """Token ids of each input, truncated as the model's training data was."""
@@ -99,8 +99,8 @@ class Predictor:
             yield ids, types
 
     def run(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> tuple[np.ndarray, list]:
-        """[N, C] logits, and for a dynamic export each input's (route, MACs at its length) -- what
-        ``--stage infer`` reports per input; an empty list for a static export (one route for all)."""
+        """[N, C] logits, and for a dynamic or cascade export each input's (route, MACs at its length) --
+        what ``--stage infer`` reports per input; an empty list for a static export (one route for all)."""
         rows = self.encode(texts, pairs)
         logits, routes = [], []
         for start, (ids, types) in zip(range(0, len(rows), self.batch_size), self.batches(rows)):

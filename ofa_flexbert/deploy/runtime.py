@@ -1,7 +1,8 @@
 """The runtimes an export runs on: Paddle Inference predictors and onnxruntime sessions, CPU.
 
-The low-level pieces both predictors share (:class:`predictor.Predictor` for a static subnet,
-:class:`dynamic_predictor.DynamicPredictor` for per-layer graphs), so neither imports the other.
+The low-level pieces the predictors share (:class:`predictor.Predictor` for a static subnet,
+:class:`dynamic_predictor.DynamicPredictor` for per-layer graphs, :class:`cascade_predictor.CascadePredictor`
+for a chain of static subnets), so none imports another.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import numpy as np
 
 from ofa_flexbert.errors import UserError
 
-from .layout import MODEL_PREFIX, ONNX_FILE, graph_file
+from .layout import INPUT_NAMES, MODEL_PREFIX, ONNX_FILE, graph_file
+
 
 def paddle_predictor(export_dir: str, num_threads: int = 1, onednn: bool = True, prefix: str = MODEL_PREFIX):
     """A Paddle Inference predictor for the exported graph ``<prefix>.*``, CPU, with ``num_threads`` math threads.
@@ -71,3 +73,22 @@ def onnx_session(export_dir: str, num_threads: int = 1):
 
 
 RUNTIMES = ("paddle", "onnx")
+
+
+class StaticGraph:
+    """One static subnet export on one runtime: padded int64 ``(input_ids, token_type_ids)`` -> logits [B, C]."""
+
+    def __init__(self, export_dir: str, num_threads: int = 1, onednn: bool = True, runtime: str = "paddle"):
+        if runtime not in RUNTIMES:
+            raise UserError(f"--runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        self.runtime = runtime
+        if runtime == "onnx":
+            self._session = onnx_session(export_dir, num_threads)
+        else:
+            self._predictor = paddle_predictor(export_dir, num_threads, onednn)
+
+    def __call__(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
+        arrays = (np.ascontiguousarray(input_ids, dtype="int64"), np.ascontiguousarray(token_type_ids, dtype="int64"))
+        if self.runtime == "onnx":  # by name: conversion may reorder the inputs (docs/reference.md, Export and Paddle Inference)
+            return self._session.run(None, dict(zip(INPUT_NAMES, arrays)))[0]
+        return run_graph(self._predictor, INPUT_NAMES, arrays)

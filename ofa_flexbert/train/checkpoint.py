@@ -114,7 +114,8 @@ def load(output_dir: str, model: paddle.nn.Layer, optimizer, fingerprint: dict[s
     UserError if there is nothing to resume, if it was made by a run with other settings
     (``fingerprint``: stage, data order, widths, schedule...), or if it cannot be read.  A setting
     the checkpoint does not record (a flag added since it was written) counts as unchanged while it
-    has its default (``defaults``): upgrading the toolkit must not strand an interrupted run.
+    has the value the checkpoint ran with (``defaults``: ``config.UNRECORDED``): upgrading the
+    toolkit must not strand an interrupted run, nor continue it with a changed behaviour.
     """
     for candidate in (path(output_dir), path(output_dir) + ".old"):
         if os.path.isfile(os.path.join(candidate, "state.json")):

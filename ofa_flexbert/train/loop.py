@@ -16,14 +16,14 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 import paddle
 from tqdm.auto import tqdm
 
 from ofa_flexbert.train import checkpoint, distributed
-from ofa_flexbert.config import FINGERPRINT, RunArgs, task_data_dir
+from ofa_flexbert.config import FINGERPRINT, UNRECORDED, RunArgs, task_data_dir
 from .evaluation import Evaluation, default_evaluation
 from ofa_flexbert.store.outputs import SubnetResult, write_eval_results, write_run_info
 from ofa_flexbert.engine.routes import Subnet
@@ -227,7 +227,7 @@ class _Run:
         self.main = distributed.is_main()
         if args.resume:
             self.state, self.pending_rng = checkpoint.load(args.output_dir, strategy.model, self.optimizer,
-                                                           fingerprint, defaults=asdict(RunArgs()))
+                                                           fingerprint, defaults=UNRECORDED)
             strategy.resume_at(self.state.step)
         else:
             if self.main:

@@ -8,11 +8,11 @@ from ofa_flexbert.errors import UserError
 
 
 def test_a_mode_is_its_flag_name_everywhere():
-    assert [m.value for m in Mode] == ["static", "w_dynamic", "d_dynamic", "wd_dynamic"]
+    assert [m.value for m in Mode] == ["static", "w_dynamic", "d_dynamic", "wd_dynamic", "cascade"]
     assert json.dumps({"mode": Mode.WD_DYNAMIC}) == '{"mode": "wd_dynamic"}'  # files written before stay the same
     assert f"--{Mode.D_DYNAMIC}" == "--d_dynamic" and str(Mode.STATIC) == "static"
     assert Mode("w_dynamic") is Mode.W_DYNAMIC and Mode.W_DYNAMIC == "w_dynamic"
-    assert [m.label for m in Mode] == ["static grid", "w-dynamic", "d-dynamic", "wd-dynamic"]
+    assert [m.label for m in Mode] == ["static grid", "w-dynamic", "d-dynamic", "wd-dynamic", "cascade"]
     assert {m for m in Mode if m.gated} == {Mode.W_DYNAMIC, Mode.WD_DYNAMIC}
     assert {m for m in Mode if m.can_exit} == {Mode.D_DYNAMIC, Mode.WD_DYNAMIC}
 
@@ -38,7 +38,7 @@ def test_entry_round_trip_and_the_exit_rule_only_when_inputs_exit():
     assert plan.describe() == "wd_dynamic 0.25,0.5,0.75,1 t=0.2"
     assert Plan(mode="static", widths=(0.5,), depth_mult=0.5).describe() == "static 0.5 d0.5"
     row = {**entry, "held_out": {"metric": 0.9}, "front": True}
-    assert entry_of(row) == entry and set(entry_of(row)) == set(ENTRY_KEYS)
+    assert entry_of(row) == entry and set(entry_of(row)) == set(ENTRY_KEYS) - {"cascade_depths", "cascade_thresholds"}
 
 
 def test_read_inference_config_names_file_line_task_and_key(tmp_path):
@@ -48,10 +48,16 @@ def test_read_inference_config_names_file_line_task_and_key(tmp_path):
     with pytest.raises(UserError, match=rf"^--inference_config {path}: no settings for rte \(it has sst-2\)$"):
         read_inference_config(str(path), "rte")
     path.write_text(json.dumps({"sst-2": {"mode": "static", "width": 1}}))
-    with pytest.raises(UserError, match=r"sst-2: unknown key\(s\) width; expected depth_mult, early_exit, "):
+    with pytest.raises(UserError, match=r"sst-2: unknown key\(s\) width; expected cascade_depths, cascade_thresholds, "
+                                        r"depth_mult, early_exit, "):
         read_inference_config(str(path), "sst-2")
     path.write_text(json.dumps({"sst-2": {"mode": "fast"}}))
-    with pytest.raises(UserError, match=r"mode must be one of static, w_dynamic, d_dynamic, wd_dynamic, got 'fast'$"):
+    with pytest.raises(UserError, match=r"mode must be one of static, w_dynamic, d_dynamic, wd_dynamic, cascade, "
+                                        r"got 'fast'$"):
+        read_inference_config(str(path), "sst-2")
+    path.write_text(json.dumps({"sst-2": {"mode": "cascade", "width_mult_list": [0.25, 1.0], "cascade_thresholds": []}}))
+    with pytest.raises(UserError, match=r"sst-2: not a setting \(a cascade needs two or more subnets, one depth each "
+                                        r"and one threshold between two: got 2 widths, 2 depths, 0 thresholds\)$"):
         read_inference_config(str(path), "sst-2")
     path.write_text('{\n"sst-2":\n}')
     with pytest.raises(UserError, match=rf"^--inference_config {path}:3: not valid JSON"):

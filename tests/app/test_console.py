@@ -45,6 +45,9 @@ def test_our_lines_are_printed_once_in_our_format_beside_a_root_handler_like_pad
     theirs, theirs_out = logging.StreamHandler(io.StringIO()), None
     theirs.setFormatter(logging.Formatter("[%(asctime)s] [%(levelname)8s] %(filename)s:%(lineno)s - %(message)s"))
     root.addHandler(theirs)
+    earlier = [h for h in ours.handlers if isinstance(h.formatter, console.ConsoleFormatter)]  # an earlier main()'s
+    for handler in earlier:
+        ours.removeHandler(handler)
     before = list(ours.handlers)
     try:
         console.configure_console()
@@ -63,5 +66,7 @@ def test_our_lines_are_printed_once_in_our_format_beside_a_root_handler_like_pad
         root.removeHandler(theirs)
         for handler in ours.handlers[len(before):]:
             ours.removeHandler(handler)
+        for handler in earlier:
+            ours.addHandler(handler)
         for handler in root.handlers:
             handler.filters = [f for f in handler.filters if not isinstance(f, console._NotOurs)]

@@ -111,9 +111,16 @@ def test_fixed_gate_runs_every_block_at_its_width_instead_of_the_gates(toy_gated
 
 
 @pytest.mark.parametrize("flags,message", [
-    ((), "--stage infer: give exactly one of --static, --w_dynamic, --d_dynamic, --wd_dynamic"),
+    ((), "--stage infer: give exactly one of --static, --w_dynamic, --d_dynamic, --wd_dynamic, --cascade"),
     (("--static", "--w_dynamic"), "--stage infer: give exactly one of --static, --w_dynamic, --d_dynamic, "
-                                  "--wd_dynamic (got --static, --w_dynamic)"),
+                                  "--wd_dynamic, --cascade (got --static, --w_dynamic)"),
+    (("--cascade", "0.5"), "--cascade: needs two or more subnet widths, cheapest first, got 1"),
+    (("--cascade", "0.5,1", "--cascade_thresholds", "0.1,0.2"),
+     "--cascade_thresholds: one threshold, or one per subnet but the last (1), got 2"),
+    (("--cascade", "0.5,1", "--cascade_thresholds", "0"),
+     "--cascade_thresholds: each must be positive (an input stops when its entropy is below it), got 0"),
+    (("--cascade", "0.5,1", "--cascade_depths", "1", "--cascade_thresholds", "0.3"),
+     "--cascade_depths: one depth per --cascade subnet (2), got 1"),
     (("--static", "--width_mult_list", "0.5,1"), "--static: one width for every input, so --width_mult_list needs "
                                                  "identical values (e.g. 0.5,0.5,0.5,0.5), got 0.5,1"),
     (("--d_dynamic", "--width_mult_list", "1,1"), "--d_dynamic: depth-dynamic inference exits early; add --early_exit"),

@@ -65,6 +65,14 @@ def test_search_writes_a_front_whose_chosen_setting_infer_reproduces(toy_gated, 
     modes = [r["mode"] for r in rows]
     assert modes.count("static") == 4 and modes.count("d_dynamic") == 2 * 3
     assert modes.count("w_dynamic") == len(width_maps([0.5, 1], 4)) == 3 and modes.count("wd_dynamic") == 3 * 3
+    # perfect gates (correct targets) get an input right if any full-depth width does: never below the best of them
+    statics = [r for r in rows if r["mode"] == "static" and r["depth_mult"] == 1.0]
+    assert results["oracle"]["gate_target"] == "correct"
+    assert results["oracle"]["dev"]["metric"] >= max(r["dev"]["metric"] for r in statics)
+    assert results["oracle"]["dev"]["macs"] <= max(r["dev"]["macs"] for r in statics)
+    cascades = [r for r in rows if r["mode"] == "cascade"]  # only the cascade family's front is kept
+    assert cascades and all(r["mode_front"] for r in cascades)
+    assert all(len(r["cascade_thresholds"]) == len(r["width_mult_list"]) - 1 for r in cascades)
     assert results["parts"]["search"] + results["parts"]["held_out"] == results["parts"]["dev"]
     chosen = rows[results["best"]]
     assert chosen["search"]["macs_share"] <= 0.8 and chosen["front"]
@@ -72,7 +80,9 @@ def test_search_writes_a_front_whose_chosen_setting_infer_reproduces(toy_gated, 
     config = json.loads((out / "inference_config.json").read_text())
     assert config == {"sst-2": entry_of(chosen)}
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for i, row in enumerate([chosen] + [r for r in rows if r["mode"] == "wd_dynamic" and r["exit_threshold"] == 0.3][:1]):
+    best_cascade = max(cascades, key=lambda r: (r["dev"]["metric"], -r["dev"]["macs"]))
+    for i, row in enumerate([chosen, best_cascade]
+                            + [r for r in rows if r["mode"] == "wd_dynamic" and r["exit_threshold"] == 0.3][:1]):
         path = tmp_path / f"config{i}.json"
         path.write_text(json.dumps({"sst-2": entry_of(row)}))
         assert main(stage_argv("infer", data_dir, gates, tmp_path / f"infer{i}", "--inference_config", str(path))) == 0
@@ -93,3 +103,16 @@ def test_bad_search_flags_get_one_line_and_write_nothing(tmp_path, capsys, flags
                  "--output_dir", str(tmp_path / "out"), *flags]) == 2
     assert capsys.readouterr().err.strip() == f"error: {message}"
     assert not (tmp_path / "out").exists()
+
+
+def test_the_static_frontier_is_the_upper_convex_hull_and_flat_past_its_best():
+    from ofa_flexbert.adaptive.tradeoff import hull_value, upper_hull
+
+    costs = [0.25, 0.5, 0.33, 1.0, 0.75, 0.5]
+    values = [0.80, 0.86, 0.81, 0.85, 0.87, 0.84]
+    # (0.33, 0.81) lies below the segment from (0.25, 0.80) to (0.5, 0.86): a mix of those two beats it
+    assert upper_hull(costs, values) == [(0.25, 0.80), (0.5, 0.86), (0.75, 0.87)]
+    hull = upper_hull(costs, values)
+    assert hull_value(hull, 0.2) is None
+    assert hull_value(hull, 0.375) == pytest.approx(0.83)
+    assert hull_value(hull, 0.9) == pytest.approx(0.87)  # (1.0, 0.85) is worse than a cheaper subnet

@@ -254,3 +254,35 @@ def test_a_dynamic_export_has_no_onnx_form(toy_gated, tmp_path, capsys):
                            "--format", "onnx")) == 2
     assert capsys.readouterr().err == ("error: --format onnx: a w_dynamic export runs its layers on Paddle "
                                        "Inference only (ONNX is for static subnets)\n")
+
+
+@pytest.mark.slow
+def test_a_cascade_export_answers_each_input_as_the_infer_stage_does_on_both_runtimes(toy_gated, tmp_path):
+    """A cascade exported as its static subnets: the Predictor (batch 7, Paddle Inference and onnxruntime)
+    gives every dev input the stages, MACs and prediction --stage infer --cascade gives it."""
+    from ofa_flexbert.glue.data import get_task, read_split
+    from ofa_flexbert.deploy.predictor import Predictor
+
+    data_dir, _, gates = toy_gated
+    config = tmp_path / "cascade.json"
+    config.write_text(json.dumps({"sst-2": {"mode": "cascade", "width_mult_list": [0.25, 0.5, 1.0],
+                                            "cascade_depths": [0.5, 1.0, 1.0], "cascade_thresholds": [0.45, 0.45]}}))
+    out, infer_out = tmp_path / "export", tmp_path / "infer"
+    assert main(stage_argv("export", data_dir, gates, out, "--inference_config", str(config), "--format", "onnx")) == 0
+    assert main(stage_argv("infer", data_dir, gates, infer_out, "--inference_config", str(config))) == 0
+    manifest = read(out / "cascade" / "manifest.json")
+    assert manifest["kind"] == "cascade" and manifest["stages"] == ["w0.25_d0.5", "w0.5_d1", "w1_d1"]
+    assert manifest["check"]["same_routes"] == 1.0 and manifest["check"]["max_abs_logit_diff"] <= 1e-5
+    assert manifest["check"]["onnx_same_routes"] >= 0.99
+    for member in manifest["stages"]:  # each stage is an ordinary static export, checked as one
+        assert read(out / "cascade" / member / "manifest.json")["kind"] == "static"
+    summary = read(infer_out / "infer_results.json")
+    assert sum(1 for n in summary["answered_by_stage"] if n) >= 2, summary["answered_by_stage"]
+    inferred = [json.loads(line) for line in (infer_out / "predictions.jsonl").read_text().splitlines()]
+    examples = read_split(get_task("sst-2"), data_dir, "dev")
+    want = [(row["prediction"], row["stages"], row["macs"]) for row in inferred]
+    for runtime in ("paddle", "onnx"):
+        logits, runs = Predictor(str(out / "cascade"), batch_size=7, runtime=runtime).run([ex.text_a for ex in examples])
+        got = [(int(row.argmax()), len(run.routes), macs) for row, (run, macs) in zip(logits, runs)]
+        assert np.mean([g == w for g, w in zip(got, want)]) >= (1.0 if runtime == "paddle" else 0.99), runtime
+    assert summary["macs"] == pytest.approx(manifest["dev_mean_macs"], rel=1e-12)

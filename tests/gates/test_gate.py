@@ -8,11 +8,11 @@ import pytest
 
 from conftest import stage_argv, tiny_bert_config, vdl_scalars
 from gate.io import load_gates, load_off_ramps, save_gates, save_off_ramps
-from gate.loss import class_weights, gate_loss, target_features, temperature
+from gate.loss import class_weights, gate_loss, temperature, training_rows
 from gate.modules import GateRouter, Gates, gate_input
 from gate.ramps import ExitCheck, OffRamps, chain, default_ramp_layers, entropy
 from gate.settings import GateSettings, gate_macs
-from gate.targets import smallest_correct
+from gate.targets import smallest_enough
 from ofa_flexbert.engine.encoder import classify
 from ofa_flexbert.errors import UserError
 from ofa_flexbert.engine.routes import Route, config_width
@@ -26,7 +26,7 @@ def test_the_target_is_the_smallest_width_that_is_right_else_the_widest():
                         [1, 1, 0, 0, 0],   # 0.5
                         [1, 0, 0, 1, 0],   # 0.75
                         [0, 0, 0, 1, 1]])  # 1.0: never consulted, the last class is also "none is right"
-    assert smallest_correct(correct).tolist() == [1, 0, 3, 2, 0]
+    assert smallest_enough(correct).tolist() == [1, 0, 3, 2, 0]
 
 
 def test_balanced_class_weights_from_a_known_distribution():
@@ -56,10 +56,29 @@ def test_gate_loss_without_noise_is_the_class_weighted_cross_entropy():
     assert np.isfinite(noisy) and noisy != pytest.approx(expected, rel=1e-3)
 
 
-def test_target_features_take_each_row_from_its_target_width():
-    features = [[paddle.full([3, 2], float(10 * k + g)) for g in range(2)] for k in range(4)]  # value 10k+g
-    chosen = target_features(features, np.array([2, 0, 3]))
-    assert chosen[0].numpy()[:, 0].tolist() == [20, 0, 30] and chosen[1].numpy()[:, 0].tolist() == [21, 1, 31]
+def features_naming_row_width_gate(rows=3, widths=4, gates=2, hidden=2):
+    """[B, K, G, H] whose every value is 100·b + 10·k + g: a vector says where it came from."""
+    b, k, g = np.meshgrid(np.arange(rows), np.arange(widths), np.arange(gates), indexing="ij")
+    return np.repeat((100 * b + 10 * k + g)[..., None], hidden, axis=-1).astype("float32")
+
+
+def test_target_rows_take_each_input_at_its_target_width():
+    rows, targets = training_rows(features_naming_row_width_gate(), np.array([2, 0, 3]), "target")
+    assert rows[:, 0, 0].tolist() == [20, 100, 230] and rows[:, 1, 0].tolist() == [21, 101, 231]
+    assert targets.tolist() == [2, 0, 3]
+
+
+def test_all_width_rows_are_k_copies_of_each_input_with_its_target():
+    """--gate_features all_widths: every input once per width, each copy with the input's own target,
+    so the width a vector was computed at says nothing about its target."""
+    rows, targets = training_rows(features_naming_row_width_gate(), np.array([2, 0, 3]), "all_widths")
+    assert rows.shape == (12, 2, 2)
+    assert rows[:, 0, 0].tolist() == [0, 10, 20, 30, 100, 110, 120, 130, 200, 210, 220, 230]
+    assert targets.tolist() == [2] * 4 + [0] * 4 + [3] * 4
+    for width in range(4):  # at each width the targets are the inputs' own: the width predicts nothing
+        assert targets[width::4].tolist() == [2, 0, 3]
+    with pytest.raises(ValueError, match="^--gate_features: expected all_widths or target, got 'x'$"):
+        training_rows(features_naming_row_width_gate(), np.array([2, 0, 3]), "x")
 
 
 def test_settings_refuse_a_gate_count_that_does_not_divide_the_layers():
@@ -181,6 +200,17 @@ def test_a_short_gate_run_beats_the_majority_rate_and_reports_what_the_gates_do(
         assert not gate["single_class"] and sum(gate["chosen_distribution"]) == pytest.approx(1.0)
     gated = results["gated"]
     assert 0 < gated["macs_share"] < 1 and 0.5 < gated["metrics"]["acc"] <= 1
+    # the evidence it is judged by: copying, perfect gates, its routes dealt out at random
+    assert gates[0]["agreement_with_previous"] is None
+    assert all(0.0 <= g["agreement_with_previous"] <= 1.0 for g in gates[1:])
+    oracle, random = results["oracle"], results["random_routes"]
+    assert oracle["gate_target"] == "correct"
+    assert oracle["metrics"]["acc"] >= max(s["metrics"]["acc"] for s in results["subnets"])  # right if any width is
+    assert len(random["per_seed"]) == 3 and random["metrics"]["acc"] == pytest.approx(np.mean(random["per_seed"]))
+    # the same routes dealt to other inputs: MACs differ only through the inputs' lengths
+    assert 0 < random["macs_share"] < 1
+    record = json.load(open(os.path.join(out, "gates.json")))
+    assert (record["gate_features"], record["gate_target"], record["gate_training"]) == ("all_widths", "correct", "targets")
     scalars = vdl_scalars(out, "gate")
     losses = [value for _, value in scalars["eval/gate_loss"]]
     assert losses[-1] < losses[0] and len(losses) >= 3

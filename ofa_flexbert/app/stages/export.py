@@ -59,13 +59,13 @@ ROUTE_AGREEMENT = 0.99
 
 
 def dynamic_setting(args: RunArgs, task: str) -> Optional[dict[str, Any]]:
-    """The --inference_config entry when it names a gated or early-exit mode (a dynamic export), else None."""
+    """The --inference_config entry when it names a gated, early-exit or cascade mode, else None."""
     if not args.inference_config:
         return None
     entry = read_inference_config(args.inference_config, task)
     if entry["mode"] == Mode.STATIC:
         return None
-    if args.format == "onnx":
+    if args.format == "onnx" and entry["mode"] != Mode.CASCADE:
         raise UserError(f"--format onnx: a {entry['mode']} export runs its layers on Paddle Inference only "
                         "(ONNX is for static subnets)")
     return entry
@@ -230,20 +230,84 @@ def check_dynamic(args: RunArgs, export_dir: str, manifest: dict[str, Any], task
     the share of dev routes that are the flexible model's and the logit difference where they are."""
     from ofa_flexbert.deploy.dynamic_predictor import DynamicPredictor
 
-    tag, threads = manifest["tag"], math_threads(args.num_threads)
+    threads = math_threads(args.num_threads)
     check: dict[str, Any] = {"split": task.dev_splits[0], "examples": int(len(expected)), "runtime": "paddle_inference"}
     for onednn in (False, True):
         got, taken = run_dynamic(DynamicPredictor(export_dir, manifest, threads, onednn).dynamic, batches)
-        same = np.array([a == b for a, b in zip(taken, routes)])
-        diff = float(np.abs(got - expected)[same].max()) if same.any() else float("inf")
-        key = "onednn_" if onednn else ""
-        check.update({f"{key}max_abs_logit_diff": diff, f"{key}same_routes": float(same.mean()),
-                      f"{key}same_predictions": same_predictions(got, expected, task)})
-        if not diff <= (KERNEL_TOLERANCE if onednn else TOLERANCE) or same.mean() < ROUTE_AGREEMENT:
-            raise UserError(f"export {tag}: on Paddle Inference{' with oneDNN' if onednn else ''} {same.mean():.1%} "
-                            f"of the routes are the flexible model's and the logits differ by {diff:.2e}; "
-                            "nothing was written")
+        check.update(compare_routes(manifest["tag"], task, got, taken, expected, routes,
+                                    "oneDNN" if onednn else "reference kernels"))
     return check, got
+
+
+ROUTE_CHECKS = {"reference kernels": ("", TOLERANCE, "on Paddle Inference"),
+                "oneDNN": ("onednn_", KERNEL_TOLERANCE, "on Paddle Inference with oneDNN"),
+                "onnxruntime": ("onnx_", KERNEL_TOLERANCE, "on onnxruntime")}  # key prefix, tolerance, where
+
+
+def compare_routes(tag: str, task, got: np.ndarray, taken: list, expected: np.ndarray, routes: list,
+                   kernels: str) -> dict[str, Any]:
+    """One runtime's part of a routed export's check: the share of dev routes that are the flexible
+    model's, the logit difference where they are, the predictions; a one-line refusal beyond
+    :data:`ROUTE_AGREEMENT` or the kernels' tolerance (:data:`ROUTE_CHECKS`)."""
+    key, tolerance, where = ROUTE_CHECKS[kernels]
+    same = np.array([a == b for a, b in zip(taken, routes)])
+    diff = float(np.abs(got - expected)[same].max()) if same.any() else float("inf")
+    if not diff <= tolerance or same.mean() < ROUTE_AGREEMENT:
+        raise UserError(f"export {tag}: {where} {same.mean():.1%} of the routes are the flexible model's and the "
+                        f"logits differ by {diff:.2e}; nothing was written")
+    return {f"{key}max_abs_logit_diff": diff, f"{key}same_routes": float(same.mean()),
+            f"{key}same_predictions": same_predictions(got, expected, task)}
+
+
+def export_cascade(job: ExportJob, setting: dict[str, Any]) -> dict[str, Any]:
+    """A confidence cascade into ``OUT/cascade``: each stage an ordinary static export (checked as one) in a
+    subfolder, and a manifest naming them with the thresholds; the whole checked against
+    ``--stage infer --cascade`` on dev (which stage answered each input, and its logits) before it
+    is moved into place."""
+    import dataclasses
+
+    from ofa_flexbert.adaptive.runner import DynamicModel
+    from ofa_flexbert.deploy.cascade_predictor import CascadePredictor
+
+    args, task, tag = job.args, job.task, Mode.CASCADE.value
+    plan = Plan.from_entry(setting)
+    model = fresh_model(args, task, job.pooling)
+    reference = DynamicModel(model, None, None, plan, job.rule)
+    expected, runs = run_dynamic(reference, job.batches)
+    config = model.bert.config
+    with staging(args.output_dir, tag) as tmp:
+        inner = dataclasses.replace(job, args=dataclasses.replace(args, output_dir=tmp))
+        members = [export_one(inner, w, d) for w, d in plan.stages]
+        job.tokenizer.save_pretrained(tmp)  # what the Predictor tokenises with
+        manifest: dict[str, Any] = {
+            "kind": "cascade", "tag": tag, "task": task.name, "num_labels": task.num_labels,
+            "labels": list(task.labels or []), "text_pair": job.text_pair, "max_seq_length": args.max_seq_length,
+            "pooling": job.pooling, "format": f"{len(members)} static subnets", "setting": plan.to_entry(),
+            "stages": [m["tag"] for m in members], "depth_rule": job.rule, "hidden_size": config.hidden_size,
+            "parameters": sum(m["parameters"] for m in members), "full_parameters": members[0]["full_parameters"],
+            "dev_mean_macs": float(np.mean([reference.macs(r, t) for r, t in zip(runs, job.lengths)])),
+            "dev_full_mean_macs": mean_macs(config, 1.0, 1.0, job.lengths),
+            "source_model": os.path.abspath(args.model_dir), "versions": package_versions(),
+        }
+        write_manifest(tmp, manifest)  # the predictor reads it
+        threads = math_threads(args.num_threads)
+        check: dict[str, Any] = {"split": task.dev_splits[0], "examples": int(len(expected)), "runtime": "paddle_inference"}
+        kernels = [("reference kernels", "paddle", False), ("oneDNN", "paddle", True)]
+        kernels += [("onnxruntime", "onnx", True)] if args.format == "onnx" else []
+        for name, runtime, onednn in kernels:
+            cascade = CascadePredictor(tmp, manifest, threads, onednn, runtime, job.tokenizer.pad_token_id)
+            parts = [cascade.run(ids, types) for ids, types in job.batches]
+            got = np.concatenate([p[0] for p in parts])
+            check.update(compare_routes(tag, task, got, [r for p in parts for r in p[1]], expected, runs, name))
+            if name == "oneDNN":
+                manifest["dev_metrics"] = compute_metrics(task, got, job.labels)
+        manifest["check"] = check
+        write_manifest(tmp, manifest)
+        replace_dir(tmp, os.path.join(args.output_dir, tag))
+    logger.info(f"exported {tag} to {os.path.join(args.output_dir, tag)}: {len(members)} static subnets; "
+                f"{check['onednn_same_routes']:.1%} of dev inputs answered by the same stage as the flexible model, "
+                f"max |Δlogits| {check['onednn_max_abs_logit_diff']:.1e} there")
+    return manifest
 
 
 def fresh_model(args: RunArgs, task, pooling: str):
@@ -331,7 +395,10 @@ def run(args: RunArgs) -> StageReport:
     dev = dev_data(args, task, tokenizer)
     job = ExportJob(args, task, tokenizer, pooling, rule, _batches(dev.loader),
                     np.array([row["labels"] for row in dev.dataset]), sequence_lengths(dev.loader), dev.pairs)
-    exports = [export_dynamic(job, setting)] if setting else [export_one(job, w, d) for w, d in subnets]
+    if setting is None:
+        exports = [export_one(job, w, d) for w, d in subnets]
+    else:
+        exports = [(export_cascade if setting["mode"] == Mode.CASCADE else export_dynamic)(job, setting)]
     rows = [{"tag": m["tag"], "path": os.path.join(args.output_dir, m["tag"]),
              "width_mult": m.get("width_mult"), "depth_mult": m.get("depth_mult"),
              "parameters": m["parameters"], "parameter_share": m["parameters"] / m["full_parameters"],

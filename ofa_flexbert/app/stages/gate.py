@@ -4,6 +4,9 @@ The input is a depth- or final-stage model; its weights are never changed (a tes
 are bit-identical).  What differs from the reference, each a recorded decision (docs/decisions.md):
 
 * targets in eval mode (the reference's train-mode dropout makes them random, docs/reference.md, Gate targets);
+* each gate trains on every input's features at every --gate_setting width (--gate_features
+  all_widths), not only at its target's width, where the width gives the target away and gates
+  learn to copy the previous gate's choice; --gate_target agree as a second target rule;
 * because the backbone is frozen and targets are deterministic, every input's targets and the
   features each gate reads at its target's width are computed **once** (one no-gradient
   forward per --gate_setting width over the training set), and the gates then train on those
@@ -13,7 +16,8 @@ are bit-identical).  What differs from the reference, each a recorded decision (
 * gate 0 reads the masked mean of the embeddings, not [CLS] (constant for every input);
 * the checkpoint is chosen by the gate loss without Gumbel noise (the reference's selection
   is noisy); each evaluation also runs the gated model itself on dev -- its task metric, mean
-  MACs and the widths its gates choose -- so a gate that always picks one width is visible;
+  MACs and the widths its gates choose -- so a gate that always picks one width is visible, and
+  judges it against its routes dealt out at random and perfect gates (``gate_evidence``);
 * off-ramps (copies of the final head, as in the reference) can also be distilled from the
   final logits (--train_off_ramps), on the pooled vectors of the full model, cached likewise.
 
@@ -53,7 +57,8 @@ from .task_data import load_task_data
 from ofa_flexbert.app.report import StageReport, finish
 
 from .gate_routes import RouteGateStrategy, start_from_saved
-from .gate_targets import GateStrategy, collect, feature_loader
+from .gate_data import collect, feature_loader
+from .gate_targets import GateStrategy
 
 logger = logging.getLogger("ofa_flexbert")
 
@@ -97,7 +102,7 @@ def run(args: RunArgs) -> StageReport:
     gates = Gates(backbone.bert.config.hidden_size, settings)
     dev_loader = next(iter(data.dev_loaders.values()))
     tolerance = args.regression_tolerance
-    dev_data = collect(backbone, dev_loader, settings, task, tolerance, "dev", ramps)
+    dev_data = collect(backbone, dev_loader, settings, task, tolerance, args.gate_target, "dev", ramps)
     extra: dict[str, Any] = {"gate_settings": settings.to_json(), "gate_training": args.gate_training,
                              "depth_rule": recorded_depth_rule(args.model_dir)}
     if args.gate_training == "routes":
@@ -112,20 +117,41 @@ def run(args: RunArgs) -> StageReport:
                                                    dev_data, dev_loader, ramps)
     else:
         train_tokens = make_loader(data.train_loader.dataset, tokenizer, args.per_gpu_eval_batch_size)
-        train_data = collect(backbone, train_tokens, settings, task, tolerance, "train",
+        train_data = collect(backbone, train_tokens, settings, task, tolerance, args.gate_target, "train",
                              ramps if args.train_off_ramps else None)
         weights = (np.array(args.gate_class_weights, dtype="float64") if args.gate_class_weights
                    else class_weights(train_data.targets, settings.num_classes))
         shares = distribution(train_data.targets, settings.num_classes)
         if distributed.is_main():
-            logger.info("gate targets (train): " + ", ".join(f"w{w:g} {s:.1%}" for w, s in zip(settings.gate_setting, shares))
-                        + "; class weights " + ", ".join(f"{w:.3g}" for w in weights))
+            logger.info(f"gate targets (train, {args.gate_target}): "
+                        + ", ".join(f"w{w:g} {s:.1%}" for w, s in zip(settings.gate_setting, shares))
+                        + "; class weights " + ", ".join(f"{w:.3g}" for w in weights)
+                        + ("; each gate trains on every input at every width" if args.gate_features == "all_widths"
+                           else "; each gate trains on every input at its target's width (the reference's)"))
         loader = feature_loader(train_data, args)
         strategy = GateStrategy(backbone, gates, tokenizer, task, args, weights, total_steps(args, len(loader)),
                                 dev_data, dev_loader, ramps)
         extra.update({"train_target_distribution": shares, "class_weights": [float(w) for w in weights]})
     result = train(strategy, task, args, loader, data.dev_loaders, initial_best=-np.inf)
-    # The gated row of the best evaluation, as saved: a resumed run's best may predate this process.
+    # The routed rows of the best evaluation, as saved: a resumed run's best may predate this process.
     saved = read_eval_results(args.output_dir) or {}
     extra["gated"] = saved.get("gated")
-    return finish(args, task, data, result, extra, gated=extra["gated"])
+    baselines = [{**saved[key], "label": label} for key, label in BASELINES if saved.get(key)]
+    report = finish(args, task, data, result, extra, gated=extra["gated"])
+    report.baselines = baselines
+    if extra["gated"] and saved.get("random_routes") and distributed.is_main():
+        say_if_not_routing(task, extra["gated"], saved["random_routes"])
+    return report
+
+
+BASELINES = (("random_routes", "random routes"), ("oracle", "perfect gates"))  # eval_results.json key, table label
+
+
+def say_if_not_routing(task: TaskSpec, gated: dict, random: dict) -> None:
+    """One line when the chosen gates do no better than their own routes dealt out at random."""
+    metric = task.primary_metric
+    ours, theirs = gated["metrics"][metric], random["metrics"][metric]
+    if not ours > theirs:
+        logger.warning(f"gate {task.name}: the gated model ({metric} {ours:.4f}) is no better than its routes dealt "
+                       f"out at random ({theirs:.4f}, mean of {len(random['seeds'])} deals): its gates do not route "
+                       "by input; a static subnet of its cost is as good")

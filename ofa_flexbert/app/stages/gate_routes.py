@@ -21,7 +21,8 @@ from ofa_flexbert.config import RunArgs
 from ofa_flexbert.glue.data import TaskSpec
 from ofa_flexbert.errors import UserError
 
-from .gate_targets import GateData, GateModules, GateStrategy
+from .gate_data import GateData
+from .gate_targets import GateModules, GateStrategy
 
 logger = logging.getLogger("ofa_flexbert")
 

@@ -52,8 +52,13 @@ def with_inference_config(args: RunArgs, task: str) -> RunArgs:
     if given:
         raise UserError(f"--inference_config and --{given[0]}: give one of them (the file names the mode)")
     entry = read_inference_config(args.inference_config, task)
-    values = {m: m == entry["mode"] for m in MODES}
-    values["width_mult_list"] = [float(w) for w in entry.get("width_mult_list", args.width_mult_list)]
+    values: dict[str, Any] = {m: m == entry["mode"] for m in MODES}
+    widths = [float(w) for w in entry.get("width_mult_list", args.width_mult_list)]
+    if entry["mode"] == Mode.CASCADE:
+        values.update(cascade=widths, cascade_depths=[float(d) for d in entry.get("cascade_depths", [])],
+                      cascade_thresholds=[float(t) for t in entry.get("cascade_thresholds", [])])
+    else:
+        values.update(cascade=[], width_mult_list=widths)
     values["depth_mult_list"] = [float(entry.get("depth_mult", 1.0))]
     for key in ("early_exit", "exit_threshold", "normalized_entropy"):
         if key in entry:
@@ -66,9 +71,11 @@ def plan_of(args: RunArgs) -> Plan:
     different widths."""
     modes = [m for m in MODES if getattr(args, m)]
     if len(modes) != 1:
-        raise UserError("--stage infer: give exactly one of --static, --w_dynamic, --d_dynamic, --wd_dynamic"
+        raise UserError("--stage infer: give exactly one of --static, --w_dynamic, --d_dynamic, --wd_dynamic, --cascade"
                         + (f" (got {', '.join('--' + m for m in modes)})" if modes else ""))
     mode, widths = Mode(modes[0]), tuple(args.width_mult_list)
+    if mode is Mode.CASCADE:
+        return cascade_plan(args)
     if not mode.gated and len(set(widths)) != 1:
         raise UserError(f"--{mode}: one width for every input, so --width_mult_list needs identical values "
                         f"(e.g. 0.5,0.5,0.5,0.5), got {','.join(f'{w:g}' for w in widths)}")
@@ -83,6 +90,29 @@ def plan_of(args: RunArgs) -> Plan:
     return Plan(mode=mode, widths=widths, depth_mult=args.depth_mult_list[0], early_exit=args.early_exit,
                 exit_threshold=args.exit_threshold, normalized_entropy=args.normalized_entropy,
                 fixed_gate=args.fixed_gate)
+
+
+def cascade_plan(args: RunArgs) -> Plan:
+    """The --cascade plan the flags give, or a one-line error naming the flag that does not fit."""
+    widths, depths = tuple(args.cascade), tuple(args.cascade_depths) or (1.0,) * len(args.cascade)
+    thresholds = tuple(args.cascade_thresholds)
+    if len(widths) < 2:
+        raise UserError(f"--cascade: needs two or more subnet widths, cheapest first, got {len(widths)}")
+    if len(depths) != len(widths):
+        raise UserError(f"--cascade_depths: one depth per --cascade subnet ({len(widths)}), got {len(depths)}")
+    if len(thresholds) == 1:
+        thresholds *= len(widths) - 1
+    if len(thresholds) != len(widths) - 1:
+        raise UserError(f"--cascade_thresholds: one threshold, or one per subnet but the last ({len(widths) - 1}), "
+                        f"got {len(thresholds)}")
+    if any(not t > 0 for t in thresholds):
+        raise UserError("--cascade_thresholds: each must be positive (an input stops when its entropy is below it), "
+                        "got " + ",".join(f"{t:g}" for t in thresholds))
+    for name, values in (("--cascade", widths), ("--cascade_depths", depths)):
+        if any(not 0.0 < v <= 1.0 for v in values):
+            raise UserError(f"{name}: each must be in (0, 1], got " + ",".join(f"{v:g}" for v in values))
+    return Plan(mode=Mode.CASCADE, widths=widths, depths=depths, thresholds=thresholds,
+                normalized_entropy=args.normalized_entropy)
 
 
 def timed(dynamic: DynamicModel, loader) -> list[float]:
@@ -100,8 +130,9 @@ def run(args: RunArgs) -> StageReport:
     task, tokenizer = start(args)
     args = with_inference_config(args, task.name)
     plan = plan_of(args)
-    if plan.exits and task.is_regression:
-        raise UserError(f"--early_exit: exits use a classifier's entropy; {task.name} is a regression task")
+    if (plan.exits or plan.mode is Mode.CASCADE) and task.is_regression:
+        flag = "--cascade" if plan.mode is Mode.CASCADE else "--early_exit"
+        raise UserError(f"{flag}: stopping early uses a classifier's entropy; {task.name} is a regression task")
     model = evaluation_model(args.model_dir, task, check_pooling(args))
     gates, ramps = decision_modules(args.model_dir, plan, f"--{plan.mode}", "--early_exit")
     dynamic = DynamicModel(model, gates, ramps, plan, depth_rule_for(args.model_dir, plan))
@@ -126,7 +157,8 @@ def run(args: RunArgs) -> StageReport:
         "fixed_gate": plan.fixed_gate,
         "depth_mult": plan.depth_mult, "early_exit": plan.exits,
         "exit_threshold": plan.exit_threshold if plan.exits else None,
-        "normalized_entropy": plan.normalized_entropy if plan.exits else None, "metric": task.primary_metric,
+        "normalized_entropy": plan.normalized_entropy if plan.exits or plan.mode is Mode.CASCADE else None,
+        **(cascade_summary(plan, routes) if plan.mode is Mode.CASCADE else {}), "metric": task.primary_metric,
         "metrics": metrics, "macs": float(macs.mean()), "full_macs": float(full),
         "macs_share": float(macs.mean() / full), "reduction": float(1 - macs.mean() / full),
         "mean_layers": float(layers_run.mean()),
@@ -141,6 +173,13 @@ def run(args: RunArgs) -> StageReport:
     write_run_info(args, task.name, {"complete": True, "mode": plan.mode.value})
     return StageReport("infer", task.name, args.output_dir, task.primary_metric, seconds=summary["seconds"],
                        gated={"metrics": metrics, "macs_share": summary["macs_share"], "label": plan.mode.value})
+
+
+def cascade_summary(plan: Plan, runs: list) -> dict[str, Any]:
+    """A cascade's subnets and thresholds, and how many inputs each subnet answered."""
+    answered = np.bincount([len(r.routes) - 1 for r in runs], minlength=len(plan.stages))
+    return {"cascade_depths": list(plan.depths), "cascade_thresholds": list(plan.thresholds),
+            "answered_by_stage": [int(n) for n in answered]}
 
 
 def width_histogram(routes: list[Route], num_layers: int) -> dict[str, dict[str, int]]:
@@ -173,6 +212,6 @@ def write_outputs(output_dir: str, summary: dict, routes: list[Route], logits: n
     preds = predictions(task, logits)
     rows = [{"index": i, "label": labels[i].item(), "prediction": preds[i].item(),
              "layers": [layer for layer, _ in r.executed], "heads": [w.heads for _, w in r.executed],
-             "exit_after": len(r.executed), "macs": int(m)}
+             "exit_after": len(r.executed), "macs": int(m), **({"stages": len(r.routes)} if hasattr(r, "routes") else {})}
             for i, (r, m) in enumerate(zip(routes, macs))]
     write_infer_results(output_dir, summary, rows)

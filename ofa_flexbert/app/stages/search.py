@@ -2,7 +2,9 @@
 
 Searched: the static grid (--width_mult_list x --depth_mult_list), depth-dynamic inference
 (each width x each exit threshold), width-dynamic inference (every class -> width map,
-``tradeoff.width_maps``) and width+depth-dynamic inference (maps x thresholds).
+``tradeoff.width_maps``), width+depth-dynamic inference (maps x thresholds) and confidence
+cascades (every chain of two or three static subnets of increasing cost x thresholds,
+``tradeoff.cascade_chains``; one threshold for every stage of a chain).
 
 Which data, and why (a decision): the training split is out (the model fits it, so its exits
 would look free) and GLUE's test labels are hidden, so dev is split in two halves, stratified by
@@ -15,8 +17,13 @@ mode over another.  Every figure is also given for the whole of dev, which is wh
 One engine: each map (and each static width) is one pass of ``adaptive.runner.DynamicModel`` over dev at
 full depth with the off-ramps' predictions recorded; an exit threshold is then replayed from the
 record (an input leaves at the first off-ramp whose entropy is below it), so forty thresholds
-cost one pass.  The replay is the exit check's own rule, and a test runs the chosen setting
-through ``--stage infer`` and gets the same metric and MACs.
+cost one pass.  A cascade is replayed from the static subnets' passes the same way
+(``tradeoff.cascade_answers``).  The replay is the exit check's (the cascade's) own rule, and a
+test runs the chosen setting through ``--stage infer`` and gets the same metric and MACs.
+
+Cascades are many (286 chains of the 12 static subnets, each at 40 thresholds), so only those on
+the cascade family's own front on the search half are written and plotted; the count tried is
+logged.  Nothing is lost by it: the best setting under a budget is on its family's front.
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import paddle
@@ -35,7 +42,9 @@ from ofa_flexbert.adaptive.runner import DynamicModel
 from ofa_flexbert.adaptive.setting import Mode, Plan, entry_of
 from gate.io import load_gates, load_off_ramps
 from gate.modules import FeatureRecorder
+from gate.diagnostics import at_class
 from gate.ramps import entropy
+from gate.targets import good_enough, smallest_enough
 
 from ofa_flexbert.app import plots
 from ofa_flexbert.engine.accounting import sequence_lengths, subnet_macs
@@ -44,7 +53,8 @@ from ofa_flexbert.glue.tasks import TaskSpec
 from ofa_flexbert.glue.metrics import compute_metrics
 from ofa_flexbert.store.outputs import PARETO_PLOT, recorded_depth_rule, write_run_info, write_search_results
 from ofa_flexbert.engine.routes import Route
-from ofa_flexbert.adaptive.tradeoff import best_under_budget, default_thresholds, exit_steps, pareto_front, split_halves, width_maps
+from ofa_flexbert.adaptive.tradeoff import (best_under_budget, cascade_answers, cascade_chains, default_thresholds,
+                                            exit_steps, pareto_front, split_halves, width_maps)
 from .begin import start
 from .inputs import check_pooling
 from .preamble import dev_data, evaluation_model
@@ -116,6 +126,41 @@ def replay(plan: Plan, recorded: Recorded, dynamic: DynamicModel, lengths: list[
     return outcomes
 
 
+def cascade_outcomes(statics: list[Outcome], task: TaskSpec, labels: np.ndarray, search_idx: np.ndarray,
+                     thresholds: list[float], normalized: bool) -> list[Outcome]:
+    """The confidence cascades on the cascade family's front (search half), from the static passes.
+
+    Each chain of :func:`tradeoff.cascade_chains` is replayed at every threshold: an input's logits
+    are those of the stage that answers it (:func:`tradeoff.cascade_answers`), its MACs the sum of
+    the stages it ran -- what ``--stage infer --cascade`` runs and counts.
+    """
+    entropies = [entropy(paddle.to_tensor(o.logits), normalized).numpy() for o in statics]
+    chains = cascade_chains([float(o.macs.mean()) for o in statics])
+    rows = np.arange(len(labels))
+
+    def outcome(chain: tuple[int, ...], threshold: float) -> Outcome:
+        answer = cascade_answers(np.stack([entropies[i] for i in chain]), [threshold] * (len(chain) - 1))
+        logits = np.stack([statics[i].logits for i in chain])[answer, rows]
+        spent = np.cumsum(np.stack([statics[i].macs for i in chain]), axis=0)[answer, rows]  # every stage it ran
+        layers = np.cumsum(np.stack([statics[i].layers for i in chain]), axis=0)[answer, rows]
+        plan = Plan(mode=Mode.CASCADE, widths=tuple(statics[i].plan.widths[0] for i in chain),
+                    depths=tuple(statics[i].plan.depth_mult for i in chain),
+                    thresholds=(threshold,) * (len(chain) - 1), normalized_entropy=normalized)
+        return Outcome(plan, logits, spent, layers)
+
+    tried, costs, scores = [], [], []
+    for chain in chains:
+        for threshold in thresholds:
+            o = outcome(chain, threshold)
+            tried.append((chain, threshold))
+            costs.append(float(o.macs[search_idx].mean()))
+            scores.append(compute_metrics(task, o.logits[search_idx], labels[search_idx])[task.primary_metric])
+    front = pareto_front(costs, scores)
+    logger.info(f"search {task.name}: {len(tried)} cascades tried ({len(chains)} chains x {len(thresholds)} "
+                f"thresholds), the {len(front)} on their front kept")
+    return [outcome(*tried[i]) for i in front]
+
+
 def search_groups(args: RunArgs, gates, can_exit: bool) -> list[list[Plan]]:
     """The settings to try, grouped by the pass they are replayed from (same routes, same logits):
     per width, static and d-dynamic; per class -> width map, w- and wd-dynamic; then the static
@@ -133,6 +178,21 @@ def search_groups(args: RunArgs, gates, can_exit: bool) -> list[list[Plan]]:
     groups += [[Plan(mode=Mode.STATIC, widths=(w,), depth_mult=d)] for d in sorted(set(args.depth_mult_list) - {1.0})
                for w in widths]
     return groups
+
+
+def perfect_gates(statics: list[Outcome], task: TaskSpec, labels: np.ndarray, tolerance: float,
+                  rule: str) -> Optional[Outcome]:
+    """Perfect gates over the full-depth static widths: each input at its target width (``rule``,
+    the gates' --gate_target), deciding for free -- the ceiling of width routing on these targets,
+    as ``--stage gate`` reports it.  None with fewer than two such widths."""
+    full_depth = sorted((o for o in statics if o.plan.depth_mult == 1.0), key=lambda o: o.plan.widths[0])
+    if len(full_depth) < 2:
+        return None
+    targets = smallest_enough(good_enough(task, [o.logits for o in full_depth], labels, tolerance, rule))
+    stack = lambda key: np.stack([getattr(o, key) for o in full_depth])  # noqa: E731
+    plan = Plan(mode=Mode.W_DYNAMIC, widths=tuple(o.plan.widths[0] for o in full_depth))
+    return Outcome(plan, at_class(stack("logits"), targets), at_class(stack("macs"), targets),
+                   at_class(stack("layers"), targets))
 
 
 def summarise(outcome: Outcome, task: TaskSpec, labels: np.ndarray, full: np.ndarray,
@@ -172,15 +232,23 @@ def run(args: RunArgs) -> StageReport:
     full = np.array([subnet_macs(config, 1.0, 1.0, t) for t in lengths], dtype="float64")
     thresholds = args.exit_thresholds or default_thresholds(task.num_labels, args.normalized_entropy)
     rows: list[dict[str, Any]] = []
+    statics: list[Outcome] = []
     for group in tqdm(search_groups(args, gates, can_exit), desc=f"search {task.name}", unit="pass", leave=False):
         runner = DynamicModel(model, gates, ramps, group[0], rule)  # the group's plan without exits
         recorded = record(runner, loader, ramps if len(group) > 1 else None)
         for plan in group:
             counter = DynamicModel(model, gates, ramps, plan, rule)  # counts what the plan runs, exit checks included
-            rows.extend(summarise(o, task, labels, full, parts)
-                        for o in replay(plan, recorded, counter, lengths, ramps, thresholds))
+            outcomes = replay(plan, recorded, counter, lengths, ramps, thresholds)
+            statics.extend(o for o in outcomes if o.plan.mode is Mode.STATIC)
+            rows.extend(summarise(o, task, labels, full, parts) for o in outcomes)
+    if not task.is_regression:
+        cascades = cascade_outcomes(statics, task, labels, search_idx, thresholds, args.normalized_entropy)
+        rows.extend(summarise(o, task, labels, full, parts) for o in cascades)
+    rule = gates.record.get("gate_target", "correct") if gates is not None else "correct"
+    oracle = perfect_gates(statics, task, labels, args.regression_tolerance, rule)
+    ceiling = None if oracle is None else {**summarise(oracle, task, labels, full, parts), "gate_target": rule}
     return finish_search(args, task, rows, {name: len(idx) for name, idx in parts.items()}, split,
-                         time.time() - started)
+                         time.time() - started, ceiling)
 
 
 def mark_fronts(rows: list[dict[str, Any]]) -> None:
@@ -199,17 +267,24 @@ def mark_fronts(rows: list[dict[str, Any]]) -> None:
 
 
 def finish_search(args: RunArgs, task: TaskSpec, rows: list[dict[str, Any]], sizes: dict[str, int],
-                  split: str, seconds: float) -> StageReport:
+                  split: str, seconds: float, oracle: Optional[dict[str, Any]] = None) -> StageReport:
     """search_results.json, inference_config.json (the best setting under --macs_budget), pareto.png
-    and VisualDL scalars in --output_dir; the report the CLI prints."""
+    and VisualDL scalars in --output_dir; the report the CLI prints.  ``oracle``: perfect gates'
+    row (:func:`perfect_gates`), reported beside the settings, never chosen."""
     mark_fronts(rows)
     best = best_under_budget([r["search"]["macs_share"] for r in rows], [r["search"]["metric"] for r in rows],
                              args.macs_budget)
     summary = {"task": task.name, "split": split, "parts": sizes, "seed": args.seed, "metric": task.primary_metric,
-               "macs_budget": args.macs_budget, "best": best, "seconds": round(seconds, 1), "points": rows}
+               "macs_budget": args.macs_budget, "best": best, "seconds": round(seconds, 1), "oracle": oracle,
+               "points": rows}
     write_search_results(args.output_dir, summary, None if best is None else {task.name: entry_of(rows[best])})
     plots.pareto(rows, best, os.path.join(args.output_dir, PARETO_PLOT),
-                 f"{task.name}: held-out half of {split} ({sizes['held_out']} inputs)", task.primary_metric)
+                 f"{task.name}: held-out half of {split} ({sizes['held_out']} inputs)", task.primary_metric,
+                 oracle=oracle)
+    if oracle is not None:
+        logger.info(f"search {task.name}: perfect gates ({oracle['gate_target']} targets over widths "
+                    f"{','.join(f'{w:g}' for w in oracle['width_mult_list'])}): held-out {task.primary_metric} "
+                    f"{oracle['held_out']['metric']:.4f} at {oracle['held_out']['macs_share']:.0%} of the MACs")
     log_fronts(args.output_dir, rows)
     if best is None:
         cheapest = min(r["search"]["macs_share"] for r in rows)

@@ -1,0 +1,79 @@
+"""A cascade export run on Paddle Inference or onnxruntime: its static subnets in turn, numpy between them.
+
+A cascade export (``--stage export --inference_config`` of a ``cascade`` setting) is a folder whose
+manifest lists its stages, each an ordinary static subnet export in a subfolder (graph, tokenizer,
+manifest, its own check).  A batch runs through the first; rows whose prediction entropy is below
+the stage's threshold keep its answer; the others are gathered into a smaller batch, padding
+trimmed to their longest row, for the next -- the rule of ``adaptive.cascade.run_cascade``, which
+the export's check compares this with on dev.  Nothing runs in dygraph.
+"""
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from ofa_flexbert.adaptive.cascade import CascadeRun
+from ofa_flexbert.engine.accounting import route_macs
+from ofa_flexbert.engine.routes import Route, Width
+
+from .layout import read_manifest
+from .runtime import StaticGraph
+
+
+def entropy(logits: np.ndarray, normalized: bool) -> np.ndarray:
+    """Natural-log entropy of softmax(logits) per row (divided by ln C when ``normalized``): ``gate.ramps.entropy``."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    value = -(np.exp(log_p) * log_p).sum(axis=1)
+    return value / np.log(logits.shape[1]) if normalized else value
+
+
+def stage_route(manifest: dict[str, Any]) -> Route:
+    """The route a static export's manifest describes (layers, heads and FFN neurons per layer)."""
+    widths = tuple(Width(h, int(manifest["head_dim"]), f) for h, f in zip(manifest["heads"], manifest["ffn"]))
+    return Route(tuple(manifest["layers"]), widths)
+
+
+class CascadePredictor:
+    """Logits and what each input ran, for a cascade export (see the module docstring)."""
+
+    def __init__(self, export_dir: str, manifest: dict[str, Any], num_threads: int = 1, onednn: bool = True,
+                 runtime: str = "paddle", pad_token_id: int = 0):
+        self.thresholds = [float(t) for t in manifest["setting"]["cascade_thresholds"]]
+        self.normalized = bool(manifest["setting"].get("normalized_entropy", False))
+        self.pad_token_id = pad_token_id
+        folders = [os.path.join(export_dir, name) for name in manifest["stages"]]
+        self.graphs = [StaticGraph(folder, num_threads, onednn, runtime) for folder in folders]
+        members = [read_manifest(folder) for folder in folders]
+        self.routes = [stage_route(m) for m in members]
+        self.config = SimpleNamespace(hidden_size=int(manifest["hidden_size"]), num_labels=int(manifest["num_labels"]),
+                                      pooling=manifest.get("pooling"))
+
+    def run(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> tuple[np.ndarray, list[CascadeRun]]:
+        """Logits [B, C] and, per input, the stages' routes it ran (the last one answered)."""
+        rows = input_ids.shape[0]
+        lengths = (input_ids != self.pad_token_id).sum(axis=1)
+        logits = None
+        ran: list[list[Route]] = [[] for _ in range(rows)]
+        remaining = np.arange(rows)
+        for stage, (graph, route) in enumerate(zip(self.graphs, self.routes)):
+            width = int(lengths[remaining].max())
+            out = graph(input_ids[remaining, :width], token_type_ids[remaining, :width])
+            if logits is None:
+                logits = np.zeros((rows, out.shape[1]), dtype=out.dtype)
+            for row in remaining:
+                ran[row].append(route)
+            last = stage == len(self.graphs) - 1
+            done = np.ones(len(remaining), bool) if last else entropy(out, self.normalized) < self.thresholds[stage]
+            logits[remaining[done]] = out[done]
+            remaining = remaining[~done]
+            if not len(remaining):
+                break
+        return logits, [CascadeRun(tuple(r)) for r in ran]
+
+    def macs(self, run: CascadeRun, length: int) -> int:
+        """Every subnet one ``length``-token input ran."""
+        return sum(route_macs(self.config, route, length) for route in run.routes)
