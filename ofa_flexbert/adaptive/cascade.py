@@ -13,7 +13,7 @@ rule is :func:`ofa_flexbert.adaptive.tradeoff.cascade_answers`, which ``--stage 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import paddle
@@ -35,39 +35,59 @@ class CascadeRun:
         return tuple(step for route in self.routes for step in route.executed)
 
 
+def cascade_rows(lengths: np.ndarray, stages: Sequence[Callable[[np.ndarray, int], np.ndarray]],
+                 thresholds: Sequence[float], entropy_of: Callable[[np.ndarray], np.ndarray]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(logits [B, C], the stage that answered each row): the cascade's loop, whatever runs a stage.
+
+    ``stages[s](rows, width)`` returns stage s's logits for the batch rows ``rows`` padded to
+    ``width`` tokens (the longest of them); ``lengths`` are the rows' real lengths.  A row stops at
+    the first stage but the last whose entropy is strictly below its threshold (the rule
+    ``tradeoff.cascade_answers`` replays); the others go on, re-batched.
+    """
+    rows = len(lengths)
+    logits: np.ndarray | None = None
+    answered = np.full(rows, len(stages) - 1)
+    remaining = np.arange(rows)
+    for stage, run in enumerate(stages):
+        out = run(remaining, int(lengths[remaining].max()))
+        if logits is None:
+            logits = np.zeros((rows, out.shape[1]), dtype=out.dtype)
+        last = stage == len(stages) - 1
+        done = np.ones(len(remaining), dtype=bool) if last else entropy_of(out) < thresholds[stage]
+        logits[remaining[done]] = out[done]
+        answered[remaining[done]] = stage
+        remaining = remaining[~done]
+        if not len(remaining):
+            break
+    return logits, answered
+
+
+def runs_of(routes: Sequence[Route], answered: np.ndarray) -> list[CascadeRun]:
+    """What each row ran: the stages up to the one that answered it."""
+    return [CascadeRun(tuple(routes[:stage + 1])) for stage in answered]
+
+
 def run_cascade(model, batch: dict, routes: Sequence[Route], thresholds: Sequence[float], normalized: bool,
                 pad_token_id: int) -> tuple[np.ndarray, list[CascadeRun]]:
-    """(logits [B, C], what each row ran) for one batch: ``routes[s]`` is stage s's subnet.
+    """(logits [B, C], what each row ran) for one batch through the engine: ``routes[s]`` is stage s's subnet.
 
     Each stage runs the rows still undecided as one dense batch; a row's logits equal what it gets
     in a batch of its own (the encoder masks padding; tested), so the batch a row rides in never
     changes its answer.
     """
     input_ids, token_type_ids = batch["input_ids"], batch["token_type_ids"]
-    rows = int(input_ids.shape[0])
+
+    def stage(route: Route):
+        def run(rows: np.ndarray, width: int) -> np.ndarray:
+            index = paddle.to_tensor(rows, dtype="int64")
+            ids = paddle.gather(input_ids, index, axis=0)[:, :width]
+            types = paddle.gather(token_type_ids, index, axis=0)[:, :width]
+            with paddle.no_grad():
+                return classify(model, ids, types, route).logits.numpy()
+        return run
+
     lengths = (input_ids != pad_token_id).astype("int64").sum(axis=1).numpy()
-    logits: np.ndarray | None = None
-    ran: list[list[Route]] = [[] for _ in range(rows)]
-    remaining = np.arange(rows)
-    for stage, route in enumerate(routes):
-        index = paddle.to_tensor(remaining, dtype="int64")
-        width = int(lengths[remaining].max())
-        ids = paddle.gather(input_ids, index, axis=0)[:, :width]
-        types = paddle.gather(token_type_ids, index, axis=0)[:, :width]
-        with paddle.no_grad():
-            out = classify(model, ids, types, route).logits
-        stage_logits = out.numpy()
-        if logits is None:
-            logits = np.zeros((rows, stage_logits.shape[1]), dtype=stage_logits.dtype)
-        for row in remaining:
-            ran[row].append(route)
-        if stage < len(routes) - 1:
-            # sure: entropy strictly below the stage's threshold (the rule cascade_answers replays)
-            done = entropy(out, normalized).numpy() < thresholds[stage]
-        else:
-            done = np.ones(len(remaining), dtype=bool)
-        logits[remaining[done]] = stage_logits[done]
-        remaining = remaining[~done]
-        if not len(remaining):
-            break
-    return logits, [CascadeRun(tuple(r)) for r in ran]
+    entropy_of = lambda logits: entropy(paddle.to_tensor(logits), normalized).numpy()  # noqa: E731
+    logits, answered = cascade_rows(lengths, [stage(r) for r in routes], thresholds, entropy_of)
+    return logits, runs_of(routes, answered)

@@ -4,8 +4,8 @@ A cascade export (``--stage export --inference_config`` of a ``cascade`` setting
 manifest lists its stages, each an ordinary static subnet export in a subfolder (graph, tokenizer,
 manifest, its own check).  A batch runs through the first; rows whose prediction entropy is below
 the stage's threshold keep its answer; the others are gathered into a smaller batch, padding
-trimmed to their longest row, for the next -- the rule of ``adaptive.cascade.run_cascade``, which
-the export's check compares this with on dev.  Nothing runs in dygraph.
+trimmed to their longest row, for the next -- the loop of ``adaptive.cascade.cascade_rows``, which
+``--stage infer`` runs too and the export's check compares with on dev.  Nothing runs in dygraph.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ofa_flexbert.adaptive.cascade import CascadeRun
+from ofa_flexbert.adaptive.cascade import CascadeRun, cascade_rows, runs_of
 from ofa_flexbert.engine.accounting import route_macs
 from ofa_flexbert.engine.routes import Route, Width
 
@@ -54,25 +54,13 @@ class CascadePredictor:
 
     def run(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> tuple[np.ndarray, list[CascadeRun]]:
         """Logits [B, C] and, per input, the stages' routes it ran (the last one answered)."""
-        rows = input_ids.shape[0]
+        def stage(graph: StaticGraph):
+            return lambda rows, width: graph(input_ids[rows, :width], token_type_ids[rows, :width])
+
         lengths = (input_ids != self.pad_token_id).sum(axis=1)
-        logits = None
-        ran: list[list[Route]] = [[] for _ in range(rows)]
-        remaining = np.arange(rows)
-        for stage, (graph, route) in enumerate(zip(self.graphs, self.routes)):
-            width = int(lengths[remaining].max())
-            out = graph(input_ids[remaining, :width], token_type_ids[remaining, :width])
-            if logits is None:
-                logits = np.zeros((rows, out.shape[1]), dtype=out.dtype)
-            for row in remaining:
-                ran[row].append(route)
-            last = stage == len(self.graphs) - 1
-            done = np.ones(len(remaining), bool) if last else entropy(out, self.normalized) < self.thresholds[stage]
-            logits[remaining[done]] = out[done]
-            remaining = remaining[~done]
-            if not len(remaining):
-                break
-        return logits, [CascadeRun(tuple(r)) for r in ran]
+        logits, answered = cascade_rows(lengths, [stage(g) for g in self.graphs], self.thresholds,
+                                        lambda logits: entropy(logits, self.normalized))
+        return logits, runs_of(self.routes, answered)
 
     def macs(self, run: CascadeRun, length: int) -> int:
         """Every subnet one ``length``-token input ran."""

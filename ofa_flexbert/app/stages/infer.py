@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import paddle
 
+from ofa_flexbert.adaptive.cascade import CascadeRun
 from ofa_flexbert.adaptive.runner import DynamicModel, depth_rule_for
 from ofa_flexbert.adaptive.setting import MODES, Mode, Plan, read_inference_config
 
@@ -212,6 +213,6 @@ def write_outputs(output_dir: str, summary: dict, routes: list[Route], logits: n
     preds = predictions(task, logits)
     rows = [{"index": i, "label": labels[i].item(), "prediction": preds[i].item(),
              "layers": [layer for layer, _ in r.executed], "heads": [w.heads for _, w in r.executed],
-             "exit_after": len(r.executed), "macs": int(m), **({"stages": len(r.routes)} if hasattr(r, "routes") else {})}
+             "exit_after": len(r.executed), "macs": int(m), **({"stages": len(r.routes)} if isinstance(r, CascadeRun) else {})}
             for i, (r, m) in enumerate(zip(routes, macs))]
     write_infer_results(output_dir, summary, rows)
