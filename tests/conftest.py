@@ -185,3 +185,35 @@ def assert_same_checkpoint(a_dir, b_dir, atol=1e-6):
     assert a.keys() == b.keys()
     for name in a:
         np.testing.assert_allclose(b[name].numpy(), a[name].numpy(), rtol=0, atol=atol, err_msg=name)
+
+
+def hand_export(directory, task="sst-2", text_pair=False, width=0.5, seed=0, max_seq_length=16):
+    """A random tiny BERT (mean pooling) exported by hand as the ``width`` subnet of ``task``, in seconds:
+    ``(export_dir, model, route, tokenizer)`` -- the dygraph model and route give the expected logits."""
+    from paddlenlp.transformers import BertForSequenceClassification, BertTokenizer
+
+    from ofa_flexbert.app.demo import write_tiny_bert
+    from ofa_flexbert.deploy.graphs import save_static
+    from ofa_flexbert.deploy.layout import write_manifest
+    from ofa_flexbert.deploy.narrow import shrink
+    from ofa_flexbert.engine.routes import Route
+
+    source = os.path.join(str(directory), "bert")
+    write_tiny_bert(source, seed=seed)
+    tokenizer = BertTokenizer.from_pretrained(source)
+    patches.apply()
+    model = BertForSequenceClassification.from_pretrained(source, num_labels=2)
+    model.bert.config.pooling = "mean"
+    model.eval()
+    route = Route.uniform(model.bert.config, width, 1.0)
+    export_dir = os.path.join(str(directory), "export")
+    os.makedirs(export_dir)
+    narrow = BertForSequenceClassification.from_pretrained(source, num_labels=2)
+    narrow.bert.config.pooling = "mean"
+    narrow.eval()
+    shrink(narrow, route)
+    save_static(narrow, export_dir)
+    tokenizer.save_pretrained(export_dir)
+    write_manifest(export_dir, {"kind": "static", "tag": f"w{width:g}_d1", "task": task, "num_labels": 2,
+                                "max_seq_length": max_seq_length, "format": "x", "text_pair": text_pair})
+    return export_dir, model, route, tokenizer

@@ -4,6 +4,7 @@ reference's name) and the ``ofa-flexbert`` console script both call :func:`main`
     python run_ofa_glue.py --task rte --stage finetune --model_dir M --output_dir T
     python run_ofa_glue.py convert --hf_dir HF --output_dir M
     python run_ofa_glue.py predict --export_dir OUT/w0.5_d0.75 --input sentences.tsv
+    python run_ofa_glue.py serve --export_dir OUT/w0.5_d0.75 --port 8080
     python run_ofa_glue.py --demo
 
 Bad input ends in a one-line ``error: ...`` on stderr and exit code 2.
@@ -22,7 +23,7 @@ from ofa_flexbert.errors import UserError
 def stage_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="run_ofa_glue.py", description="Train and run width/depth-flexible BERTs.",
                            usage="%(prog)s --task TASK --stage STAGE --model_dir M --output_dir O [flags]\n"
-                                 "       %(prog)s --demo | convert --help | predict --help",
+                                 "       %(prog)s --demo | convert --help | predict --help | serve --help",
                            epilog="Import a HuggingFace checkpoint first: run_ofa_glue.py convert --help")
     parser.add_argument("--demo", action="store_true",
                         help="run every implemented stage on a synthetic task and a tiny BERT (offline, minutes)")
@@ -56,6 +57,41 @@ def predict_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def serve_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="run_ofa_glue.py serve",
+                           description="Serve a model written by --stage export over HTTP (FastAPI + uvicorn): "
+                                       "POST /predict, GET /health, /metadata, /metrics.")
+    parser.add_argument("--export_dir", required=True, help="a folder written by --stage export (static, "
+                        "dynamic or cascade)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on (0: any free port)")
+    parser.add_argument("--max_batch_size", type=int, default=32, help="most input rows run as one batch; "
+                        "concurrent requests are merged up to it")
+    parser.add_argument("--max_wait_ms", type=float, default=5.0, help="how long a request's rows wait for "
+                        "others to join their batch")
+    parser.add_argument("--max_request_rows", type=int, default=256, help="most inputs one request may send (413)")
+    parser.add_argument("--max_request_bytes", type=int, default=1 << 20, help="largest request body (413)")
+    parser.add_argument("--num_threads", type=int, default=1, help="CPU math threads of the runtime")
+    parser.add_argument("--onednn", choices=("on", "off"), default="on", help="Paddle Inference's oneDNN kernels")
+    parser.add_argument("--runtime", choices=("paddle", "onnx"), default="paddle", help="Paddle Inference, or "
+                        "onnxruntime on the model.onnx of an export with --format onnx")
+    parser.add_argument("--verbose", action="store_true", help="uvicorn's and PaddleNLP's own log lines, "
+                        "one access line per request")
+    return parser
+
+
+def run_serve(argv: list[str]) -> int:
+    """``serve``: until SIGTERM or Ctrl-C."""
+    ns = serve_parser().parse_args(argv)
+    from ofa_flexbert.serve.api import Limits
+    from ofa_flexbert.serve.server import ServeOptions, serve
+
+    quiet_libraries(ns.verbose)
+    limits = Limits(ns.max_batch_size, ns.max_wait_ms, ns.max_request_rows, ns.max_request_bytes)
+    return serve(ServeOptions(ns.export_dir, ns.host, ns.port, ns.num_threads, ns.runtime, ns.onednn == "on",
+                              limits, ns.verbose))
+
+
 def run_predict(argv: list[str]) -> int:
     """``predict``: one line per input -- index, label, then each label's probability (or the score)."""
     ns = predict_parser().parse_args(argv)
@@ -72,12 +108,12 @@ def run_predict(argv: list[str]) -> int:
     logits, routes = predictor.run(texts, pairs)
     route_columns = ["layers", "heads", "MACs"] if routes else []  # a dynamic export: each input's own route
     print("\t".join(["index", "label"] + ([f"p({label})" for label in labels] if labels else []) + route_columns))
-    for i, prediction in enumerate(predictor.predictions(logits)):
+    for i, prediction in enumerate(predictor.predictions(logits, routes)):
         cells = [str(i)] + ([f"{prediction.label:.4f}"] if prediction.probabilities is None else
                             [prediction.label] + [f"{p:.4f}" for p in prediction.probabilities.values()])
-        if routes:
-            route, macs = routes[i]
-            cells += [str(len(route.executed)), ",".join(str(w.heads) for _, w in route.executed), str(macs)]
+        if prediction.route is not None:
+            steps = prediction.route.executed
+            cells += [str(len(steps)), ",".join(str(w.heads) for _, w in steps), str(prediction.macs)]
         print("\t".join(cells))
     return 0
 
@@ -97,6 +133,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 0
         if argv[:1] == ["predict"]:
             return run_predict(argv[1:])
+        if argv[:1] == ["serve"]:
+            return run_serve(argv[1:])
         ns = stage_parser().parse_args(argv)
         from ofa_flexbert.app.report import results_table
 

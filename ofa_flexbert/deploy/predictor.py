@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
@@ -25,10 +25,14 @@ from .runtime import RUNTIMES, StaticGraph
 
 @dataclass(frozen=True)
 class Prediction:
-    """One input's answer: the label (a score for regression) and, for classification, each label's probability."""
+    """One input's answer: the label (a score for regression) and, for classification, each label's probability;
+    for a dynamic or cascade export also what the input ran (``route.executed``: its (layer, width) steps)
+    and its MACs at its length."""
 
     label: Union[str, float]
     probabilities: Optional[dict[str, float]]
+    route: Any = None
+    macs: Optional[int] = None
 
 
 class Predictor:
@@ -119,17 +123,20 @@ class Predictor:
         return self.run(texts, pairs)[0]
 
     def predict(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> list[Prediction]:
-        """A :class:`Prediction` per input: the argmax label and softmax probabilities (regression: the score)."""
-        return self.predictions(self.predict_logits(texts, pairs))
+        """A :class:`Prediction` per input: the argmax label and softmax probabilities (regression: the score),
+        and for a dynamic or cascade export each input's route and MACs."""
+        return self.predictions(*self.run(texts, pairs))
 
-    def predictions(self, logits: np.ndarray) -> list[Prediction]:
-        """:class:`Prediction` s of logits [N, C]."""
+    def predictions(self, logits: np.ndarray, routes: Sequence[tuple] = ()) -> list[Prediction]:
+        """:class:`Prediction` s of logits [N, C] and, from :meth:`run`, each row's (route, MACs) if any."""
+        taken = list(routes) or [(None, None)] * len(logits)
         if self.task.is_regression:
-            return [Prediction(float(row[0]), None) for row in logits]
+            return [Prediction(float(row[0]), None, *route) for row, route in zip(logits, taken)]
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs = shifted / shifted.sum(axis=1, keepdims=True)
         labels = self.task.labels
-        return [Prediction(labels[int(p.argmax())], {label: float(v) for label, v in zip(labels, p)}) for p in probs]
+        return [Prediction(labels[int(p.argmax())], {label: float(v) for label, v in zip(labels, p)}, *route)
+                for p, route in zip(probs, taken)]
 
 
 def read_inputs(path: str, pairs: bool) -> tuple[list[str], Optional[list[str]]]:

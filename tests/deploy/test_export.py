@@ -8,7 +8,7 @@ import paddle
 import pytest
 
 import patches
-from conftest import FAST, stage_argv
+from conftest import FAST, hand_export, stage_argv
 from ofa_flexbert.engine.routes import Route, config_width, depth_layers
 from ofa_flexbert.app.cli import main
 
@@ -161,35 +161,14 @@ def test_export_flags_are_checked_before_any_work(toy_width_model, tmp_path, cap
 
 def test_a_pair_model_reads_text_pairs_as_its_tokenizer_joins_them(tmp_path):
     """A tiny random MRPC model, exported by hand: Predictor(texts, pairs) = the dygraph model on tokenizer(a, b)."""
-    from paddlenlp.transformers import BertForSequenceClassification, BertTokenizer
-
-    from ofa_flexbert.app.demo import write_tiny_bert
-    from ofa_flexbert.deploy.graphs import save_static
-    from ofa_flexbert.deploy.layout import write_manifest
-    from ofa_flexbert.deploy.narrow import shrink
     from ofa_flexbert.deploy.predictor import Predictor, read_inputs
-
-    source = str(tmp_path / "bert")
-    write_tiny_bert(source, seed=0)
-    tokenizer = BertTokenizer.from_pretrained(source)
-    patches.apply()
-    model = BertForSequenceClassification.from_pretrained(source, num_labels=2)
-    model.bert.config.pooling = "mean"
-    model.eval()
-    texts, pairs = ["the movie was good", "a plot"], ["it was great", "the story was not good at all and dull"]
-    enc = [tokenizer(a, text_pair=b, max_length=16, truncation=True) for a, b in zip(texts, pairs)]
     from ofa_flexbert.engine.encoder import classify
 
-    route = Route.uniform(model.bert.config, 0.5, 1.0)
+    export_dir, model, route, tokenizer = hand_export(tmp_path, task="mrpc", text_pair=True)
+    texts, pairs = ["the movie was good", "a plot"], ["it was great", "the story was not good at all and dull"]
+    enc = [tokenizer(a, text_pair=b, max_length=16, truncation=True) for a, b in zip(texts, pairs)]
     want = np.concatenate([classify(model, paddle.to_tensor([e["input_ids"]]), paddle.to_tensor([e["token_type_ids"]]),
                                     routes=route).logits.numpy() for e in enc])
-    export_dir = str(tmp_path / "export")
-    os.makedirs(export_dir)
-    shrink(model, route)
-    save_static(model, export_dir)
-    tokenizer.save_pretrained(export_dir)
-    write_manifest(export_dir, {"task": "mrpc", "num_labels": 2, "max_seq_length": 16, "format": "x",
-                                "text_pair": True})
     predictor = Predictor(export_dir, batch_size=2)
     assert np.abs(predictor.predict_logits(texts, pairs) - want).max() <= 1e-5
     (tmp_path / "pairs.tsv").write_text("".join(f"{a}\t{b}\n" for a, b in zip(texts, pairs)))
