@@ -83,13 +83,14 @@ def serve_parser() -> argparse.ArgumentParser:
 def run_serve(argv: list[str]) -> int:
     """``serve``: until SIGTERM or Ctrl-C."""
     ns = serve_parser().parse_args(argv)
+    from ofa_flexbert.app.console import verbose_requested
     from ofa_flexbert.serve.api import Limits
     from ofa_flexbert.serve.server import ServeOptions, serve
 
     quiet_libraries(ns.verbose)
     limits = Limits(ns.max_batch_size, ns.max_wait_ms, ns.max_request_rows, ns.max_request_bytes)
     return serve(ServeOptions(ns.export_dir, ns.host, ns.port, ns.num_threads, ns.runtime, ns.onednn == "on",
-                              limits, ns.verbose))
+                              limits, verbose_requested(ns.verbose)))
 
 
 def run_predict(argv: list[str]) -> int:

@@ -16,7 +16,6 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from ofa_flexbert.app.console import verbose_requested
 from ofa_flexbert.errors import UserError
 
 from .api import Limits, create_app
@@ -33,7 +32,7 @@ class ServeOptions:
     runtime: str = "paddle"
     onednn: bool = True
     limits: Limits = field(default_factory=Limits)
-    verbose: bool = False
+    verbose: bool = False  # uvicorn's own log lines and an access line per request (resolved by the CLI)
 
     def check(self) -> None:
         """One-line errors for values no service could run with."""
@@ -103,9 +102,8 @@ class Service:
         self.address = f"http://{f'[{host}]' if ':' in host else host}:{port}"
         manifest = self.predictor.manifest
         self.app = create_app(self.predictor, options.limits, served_description(manifest, options, self.address))
-        verbose = verbose_requested(options.verbose)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="info" if verbose else "warning",
-                                                    access_log=verbose, lifespan="on"))
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="info" if options.verbose else "warning",
+                                                    access_log=options.verbose, lifespan="on"))
         self.line = startup_line(manifest, options, self.address)
 
     def run(self) -> None:
