@@ -69,12 +69,9 @@ def inputs(predictor: Predictor, args) -> dict[str, list[tuple[np.ndarray, np.nd
     task = get_task(args.task)
     data_dir = args.data_dir or os.path.join(os.environ["GLUE_DIR"], task.dir_name)
     examples = read_split(task, data_dir, task.dev_splits[0])[:32 * 8]
-    predictor.batch_size = 1
-    singles = list(predictor.batches(predictor.encode([e.text_a for e in examples],
-                                                      [e.text_b for e in examples] if examples[0].text_b else None)))
-    predictor.batch_size = 32
-    batched = list(predictor.batches(predictor.encode([e.text_a for e in examples],
-                                                      [e.text_b for e in examples] if examples[0].text_b else None)))
+    rows = predictor.encode([e.text_a for e in examples], [e.text_b for e in examples] if examples[0].text_b else None)
+    singles = [predictor.pad(rows[i:i + 1]) for i in range(len(rows))]
+    batched = [predictor.pad(rows[i:i + 32]) for i in range(0, len(rows), 32)]  # arrival order, as documented
     return {"b1_len128": [synthetic(1) for _ in range(8)], "b32_len128": [synthetic(32) for _ in range(2)],
             "b1_dev": singles, "b32_dev": batched}
 

@@ -5,7 +5,7 @@
 
 For every export and every ``--max_batch_sizes`` value one server runs (127.0.0.1, a free port, started
 as a user starts it).  Then, ``--repeats`` times, for each number of ``--clients`` the servers take
-turns (order rotating): each client thread sends ``--requests`` requests of one dev sentence each on
+turns (order rotating; ``--warmup`` unrecorded passes first): each client thread sends ``--requests`` requests of one dev sentence each on
 its own keep-alive connection, one after another.  Bounded: a cell stops at ``--max_seconds``.
 Per (export, batch size, clients): throughput (rows/s, median over repeats), p50/p95/p99 latency over
 every request, failed requests, and the service's own mean batch size (/metrics).  Every server is
@@ -35,7 +35,7 @@ from ofa_flexbert.glue.data import get_task, read_split  # noqa: E402
 def start_server(export_dir: str, batch: int, args) -> tuple[subprocess.Popen, int, str]:
     cmd = [sys.executable, "run_ofa_glue.py", "serve", "--export_dir", export_dir, "--port", "0",
            "--max_batch_size", str(batch), "--max_wait_ms", str(args.max_wait_ms), "--num_threads",
-           str(args.num_threads), "--runtime", args.runtime]
+           str(args.num_threads), "--runtime", args.runtime, "--onednn", args.onednn]
     process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = process.stdout.readline().strip()
     if not line.startswith("serving "):
@@ -101,6 +101,11 @@ def main() -> None:
     parser.add_argument("--max_wait_ms", type=float, default=5.0)
     parser.add_argument("--num_threads", type=int, default=1)
     parser.add_argument("--runtime", default="paddle")
+    parser.add_argument("--onednn", choices=("on", "off"), default="on")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="unrecorded passes per cell before the repeats: a runtime's first sight of an input "
+                             "shape is slow (oneDNN builds its kernels per shape), a long-running service has "
+                             "seen them")
     parser.add_argument("--max_seconds", type=float, default=120.0, help="a cell stops sending after this")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -116,12 +121,16 @@ def main() -> None:
             print(servers[(name, batch)][2], flush=True)
     cells: dict = {}
     try:
-        for repeat in range(args.repeats):
+        for repeat in range(-args.warmup, args.repeats):
             for clients in (int(c) for c in args.clients.split(",")):
                 keys = list(servers)
                 keys = keys[repeat % len(keys):] + keys[:repeat % len(keys)]
                 for key in keys:
                     result = load(servers[key][1], clients, texts, args)
+                    if repeat < 0:
+                        print(f"warm-up {key[0]:8} batch {key[1]:3} clients {clients:3}: "
+                              f"{result['throughput']:7.1f} rows/s, failed {result['failed']}", flush=True)
+                        continue
                     cell = cells.setdefault((key[0], key[1], clients), {"throughput": [], "latencies": [],
                                                                         "failed": 0, "cut_short": False})
                     cell["throughput"].append(result["throughput"])
@@ -154,7 +163,8 @@ def main() -> None:
                "machine": os.uname().nodename, "cpus": os.cpu_count(), "rows": rows}
     atomic_write(os.path.join(args.out, "serve_load.json"), json.dumps(summary, indent=2) + "\n")
     lines = [f"{args.task}: one dev sentence per request, {args.requests} requests per client, {args.repeats} "
-             f"repeats, --max_wait_ms {args.max_wait_ms:g}, {args.num_threads} thread(s), {args.runtime}; "
+             f"repeats after {args.warmup} unrecorded warm-up pass(es), --max_wait_ms {args.max_wait_ms:g}, "
+             f"{args.num_threads} thread(s), {args.runtime}{'' if args.runtime != 'paddle' else ', oneDNN ' + args.onednn}; "
              "throughput is the median over repeats, latency quantiles over every request.", "",
              "| export | clients | max batch | rows/s | p50 ms | p95 ms | p99 ms | failed | mean batch (whole run) |",
              "|---|---|---|---|---|---|---|---|---|"]

@@ -6,7 +6,7 @@
     predictor.predict(["He left."], pairs=["He is gone."])  # sentence pairs (MRPC, RTE, ...)
 
 Text is tokenised with the tokenizer saved beside the model, truncated to the model's
-``max_seq_length`` exactly as training data was (``data.encode``), batched and padded; the
+``max_seq_length`` exactly as training data was (``data.encode``), batched by length and padded; the
 static graph reads padding from the pad id, so a row's result does not depend on its batch.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 
 from ofa_flexbert.glue.data import Example, encode, get_task
 from ofa_flexbert.errors import UserError
+from .grouping import length_groups
 from .layout import read_manifest
 from .runtime import RUNTIMES, StaticGraph
 
@@ -89,34 +90,35 @@ class Predictor:
                     zip(texts, pairs if pairs is not None else [None] * len(texts))]
         return list(encode(examples, self.task, self.tokenizer, int(self.manifest["max_seq_length"])))
 
-    def batches(self, rows: list[dict]):
-        """Padded ``(input_ids, token_type_ids)`` batches of :attr:`batch_size` rows, in order."""
-        pad = self.tokenizer.pad_token_id
-        for start in range(0, len(rows), self.batch_size):
-            chunk = rows[start:start + self.batch_size]
-            width = max(len(r["input_ids"]) for r in chunk)
-            ids = np.full((len(chunk), width), pad, dtype="int64")
-            types = np.zeros((len(chunk), width), dtype="int64")
-            for i, row in enumerate(chunk):
-                ids[i, :len(row["input_ids"])] = row["input_ids"]
-                types[i, :len(row["token_type_ids"])] = row["token_type_ids"]
-            yield ids, types
+    def pad(self, chunk: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
+        """One padded ``(input_ids, token_type_ids)`` batch of encoded rows (pad id, type 0)."""
+        width = max(len(r["input_ids"]) for r in chunk)
+        ids = np.full((len(chunk), width), self.tokenizer.pad_token_id, dtype="int64")
+        types = np.zeros((len(chunk), width), dtype="int64")
+        for i, row in enumerate(chunk):
+            ids[i, :len(row["input_ids"])] = row["input_ids"]
+            types[i, :len(row["token_type_ids"])] = row["token_type_ids"]
+        return ids, types
 
     def run(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> tuple[np.ndarray, list]:
         """[N, C] logits, and for a dynamic or cascade export each input's (route, MACs at its length) --
-        what ``--stage infer`` reports per input; an empty list for a static export (one route for all)."""
+        what ``--stage infer`` reports per input; an empty list for a static export (one route for all).
+
+        Inputs run in batches of similar length (:func:`grouping.length_groups`, at most :attr:`batch_size`
+        rows) and come back in the order given; a row's result does not depend on its batch."""
         rows = self.encode(texts, pairs)
-        logits, routes = [], []
-        for start, (ids, types) in zip(range(0, len(rows), self.batch_size), self.batches(rows)):
+        lengths = [len(r["input_ids"]) for r in rows]
+        logits = np.zeros((len(rows), self.task.num_labels), dtype="float32")
+        routes: list = [None] * len(rows)
+        for group in length_groups(lengths, self.batch_size):
+            ids, types = self.pad([rows[i] for i in group])
             if self.dynamic is None:
-                logits.append(self.logits(ids, types))
+                logits[group] = self.logits(ids, types)
                 continue
-            batch_logits, taken = self.dynamic.run(ids, types)
-            logits.append(batch_logits)
-            lengths = [len(r["input_ids"]) for r in rows[start:start + self.batch_size]]
-            routes.extend((route, self.dynamic.macs(route, t)) for route, t in zip(taken, lengths))
-        empty = np.zeros((0, self.task.num_labels), dtype="float32")
-        return (np.concatenate(logits) if logits else empty), routes
+            logits[group], taken = self.dynamic.run(ids, types)
+            for i, route in zip(group, taken):
+                routes[i] = (route, self.dynamic.macs(route, lengths[i]))
+        return logits, (routes if self.dynamic is not None else [])
 
     def predict_logits(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> np.ndarray:
         """[N, C] logits of the inputs (empty input: [0, C])."""
