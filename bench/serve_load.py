@@ -2,6 +2,12 @@
 """Throughput and latency of `run_ofa_glue.py serve` under concurrent clients, micro-batching on and off.
 
     python bench/serve_load.py --task sst-2 --exports static=OUT/w0.5_d0.67,cascade=OUT/cascade --out DIR
+    python bench/serve_load.py --task sst-2 --out DIR \
+        --exports onednn=OUT/w0.5_d0.67@onednn,reference=OUT/w0.5_d0.67@reference,onnx=OUT/w0.5_d0.67@onnx
+
+An export's runtime follows ``@``: ``onednn`` (Paddle Inference with oneDNN, the default), ``reference``
+(Paddle Inference's reference kernels, ``--onednn off``) or ``onnx`` (onnxruntime; the export needs
+``--format onnx``).
 
 For every export and every ``--max_batch_sizes`` value one server runs (127.0.0.1, a free port, started
 as a user starts it).  Then, ``--repeats`` times, for each number of ``--clients`` the servers take
@@ -32,10 +38,27 @@ import patches  # noqa: F401,E402  -- zlib before paddle
 from ofa_flexbert.glue.data import get_task, read_split  # noqa: E402
 
 
-def start_server(export_dir: str, batch: int, args) -> tuple[subprocess.Popen, int, str]:
+RUNTIME_FLAGS = {"onednn": ["--runtime", "paddle", "--onednn", "on"],
+                 "reference": ["--runtime", "paddle", "--onednn", "off"],
+                 "onnx": ["--runtime", "onnx"]}
+
+
+def parse_exports(spec: str) -> dict[str, tuple[str, str]]:
+    """``name=DIR[@RUNTIME],...`` -> {name: (abs DIR, runtime)}."""
+    exports = {}
+    for item in spec.split(","):
+        name, _, target = item.partition("=")
+        path, _, runtime = target.partition("@")
+        if not name or not path or (runtime or "onednn") not in RUNTIME_FLAGS:
+            sys.exit(f"--exports: expected name=DIR[@{'|'.join(RUNTIME_FLAGS)}], got {item!r}")
+        exports[name] = (os.path.abspath(path), runtime or "onednn")
+    return exports
+
+
+def start_server(export_dir: str, runtime: str, batch: int, args) -> tuple[subprocess.Popen, int, str]:
     cmd = [sys.executable, "run_ofa_glue.py", "serve", "--export_dir", export_dir, "--port", "0",
            "--max_batch_size", str(batch), "--max_wait_ms", str(args.max_wait_ms), "--num_threads",
-           str(args.num_threads), "--runtime", args.runtime, "--onednn", args.onednn]
+           str(args.num_threads), *RUNTIME_FLAGS[runtime]]
     process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = process.stdout.readline().strip()
     if not line.startswith("serving "):
@@ -91,7 +114,7 @@ def scrape(port: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", required=True)
-    parser.add_argument("--exports", required=True, help="name=export_dir,... (e.g. static=...,cascade=...)")
+    parser.add_argument("--exports", required=True, help="name=DIR[@onednn|reference|onnx],... (default onednn)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--data_dir")
     parser.add_argument("--clients", default="1,8,32")
@@ -100,8 +123,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max_wait_ms", type=float, default=5.0)
     parser.add_argument("--num_threads", type=int, default=1)
-    parser.add_argument("--runtime", default="paddle")
-    parser.add_argument("--onednn", choices=("on", "off"), default="on")
     parser.add_argument("--warmup", type=int, default=1,
                         help="unrecorded passes per cell before the repeats: a runtime's first sight of an input "
                              "shape is slow (oneDNN builds its kernels per shape), a long-running service has "
@@ -112,12 +133,12 @@ def main() -> None:
     task = get_task(args.task)
     data_dir = args.data_dir or os.path.join(os.environ["GLUE_DIR"], task.dir_name)
     texts = [e.text_a for e in read_split(task, data_dir, task.dev_splits[0])]
-    exports = dict(item.split("=", 1) for item in args.exports.split(","))
+    exports = parse_exports(args.exports)
     batches = [int(b) for b in args.max_batch_sizes.split(",")]
     servers = {}
-    for name, path in exports.items():
+    for name, (path, runtime) in exports.items():
         for batch in batches:
-            servers[(name, batch)] = start_server(os.path.abspath(path), batch, args)
+            servers[(name, batch)] = start_server(path, runtime, batch, args)
             print(servers[(name, batch)][2], flush=True)
     cells: dict = {}
     try:
@@ -157,14 +178,15 @@ def main() -> None:
                      "p50_ms": float(q[0]), "p95_ms": float(q[1]), "p99_ms": float(q[2]),
                      "requests": len(cell["latencies"]), "failed": cell["failed"], "cut_short": cell["cut_short"],
                      "mean_batch_size": cell.get("mean_batch_size")})
-    summary = {"task": args.task, "exports": {k: os.path.abspath(v) for k, v in exports.items()},
+    summary = {"task": args.task, "exports": {k: {"export_dir": p, "runtime": r} for k, (p, r) in exports.items()},
                "settings": {k: v for k, v in vars(args).items() if k not in ("exports",)},
                "server_exit_codes": {f"{k[0]}/b{k[1]}": c for k, c in codes.items()},
                "machine": os.uname().nodename, "cpus": os.cpu_count(), "rows": rows}
     atomic_write(os.path.join(args.out, "serve_load.json"), json.dumps(summary, indent=2) + "\n")
     lines = [f"{args.task}: one dev sentence per request, {args.requests} requests per client, {args.repeats} "
              f"repeats after {args.warmup} unrecorded warm-up pass(es), --max_wait_ms {args.max_wait_ms:g}, "
-             f"{args.num_threads} thread(s), {args.runtime}{'' if args.runtime != 'paddle' else ', oneDNN ' + args.onednn}; "
+             f"{args.num_threads} thread(s); runtimes: "
+             f"{', '.join(f'{name} {runtime}' for name, (_, runtime) in exports.items())}; "
              "throughput is the median over repeats, latency quantiles over every request.", "",
              "| export | clients | max batch | rows/s | p50 ms | p95 ms | p99 ms | failed | mean batch (whole run) |",
              "|---|---|---|---|---|---|---|---|---|"]

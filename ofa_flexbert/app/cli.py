@@ -72,7 +72,9 @@ def serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_request_rows", type=int, default=256, help="most inputs one request may send (413)")
     parser.add_argument("--max_request_bytes", type=int, default=1 << 20, help="largest request body (413)")
     parser.add_argument("--num_threads", type=int, default=1, help="CPU math threads of the runtime")
-    parser.add_argument("--onednn", choices=("on", "off"), default="on", help="Paddle Inference's oneDNN kernels")
+    parser.add_argument("--onednn", choices=("on", "off"), default="off", help="Paddle Inference's oneDNN kernels "
+                        "(off by default here: on requests of varying length oneDNN builds kernels per input shape "
+                        "and served 0.7x the rows/s of the reference kernels; docs/benchmarks.md, Serving under load)")
     parser.add_argument("--runtime", choices=("paddle", "onnx"), default="paddle", help="Paddle Inference, or "
                         "onnxruntime on the model.onnx of an export with --format onnx")
     parser.add_argument("--verbose", action="store_true", help="uvicorn's and PaddleNLP's own log lines, "

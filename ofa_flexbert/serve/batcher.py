@@ -1,8 +1,8 @@
 """Micro-batching: rows of concurrent requests run as one batch on one worker thread.
 
 The model is called from a single thread (a Paddle Inference predictor is not safe to share), and
-the event loop never waits on it: a request hands its rows over as :class:`Job` s and awaits their
-futures.  The worker takes the oldest job, then whatever else arrives until ``max_wait_ms`` after
+the event loop does not await it: a request hands its rows over as :class:`Job` s and awaits their
+futures (a runtime that holds the GIL still pauses the loop while it computes; docs/reference.md).  The worker takes the oldest job, then whatever else arrives until ``max_wait_ms`` after
 that job was *submitted* (under load the queue is already full and nothing waits) or the batch
 would pass ``max_batch_size`` rows.  A job that does not fit starts the next batch; a request
 larger than ``max_batch_size`` is split into jobs up front.  Pure Python: no framework.

@@ -30,7 +30,7 @@ class ServeOptions:
     port: int = 8080
     num_threads: int = 1
     runtime: str = "paddle"
-    onednn: bool = True
+    onednn: bool = False  # as the CLI: served requests vary in length, oneDNN pays per new shape
     limits: Limits = field(default_factory=Limits)
     verbose: bool = False  # uvicorn's own log lines and an access line per request (resolved by the CLI)
 
