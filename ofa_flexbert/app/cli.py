@@ -52,8 +52,9 @@ def predict_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_threads", type=int, default=1, help="CPU math threads")
     parser.add_argument("--onednn", choices=("on", "off"), default="on", help="Paddle Inference's oneDNN kernels "
                         "(on: the CPU build's default and usually much faster)")
-    parser.add_argument("--runtime", choices=("paddle", "onnx"), default="paddle", help="Paddle Inference, or "
-                        "onnxruntime on the model.onnx of an export with --format onnx")
+    parser.add_argument("--runtime", choices=("paddle", "onnx"), default=None, help="Paddle Inference, or "
+                        "onnxruntime on the model.onnx of an export with --format onnx (default: onnx for an INT8 "
+                        "export, else paddle)")
     return parser
 
 
@@ -75,8 +76,9 @@ def serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--onednn", choices=("on", "off"), default="off", help="Paddle Inference's oneDNN kernels "
                         "(off by default here: on requests of varying length oneDNN builds kernels per input shape "
                         "and served 0.7x the rows/s of the reference kernels; docs/benchmarks.md, Serving under load)")
-    parser.add_argument("--runtime", choices=("paddle", "onnx"), default="paddle", help="Paddle Inference, or "
-                        "onnxruntime on the model.onnx of an export with --format onnx")
+    parser.add_argument("--runtime", choices=("paddle", "onnx"), default=None, help="Paddle Inference, or "
+                        "onnxruntime on the model.onnx of an export with --format onnx (default: onnx for an INT8 "
+                        "export, else paddle)")
     parser.add_argument("--verbose", action="store_true", help="uvicorn's and PaddleNLP's own log lines, "
                         "one access line per request")
     return parser

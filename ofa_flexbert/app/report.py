@@ -142,11 +142,15 @@ def export_table(report: StageReport) -> str:
     and its largest logit difference from the flexible model on each runtime (the check)."""
     exports = report.exports
     onnx = any(r.get("onnx_max_abs_logit_diff") is not None for r in exports)
+    def diff(value) -> str:
+        return "-" if value is None else f"{value:.1e}"
+
     rows = [(r["tag"], f"{r['parameters']:,}", f"{r['parameter_share']:.0%}", f"{r['macs_share']:.0%}",
-             f"{r['value']:.4f}", f"{r['max_abs_logit_diff']:.1e}", f"{r['onednn_max_abs_logit_diff']:.1e}")
-            + ((f"{r['onnx_max_abs_logit_diff']:.1e}",) if onnx else ()) + (r["path"],) for r in exports]
+             f"{r['value']:.4f}", diff(r["max_abs_logit_diff"]), diff(r["onednn_max_abs_logit_diff"]))
+            + ((diff(r["onnx_max_abs_logit_diff"]),) if onnx else ()) + (r["path"],) for r in exports]
     title = (f"export {report.task}: parameters and MACs (at --max_seq_length) vs the full model; dev {report.metric} "
-             "of the exported graph (Paddle Inference, oneDNN); max |Δlogits| against the flexible model per runtime")
+             "of the exported graph (Paddle Inference, oneDNN; an _int8 subnet: onnxruntime); max |Δlogits| against "
+             "the flexible model per runtime")
     header = ("subnet", "parameters", "share", "MACs", report.metric, "Δ reference", "Δ oneDNN") + \
         (("Δ ONNX",) if onnx else ()) + ("path",)
     return title + "\n" + _table(header, rows)

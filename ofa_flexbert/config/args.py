@@ -15,6 +15,7 @@ from typing import Any, Optional, get_type_hints
 from ofa_flexbert.errors import UserError
 
 EXPORT_FORMATS = ("paddle", "onnx")
+QUANTIZE_MODES = ("none", "int8")  # --quantize (deploy/quantize.py)
 GATE_TRAINING = ("targets", "routes")  # what --stage gate trains the gates on (stages/gate.py)
 GATE_TARGETS = ("correct", "agree")  # an input's target width (gate/targets.py)
 GATE_FEATURES = ("all_widths", "target")  # the features target training shows each gate (stages/gate_targets.py)
@@ -221,6 +222,12 @@ class RunArgs:
                                     default_factory=list, group="export", stages=("export",))
     format: str = _flag("export stage: paddle (Paddle Inference's format for this paddle) or onnx (that, plus "
                         "model.onnx for onnxruntime, checked against it)", "paddle", group="export", stages=("export",))
+    quantize: str = _flag("export stage: int8 also writes <tag>_int8/, the subnet's ONNX model quantized by "
+                          "onnxruntime (INT8 weights, dynamic activations), checked on dev against the float "
+                          "subnet; implies --format onnx", "none", group="export", stages=("export",))
+    quant_tolerance: float = _flag("export stage: most points of the primary dev metric the INT8 model may lose "
+                                   "against the float subnet before the export is refused", 1.0, group="export",
+                                   stages=("export",))
     record_cpu_time: bool = _flag("reference flag: latency is always measured, on the device in use", False,
                                   group="reference")
     record_gpu_time: bool = _flag("reference flag: latency is always measured, on the device in use", False,

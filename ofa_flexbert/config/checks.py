@@ -7,7 +7,7 @@ from typing import Any
 from ofa_flexbert.engine.routes import DEPTH_RULES, POOLINGS
 from ofa_flexbert.errors import UserError
 
-from .args import EXPORT_FORMATS, FIELDS, GATE_FEATURES, GATE_TARGETS, GATE_TRAINING, STAGES, RunArgs
+from .args import EXPORT_FORMATS, FIELDS, QUANTIZE_MODES, GATE_FEATURES, GATE_TARGETS, GATE_TRAINING, STAGES, RunArgs
 
 
 def validate(args: RunArgs) -> None:
@@ -54,6 +54,11 @@ def validate(args: RunArgs) -> None:
         raise UserError(f"--fixed_gate: a width in (0, 1], got {args.fixed_gate:g}")
     if args.format not in EXPORT_FORMATS:
         raise UserError(f"--format: expected one of {', '.join(EXPORT_FORMATS)}, got '{args.format}'")
+    if args.quantize not in QUANTIZE_MODES:
+        raise UserError(f"--quantize: expected one of {', '.join(QUANTIZE_MODES)}, got '{args.quantize}'")
+    if not args.quant_tolerance >= 0:
+        raise UserError(f"--quant_tolerance: points of the primary metric, must not be negative, got "
+                        f"{args.quant_tolerance:g}")
     if args.depth_rule not in DEPTH_RULES:
         raise UserError(f"--depth_rule: expected one of {', '.join(DEPTH_RULES)}, got '{args.depth_rule}'")
     if args.pooling is not None and args.pooling not in POOLINGS:

@@ -40,17 +40,24 @@ class Predictor:
     """Labels and probabilities for raw text from an export directory (``--stage export``).
 
     ``runtime`` is ``paddle`` (Paddle Inference, the model.json/model.pdmodel graph) or ``onnx``
-    (onnxruntime, the model.onnx that ``--format onnx`` adds); both get the same inputs by name.
+    (onnxruntime, the model.onnx that ``--format onnx`` adds); both get the same inputs by name.  None: the
+    runtime the manifest names (an INT8 export's ``onnx``), else ``paddle``.
     """
 
     def __init__(self, export_dir: str, num_threads: int = 1, onednn: bool = True, batch_size: int = 32,
-                 runtime: str = "paddle"):
+                 runtime: Optional[str] = None):
         from paddlenlp.transformers import BertTokenizer
 
-        if runtime not in RUNTIMES:
-            raise UserError(f"--runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
         self.export_dir = export_dir
         self.manifest = read_manifest(export_dir)
+        only = self.manifest.get("runtime")  # an INT8 export holds a model for onnxruntime only
+        runtime = runtime or only or "paddle"
+        if runtime not in RUNTIMES:
+            raise UserError(f"--runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        if only is not None and runtime != only:
+            mode = self.manifest.get("quantization", {}).get("mode", "").upper() or "this"
+            raise UserError(f"--runtime {runtime}: --export_dir {export_dir} is an {mode} export, for --runtime "
+                            f"{only} only")
         self.task = get_task(self.manifest["task"])
         self.batch_size = batch_size
         self.runtime = runtime

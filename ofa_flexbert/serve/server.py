@@ -14,7 +14,7 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from ofa_flexbert.errors import UserError
 
@@ -29,7 +29,7 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8080
     num_threads: int = 1
-    runtime: str = "paddle"
+    runtime: Optional[str] = None  # None: what the export names (onnx for INT8), else paddle
     onednn: bool = False  # as the CLI: served requests vary in length, oneDNN pays per new shape
     limits: Limits = field(default_factory=Limits)
     verbose: bool = False  # uvicorn's own log lines and an access line per request (resolved by the CLI)
@@ -65,24 +65,25 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def served_description(manifest: dict[str, Any], options: ServeOptions, address: str) -> dict[str, Any]:
+def served_description(manifest: dict[str, Any], options: ServeOptions, address: str, runtime: str) -> dict[str, Any]:
     """How the model is served (``GET /metadata``'s ``serving``)."""
     limits = options.limits
-    return {"address": address, "runtime": options.runtime, "num_threads": options.num_threads,
+    return {"address": address, "runtime": runtime, "num_threads": options.num_threads,
             "onednn": options.onednn, "max_batch_size": limits.max_batch_size, "max_wait_ms": limits.max_wait_ms,
             "max_request_rows": limits.max_request_rows, "max_request_bytes": limits.max_request_bytes}
 
 
-def startup_line(manifest: dict[str, Any], options: ServeOptions, address: str) -> str:
+def startup_line(manifest: dict[str, Any], options: ServeOptions, address: str, runtime: str) -> str:
     """The one line the service prints when it is ready."""
     kind = manifest.get("kind", "static")
     share = ""
     if manifest.get("dev_full_mean_macs"):
         share = f", {manifest['dev_mean_macs'] / manifest['dev_full_mean_macs']:.0%} of the full model's MACs on dev"
     threads = f"{options.num_threads} thread" + ("s" if options.num_threads > 1 else "")
-    runtime = "Paddle Inference" + ("" if options.onednn else " (no oneDNN)") if options.runtime == "paddle" \
-        else "onnxruntime"
-    return (f"serving {manifest['task']} {manifest.get('tag', '')} ({kind}{share}) at {address} on {runtime}, "
+    where = "Paddle Inference" + ("" if options.onednn else " (no oneDNN)") if runtime == "paddle" else "onnxruntime"
+    if manifest.get("quantization"):
+        where += f" ({manifest['quantization']['mode'].upper()})"
+    return (f"serving {manifest['task']} {manifest.get('tag', '')} ({kind}{share}) at {address} on {where}, "
             f"{threads}; batches of up to {options.limits.max_batch_size} rows within {options.limits.max_wait_ms:g} ms")
 
 
@@ -104,10 +105,11 @@ class Service:
         self.port = port
         self.address = f"http://{f'[{host}]' if ':' in host else host}:{port}"
         manifest = self.predictor.manifest
-        self.app = create_app(self.predictor, options.limits, served_description(manifest, options, self.address))
+        self.app = create_app(self.predictor, options.limits, served_description(manifest, options, self.address,
+                                                                                     self.predictor.runtime))
         self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="info" if options.verbose else "warning",
                                                     access_log=options.verbose, lifespan="on"))
-        self.line = startup_line(manifest, options, self.address)
+        self.line = startup_line(manifest, options, self.address, self.predictor.runtime)
 
     def run(self) -> None:
         """Serve until the server is told to exit (a signal, or ``server.should_exit`` from another thread)."""

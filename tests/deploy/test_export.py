@@ -265,3 +265,68 @@ def test_a_cascade_export_answers_each_input_as_the_infer_stage_does_on_both_run
         got = [(int(row.argmax()), len(run.routes), macs) for row, (run, macs) in zip(logits, runs)]
         assert np.mean([g == w for g, w in zip(got, want)]) >= (1.0 if runtime == "paddle" else 0.99), runtime
     assert summary["macs"] == pytest.approx(manifest["dev_mean_macs"], rel=1e-12)
+
+
+@pytest.mark.slow
+def test_an_int8_export_is_recorded_checked_and_runs_unchanged(toy_width_model, tmp_path, capsys):
+    """--quantize int8 writes the float subnet and <tag>_int8 (onnxruntime, integer MatMuls); the manifest says
+    so, the Predictor picks onnxruntime by itself, and its predictions agree with the float subnet's on at least
+    90% of dev (a random toy model: a few near-ties may flip)."""
+    from ofa_flexbert.deploy.predictor import Predictor
+    from ofa_flexbert.glue.data import get_task, read_split
+
+    data_dir, width_dir = toy_width_model
+    out = tmp_path / "out"
+    assert main(stage_argv("export", data_dir, width_dir, out, "--width_mult", "0.5", "--quantize", "int8")) == 0
+    manifest = read(out / "w0.5_d1_int8" / "manifest.json")
+    assert manifest["runtime"] == "onnx" and manifest["format"] == "model.onnx"
+    assert manifest["quantization"]["mode"] == "int8" and manifest["quantization"]["integer_matmuls"] > 0
+    check = manifest["check"]
+    assert check["points_lost"] == pytest.approx(100 * (check["float_metric"] - check["int8_metric"]))
+    assert sorted(os.listdir(out / "w0.5_d1")) and os.path.isfile(out / "w0.5_d1" / "model.onnx")
+    rows = read(out / "export_results.json")["exports"]
+    assert [(r["tag"], r["quantization"]) for r in rows] == [("w0.5_d1", None), ("w0.5_d1_int8", "int8")]
+
+    texts = [e.text_a for e in read_split(get_task("sst-2"), data_dir, "dev")]
+    int8 = Predictor(str(out / "w0.5_d1_int8"))
+    assert int8.runtime == "onnx"
+    got = int8.predict_logits(texts).argmax(axis=1)
+    want = Predictor(str(out / "w0.5_d1"), runtime="onnx").predict_logits(texts).argmax(axis=1)
+    # dynamic INT8 scales activations per batch, so batched otherwise than the check (length groups) a few
+    # predictions may differ from the check's figure
+    assert np.mean(got == want) >= 0.9 and check["same_predictions"] >= 0.9
+    assert abs(np.mean(got == want) - check["same_predictions"]) <= 0.02
+    (tmp_path / "in.tsv").write_text("a superb fine movie\n")
+    assert main(["predict", "--export_dir", str(out / "w0.5_d1_int8"), "--input", str(tmp_path / "in.tsv")]) == 0
+    assert main(["predict", "--export_dir", str(out / "w0.5_d1_int8"), "--input", str(tmp_path / "in.tsv"),
+                 "--runtime", "paddle"]) == 2
+    assert capsys.readouterr().err.endswith(f"error: --runtime paddle: --export_dir {out / 'w0.5_d1_int8'} is an "
+                                            "INT8 export, for --runtime onnx only\n")
+
+
+@pytest.mark.slow
+def test_an_int8_model_below_the_tolerance_is_refused_and_nothing_is_written(toy_width_model, tmp_path, capsys,
+                                                                              monkeypatch):
+    """The check compares the INT8 model's dev metric with the float subnet's; beyond --quant_tolerance the export
+    is refused in one line naming both figures, and the output folder stays as it was (here: an earlier file).
+    The toy's INT8 model loses nothing, so its logits are swapped (class 0 for class 1) as the check reads them."""
+    import ofa_flexbert.app.stages.export as export_stage
+
+    real = export_stage.runtime_logits
+
+    def worse(export_dir, *args, **kwargs):
+        logits = real(export_dir, *args, **kwargs)
+        return logits[:, ::-1] if "_int8" in os.path.basename(export_dir) else logits
+
+    monkeypatch.setattr(export_stage, "runtime_logits", worse)
+    data_dir, width_dir = toy_width_model
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "earlier.txt").write_text("kept")
+    assert main(stage_argv("export", data_dir, width_dir, out, "--width_mult", "0.5", "--quantize", "int8",
+                           "--quant_tolerance", "0")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: export w0.5_d1_int8: the INT8 model's dev acc ") and err.count("\n") == 1
+    assert err.endswith("0.1625 is 67.50 points below the float subnet's 0.8375 (--quant_tolerance 0); "
+                        "nothing was written\n")
+    assert sorted(os.listdir(out)) == ["earlier.txt"]

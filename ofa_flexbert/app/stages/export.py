@@ -17,6 +17,7 @@ recorded.  A subnet is written to a hidden folder first and moved into place onl
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -34,8 +35,9 @@ from ofa_flexbert.app.console import quiet_native
 from ofa_flexbert.engine.encoder import classify
 from ofa_flexbert.errors import UserError
 from ofa_flexbert.deploy.graphs import ONNX_OPSET, save_onnx, save_static
-from ofa_flexbert.deploy.layout import MANIFEST, route_description, write_manifest
+from ofa_flexbert.deploy.layout import MANIFEST, ONNX_FILE, route_description, write_manifest
 from ofa_flexbert.deploy.narrow import parameter_count, shrink
+from ofa_flexbert.deploy.quantize import int8_tag, quantize_onnx
 from ofa_flexbert.glue.metrics import compute_metrics
 from ofa_flexbert.store.outputs import package_versions, recorded_depth_rule, write_export_results, write_run_info
 from ofa_flexbert.deploy.predictor import Predictor
@@ -160,12 +162,57 @@ def export_one(job: ExportJob, width: float, depth: float) -> dict[str, Any]:
         manifest.update(check_runtimes(args, tmp, task, batches, expected, labels, tag))
         write_manifest(tmp, manifest)
         target = os.path.join(args.output_dir, tag)
-        replace_dir(tmp, target)  # an earlier export of it (--overwrite_output_dir) goes only now
+        if args.quantize == "int8":  # checked before either folder is moved into place
+            with staging(args.output_dir, int8_tag(tag)) as int8_tmp:
+                quantized = export_int8(job, tmp, int8_tmp, manifest, expected)
+                replace_dir(tmp, target)
+                replace_dir(int8_tmp, os.path.join(args.output_dir, quantized["tag"]))
+        else:
+            replace_dir(tmp, target)  # an earlier export of it (--overwrite_output_dir) goes only now
     logger.info(f"exported {tag} to {target}: {manifest['parameters'] / full_parameters:.0%} of the parameters, "
                 f"{manifest['macs_at_max_seq_length'] / manifest['full_macs_at_max_seq_length']:.0%} of the MACs at "
                 f"length {length}; max |Δlogits| {manifest['check']['max_abs_logit_diff']:.1e} against the flexible "
                 f"model on {len(expected)} dev examples")
-    return manifest
+    if args.quantize != "int8":
+        return [manifest]
+    check = quantized["check"]
+    logger.info(f"exported {quantized['tag']} to {os.path.join(args.output_dir, quantized['tag'])}: INT8 on "
+                f"onnxruntime, dev {task.primary_metric} {check['int8_metric']:.4f} against the float subnet's "
+                f"{check['float_metric']:.4f}; {check['same_predictions']:.1%} of dev predictions the same")
+    return [manifest, quantized]
+
+
+def export_int8(job: ExportJob, float_dir: str, int8_dir: str, manifest: dict[str, Any],
+                expected: np.ndarray) -> dict[str, Any]:
+    """The INT8 form of a checked float export, into ``int8_dir``: the quantized model.onnx, the tokenizer and a
+    manifest recording the quantization and its check -- the primary dev metric against the float subnet's
+    on onnxruntime, refused beyond ``--quant_tolerance`` points."""
+    args, task = job.args, job.task
+    tag = int8_tag(manifest["tag"])
+    record = quantize_onnx(os.path.join(float_dir, ONNX_FILE), os.path.join(int8_dir, ONNX_FILE))
+    job.tokenizer.save_pretrained(int8_dir)
+    quantized = {**{k: v for k, v in manifest.items() if k not in ("check", "onnx", "dev_metrics")},
+                 "tag": tag, "format": ONNX_FILE, "runtime": "onnx", "quantization": record}
+    write_manifest(int8_dir, quantized)  # the Predictor reads it
+    threads = math_threads(args.num_threads)
+    float_logits = runtime_logits(float_dir, job.batches, threads, "onnx")
+    int8_logits = runtime_logits(int8_dir, job.batches, threads, "onnx")
+    metric = task.primary_metric
+    float_metric = compute_metrics(task, float_logits, job.labels)[metric]
+    int8_metrics = compute_metrics(task, int8_logits, job.labels)
+    drop = 100.0 * (float_metric - int8_metrics[metric])
+    if drop > args.quant_tolerance:
+        raise UserError(f"export {tag}: the INT8 model's dev {metric} {int8_metrics[metric]:.4f} is {drop:.2f} points "
+                        f"below the float subnet's {float_metric:.4f} (--quant_tolerance {args.quant_tolerance:g}); "
+                        "nothing was written")
+    quantized["check"] = {"split": task.dev_splits[0], "examples": int(len(expected)), "runtime": "onnxruntime",
+                          "metric": metric, "float_metric": float_metric, "int8_metric": int8_metrics[metric],
+                          "points_lost": drop, "quant_tolerance": args.quant_tolerance,
+                          "same_predictions": same_predictions(int8_logits, float_logits, task),
+                          "max_abs_logit_diff": float(np.abs(int8_logits - expected).max())}
+    quantized["dev_metrics"] = int8_metrics
+    write_manifest(int8_dir, quantized)
+    return quantized
 
 
 def export_dynamic(job: ExportJob, setting: dict[str, Any]) -> dict[str, Any]:
@@ -264,8 +311,6 @@ def export_cascade(job: ExportJob, setting: dict[str, Any]) -> dict[str, Any]:
     subfolder, and a manifest naming them with the thresholds; the whole checked against
     ``--stage infer --cascade`` on dev (which stage answered each input, and its logits) before it
     is moved into place."""
-    import dataclasses
-
     from ofa_flexbert.adaptive.runner import DynamicModel
     from ofa_flexbert.deploy.cascade_predictor import CascadePredictor
 
@@ -277,7 +322,7 @@ def export_cascade(job: ExportJob, setting: dict[str, Any]) -> dict[str, Any]:
     config = model.bert.config
     with staging(args.output_dir, tag) as tmp:
         inner = dataclasses.replace(job, args=dataclasses.replace(args, output_dir=tmp))
-        members = [export_one(inner, w, d) for w, d in plan.stages]
+        members = [export_one(inner, w, d)[0] for w, d in plan.stages]
         job.tokenizer.save_pretrained(tmp)  # what the Predictor tokenises with
         manifest: dict[str, Any] = {
             "kind": "cascade", "tag": tag, "task": task.name, "num_labels": task.num_labels,
@@ -387,8 +432,14 @@ def run(args: RunArgs) -> StageReport:
     """``--stage export``: each requested subnet into ``<output_dir>/<tag>/``; export_results.json lists them."""
     task, tokenizer = start(args)
     setting = dynamic_setting(args, task.name)
+    if args.quantize == "int8":
+        if setting is not None:
+            raise UserError(f"--quantize int8: only static subnets are quantized; the --inference_config setting "
+                            f"is {setting['mode']}")
+        args = dataclasses.replace(args, format="onnx")  # the INT8 model is the float ONNX model quantized
     subnets = [] if setting else requested_subnets(args, task.name)
-    check_targets(args, [setting["mode"]] if setting else [subnet_tag(w, d) for w, d in subnets])
+    tags = [setting["mode"]] if setting else [subnet_tag(w, d) for w, d in subnets]
+    check_targets(args, tags + ([int8_tag(t) for t in tags] if args.quantize == "int8" else []))
     pooling = check_pooling(args)
     rule = recorded_depth_rule(args.model_dir) or "prefix"
     started = time.time()
@@ -396,7 +447,7 @@ def run(args: RunArgs) -> StageReport:
     job = ExportJob(args, task, tokenizer, pooling, rule, _batches(dev.loader),
                     np.array([row["labels"] for row in dev.dataset]), sequence_lengths(dev.loader), dev.pairs)
     if setting is None:
-        exports = [export_one(job, w, d) for w, d in subnets]
+        exports = [m for w, d in subnets for m in export_one(job, w, d)]
     else:
         exports = [(export_cascade if setting["mode"] == Mode.CASCADE else export_dynamic)(job, setting)]
     rows = [{"tag": m["tag"], "path": os.path.join(args.output_dir, m["tag"]),
@@ -405,9 +456,11 @@ def run(args: RunArgs) -> StageReport:
              "macs_share": m["dev_mean_macs"] / m["dev_full_mean_macs"] if setting else
              m["macs_at_max_seq_length"] / m["full_macs_at_max_seq_length"],
              "metric": task.primary_metric, "value": m["dev_metrics"][task.primary_metric],
-             "max_abs_logit_diff": m["check"]["max_abs_logit_diff"], "format": m["format"],
-             "onednn_max_abs_logit_diff": m["check"]["onednn_max_abs_logit_diff"],
-             "onnx_max_abs_logit_diff": m["onnx"]["max_abs_logit_diff"] if "onnx" in m else None}
+             "max_abs_logit_diff": None if "quantization" in m else m["check"]["max_abs_logit_diff"],
+             "format": m["format"], "onednn_max_abs_logit_diff": m["check"].get("onednn_max_abs_logit_diff"),
+             "quantization": m.get("quantization", {}).get("mode"),
+             "onnx_max_abs_logit_diff": m["onnx"]["max_abs_logit_diff"] if "onnx" in m else
+             m["check"]["max_abs_logit_diff"] if "quantization" in m else None}
             for m in exports]
     seconds = round(time.time() - started, 1)
     write_export_results(args.output_dir, {"task": task.name, "source_model": os.path.abspath(args.model_dir),
