@@ -13,6 +13,7 @@ result without any integer MatMul is refused rather than shipped as "INT8".
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -26,19 +27,27 @@ def int8_tag(tag: str) -> str:
     return tag + INT8_SUFFIX
 
 
-def quantize_onnx(float_onnx: str, int8_onnx: str) -> dict[str, Any]:
-    """Write the INT8 form of ``float_onnx`` to ``int8_onnx``; return what the manifest records of it."""
+def quantize_onnx(float_onnx: str, int8_onnx: str, verbose: bool = False) -> dict[str, Any]:
+    """Write the INT8 form of ``float_onnx`` to ``int8_onnx``; return what the manifest records of it.
+
+    onnxruntime's quantizer logs a line per MatMul it skips on the root logger, and its graph optimiser a
+    warning per unused initializer; unless ``verbose`` both are held back for the call."""
     import onnx
     import onnxruntime
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = int8_onnx + ".pre.onnx"
+    if not verbose:
+        logging.disable(logging.INFO)
+        onnxruntime.set_default_logger_severity(3)  # errors only
     try:
         # symbolic shape inference needs sympy, which nothing else here uses; ONNX's own inference suffices
         quant_pre_process(float_onnx, prepared, skip_symbolic_shape=True)
         quantize_dynamic(prepared, int8_onnx, weight_type=QuantType.QInt8, per_channel=True)
     finally:
+        logging.disable(logging.NOTSET)
+        onnxruntime.set_default_logger_severity(2)  # its default: warnings
         if os.path.exists(prepared):
             os.remove(prepared)
     ops = [node.op_type for node in onnx.load(int8_onnx).graph.node]

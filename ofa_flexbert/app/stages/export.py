@@ -189,7 +189,7 @@ def export_int8(job: ExportJob, float_dir: str, int8_dir: str, manifest: dict[st
     on onnxruntime, refused beyond ``--quant_tolerance`` points."""
     args, task = job.args, job.task
     tag = int8_tag(manifest["tag"])
-    record = quantize_onnx(os.path.join(float_dir, ONNX_FILE), os.path.join(int8_dir, ONNX_FILE))
+    record = quantize_onnx(os.path.join(float_dir, ONNX_FILE), os.path.join(int8_dir, ONNX_FILE), args.verbose)
     job.tokenizer.save_pretrained(int8_dir)
     quantized = {**{k: v for k, v in manifest.items() if k not in ("check", "onnx", "dev_metrics")},
                  "tag": tag, "format": ONNX_FILE, "runtime": "onnx", "quantization": record}
