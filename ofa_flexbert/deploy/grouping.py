@@ -12,7 +12,8 @@ from typing import Sequence
 # What one call costs, in tokens of work.  Measured for the SST-2 w0.5 d0.67 export on this 2-core CPU
 # (Paddle Inference, 1 thread, shapes 1x8 .. 32x48 fitted as a + b * tokens): a = 3.9 ms and b = 0.10 ms per
 # token on the reference kernels (39 tokens), 4.1 ms and 0.08 ms with oneDNN (51 tokens).  Larger models
-# raise both terms, so the ratio moves less than either; docs/decisions.md, "Length-grouped batches".
+# raise both terms, so the ratio moves less than either.  Rough: on a loaded machine the same fit gave 14 and 72
+# (bench/runtime_probe.py; docs/decisions.md, "Length-grouped batches").
 CALL_COST_TOKENS = 40
 
 
