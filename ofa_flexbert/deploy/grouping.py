@@ -43,7 +43,3 @@ def length_groups(lengths: Sequence[int], max_rows: int, call_cost: float = CALL
         j = cut[j]
     return groups[::-1]
 
-
-def padded_cost(groups: Sequence[Sequence[int]], lengths: Sequence[int], call_cost: float = CALL_COST_TOKENS) -> float:
-    """The cost model of :func:`length_groups` for any batching (e.g. batches in arrival order)."""
-    return sum(call_cost + len(g) * max(lengths[i] for i in g) for g in groups if g)

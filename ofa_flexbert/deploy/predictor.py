@@ -112,7 +112,8 @@ class Predictor:
         what ``--stage infer`` reports per input; an empty list for a static export (one route for all).
 
         Inputs run in batches of similar length (:func:`grouping.length_groups`, at most :attr:`batch_size`
-        rows) and come back in the order given; a row's result does not depend on its batch."""
+        rows) and come back in the order given; a float export's row does not depend on its batch (an INT8
+        export's may a little: its activations are scaled per batch)."""
         rows = self.encode(texts, pairs)
         lengths = [len(r["input_ids"]) for r in rows]
         logits = np.zeros((len(rows), self.task.num_labels), dtype="float32")

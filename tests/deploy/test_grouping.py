@@ -5,7 +5,12 @@ import random
 
 import pytest
 
-from ofa_flexbert.deploy.grouping import length_groups, padded_cost
+from ofa_flexbert.deploy.grouping import length_groups
+
+
+def padded_cost(groups, lengths, call_cost):
+    """The cost model of ``length_groups`` for a given batching."""
+    return sum(call_cost + len(g) * max(lengths[i] for i in g) for g in groups if g)
 
 
 def cheapest_by_brute_force(lengths, max_rows, call_cost):
