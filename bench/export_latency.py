@@ -107,6 +107,8 @@ def main() -> None:
                         "it from --gated_model and time it on dev inputs against the static subnets")
     parser.add_argument("--gated_model", help="the gate stage's model directory (with --dynamic_config)")
     parser.add_argument("--dynamic_only", action="store_true", help="with --dynamic_config: skip the static table")
+    parser.add_argument("--dynamic_graphs", default="segments,layers",
+                        help="with --dynamic_config: the export forms to time side by side")
     args = parser.parse_args()
     if args.replot:
         saved = json.load(open(os.path.join(args.out, "latency.json")))
@@ -154,22 +156,29 @@ def main() -> None:
 
 
 def dynamic_latency(args, export_dir: str, batches: dict, macs: dict) -> None:
-    """The dynamic predictor against the full model and the static subnets, on dev inputs, 1 thread;
-    writes ``OUT/latency-dynamic.md``.  Its MACs ratio is its dev mean (manifest), like the static ones'."""
+    """The dynamic setting, exported in each ``--dynamic_graphs`` form, against the full model and the static
+    subnets, on dev inputs, 1 thread; writes ``OUT/latency-dynamic.md``.  Its MACs ratio is its dev mean
+    (manifest), like the static ones'."""
     setting = json.load(open(args.dynamic_config))[args.task]
-    tag = setting["mode"]
-    if not os.path.isfile(os.path.join(export_dir, tag, "manifest.json")):
-        cmd = [sys.executable, "run_ofa_glue.py", "--task", args.task, "--stage", "export", "--model_dir",
-               args.gated_model, "--output_dir", export_dir, "--inference_config", args.dynamic_config,
-               "--overwrite_output_dir"] + (["--data_dir", args.data_dir] if args.data_dir else [])
-        print(f"exported {tag} in {run(cmd, os.path.join(args.out, 'export-dynamic.log')):.0f} s")
-    manifest = json.load(open(os.path.join(export_dir, tag, "manifest.json")))
+    mode = setting["mode"]
     shares = {t: macs[t]["dev"] for t in args.subnets}
-    shares[tag] = manifest["dev_mean_macs"] / manifest["dev_full_mean_macs"]
-    names = args.subnets + [tag]
+    folders = {}
+    for form in args.dynamic_graphs.split(","):
+        out = os.path.join(args.out, f"export-{form}")
+        if not os.path.isfile(os.path.join(out, mode, "manifest.json")):
+            cmd = [sys.executable, "run_ofa_glue.py", "--task", args.task, "--stage", "export", "--model_dir",
+                   args.gated_model, "--output_dir", out, "--inference_config", args.dynamic_config,
+                   "--dynamic_graphs", form, "--overwrite_output_dir"] + (["--data_dir", args.data_dir] if args.data_dir else [])
+            print(f"exported {mode} ({form}) in {run(cmd, os.path.join(args.out, f'export-{form}.log')):.0f} s", flush=True)
+        manifest = json.load(open(os.path.join(out, mode, "manifest.json")))
+        name = f"{mode} ({form})"
+        folders[name] = os.path.join(out, mode)
+        shares[name] = manifest["dev_mean_macs"] / manifest["dev_full_mean_macs"]
+    names = args.subnets + list(folders)
     lines = ["| runtime | setting | full (ms) | " + " | ".join(names[1:]) + " |", "|" + "---|" * (3 + len(names) - 1)]
     for onednn in (True, False):
-        predictors = {t: Predictor(os.path.join(export_dir, t), num_threads=1, onednn=onednn) for t in names}
+        predictors = {t: Predictor(folders.get(t) or os.path.join(export_dir, t), num_threads=1, onednn=onednn)
+                      for t in names}
         for setting_name in ("b1_dev", "b32_dev"):
             rounds = args.rounds if setting_name.startswith("b1_") else max(5, args.rounds // 5)
             medians = time_setting(predictors, batches[setting_name], rounds)
@@ -178,7 +187,7 @@ def dynamic_latency(args, export_dir: str, batches: dict, macs: dict) -> None:
             lines.append(f"| paddle {'oneDNN' if onednn else 'plain'} | {setting_name} | {full * 1e3:.2f} | "
                          + " | ".join(cells) + " |")
             print(lines[-1], flush=True)
-    text = (f"Dynamic predictor ({tag}: {setting}) against the static subnets, 1 thread: latency ratio to the full "
+    text = (f"Dynamic predictor ({mode}: {setting}) against the static subnets, 1 thread: latency ratio to the full "
             "model / mean dev MACs ratio, medians over rounds in which the models took turns.\n\n")
     atomic_write(os.path.join(args.out, "latency-dynamic.md"), text + "\n".join(lines) + "\n")
 

@@ -121,14 +121,3 @@ def ramp_loss(logits: Sequence[paddle.Tensor], teacher: paddle.Tensor) -> paddle
     """Mean over off-ramps of the soft cross-entropy between each off-ramp's logits and the final ones."""
     return paddle.add_n([soft_cross_entropy(x, teacher) for x in logits]) / len(logits)
 
-
-def exit_check_macs(ramps: OffRamps, hidden: int, length: int, pooling: str, layers_run: int, route_layers: int,
-                    exited: bool) -> int:
-    """MACs of the exit checks one input ran: at every off-ramp it reached before its route's last
-    layer, the pooled vector (T·H with mean pooling), the off-ramp's pooler (H·H) and classifier (H·C).
-    The check at the layer an input left after is its answer, counted once, as the exit head of its
-    route (:func:`accounting.route_macs`)."""
-    checks = [layer + 1 for layer in ramps.layers if layer + 1 <= layers_run and layer + 1 < route_layers
-              and not (exited and layer + 1 == layers_run)]
-    per_check = (length * hidden if pooling == "mean" else 0) + hidden * hidden + hidden * ramps.num_labels
-    return len(checks) * per_check

@@ -21,10 +21,10 @@ from ofa_flexbert.engine.routes import Route
 from ofa_flexbert.store.outputs import recorded_depth_rule
 
 from gate.modules import GateRouter
-from gate.ramps import ExitCheck, chain, exit_check_macs
-from gate.settings import gate_macs
+from gate.ramps import ExitCheck, chain
 
 from .cascade import CascadeRun, run_cascade
+from .cost import dynamic_macs
 from .setting import Mode, Plan
 
 
@@ -68,14 +68,9 @@ class DynamicModel:
         in a cascade, every subnet it ran (the entropy of C logits is not counted)."""
         if isinstance(route, CascadeRun):
             return sum(route_macs(self.config, r, length) for r in route.routes)
-        run = len(route.executed)
-        total = route_macs(self.config, route, length)
-        if self.plan.gated:
-            total += gate_macs(self.gates.settings, self.config.hidden_size, length, self.pooling, run)
-        if self.plan.exits:
-            total += exit_check_macs(self.ramps, self.config.hidden_size, length, self.pooling, run,
-                                     len(route.layers), route.exit_after is not None)
-        return total
+        return dynamic_macs(self.config, route, length, self.pooling,
+                            self.gates.settings if self.plan.gated else None,
+                            self.ramps.layers if self.plan.exits else None)
 
 
 def depth_rule_for(model_dir: str, plan: Plan) -> str:

@@ -16,6 +16,7 @@ from ofa_flexbert.errors import UserError
 
 EXPORT_FORMATS = ("paddle", "onnx")
 QUANTIZE_MODES = ("none", "int8")  # --quantize (deploy/quantize.py)
+DYNAMIC_GRAPHS = ("segments", "layers")  # --dynamic_graphs: how a gated / early-exit export is cut (deploy/segments.py)
 GATE_TRAINING = ("targets", "routes")  # what --stage gate trains the gates on (stages/gate.py)
 GATE_TARGETS = ("correct", "agree")  # an input's target width (gate/targets.py)
 GATE_FEATURES = ("all_widths", "target")  # the features target training shows each gate (stages/gate_targets.py)
@@ -226,6 +227,10 @@ class RunArgs:
     quantize: str = _flag("export stage: int8 also writes <tag>_int8/, the subnet's ONNX model quantized by "
                           "onnxruntime (INT8 weights, dynamic activations), checked on dev against the float "
                           "subnet; implies --format onnx", "none", group="export", stages=("export",))
+    dynamic_graphs: str = _flag("export stage, gated or early-exit settings: segments (one graph per run of layers "
+                                "between two decisions, at each width, with the gate and exit heads inside; numpy "
+                                "between them) or layers (one graph per layer and width, the decisions in dygraph: "
+                                "the earlier form)", "segments", group="export", stages=("export",))
     quant_tolerance: float = _flag("export stage: most points of the primary dev metric the INT8 model may lose "
                                    "against the float subnet before the export is refused", 1.0, group="export",
                                    stages=("export",))

@@ -7,7 +7,7 @@ from typing import Any
 from ofa_flexbert.engine.routes import DEPTH_RULES, POOLINGS
 from ofa_flexbert.errors import UserError
 
-from .args import EXPORT_FORMATS, FIELDS, QUANTIZE_MODES, GATE_FEATURES, GATE_TARGETS, GATE_TRAINING, STAGES, RunArgs
+from .args import DYNAMIC_GRAPHS, EXPORT_FORMATS, FIELDS, QUANTIZE_MODES, GATE_FEATURES, GATE_TARGETS, GATE_TRAINING, STAGES, RunArgs
 
 
 def validate(args: RunArgs) -> None:
@@ -56,6 +56,8 @@ def validate(args: RunArgs) -> None:
         raise UserError(f"--format: expected one of {', '.join(EXPORT_FORMATS)}, got '{args.format}'")
     if args.quantize not in QUANTIZE_MODES:
         raise UserError(f"--quantize: expected one of {', '.join(QUANTIZE_MODES)}, got '{args.quantize}'")
+    if args.dynamic_graphs not in DYNAMIC_GRAPHS:
+        raise UserError(f"--dynamic_graphs: expected one of {', '.join(DYNAMIC_GRAPHS)}, got '{args.dynamic_graphs}'")
     if not args.quant_tolerance >= 0:
         raise UserError(f"--quant_tolerance: points of the primary metric, must not be negative, got "
                         f"{args.quant_tolerance:g}")

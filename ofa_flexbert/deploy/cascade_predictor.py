@@ -20,15 +20,7 @@ from ofa_flexbert.engine.accounting import route_macs
 from ofa_flexbert.engine.routes import Route, Width
 
 from .layout import read_manifest
-from .runtime import StaticGraph
-
-
-def entropy(logits: np.ndarray, normalized: bool) -> np.ndarray:
-    """Natural-log entropy of softmax(logits) per row (divided by ln C when ``normalized``): ``gate.ramps.entropy``."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    value = -(np.exp(log_p) * log_p).sum(axis=1)
-    return value / np.log(logits.shape[1]) if normalized else value
+from .runtime import StaticGraph, entropy
 
 
 def stage_route(manifest: dict[str, Any]) -> Route:

@@ -11,12 +11,14 @@ from typing import Any, Callable
 
 import paddle
 
-from ofa_flexbert.engine.encoder import encoder_layer
+from ofa_flexbert.engine.encoder import additive_mask, encoder_layer, final_head, pool, pooling_of, token_weights
+from ofa_flexbert.engine.routes import config_width
 from ofa_flexbert.errors import UserError
 
-from .layout import (BACKBONE_CONFIG, BACKBONE_WEIGHTS, INPUT_NAMES, LAYERS, MODEL_PREFIX, ONNX_FILE, graph_file,
-                     layer_graph_name, layer_widths)
+from .layout import (BACKBONE_CONFIG, BACKBONE_WEIGHTS, EMBEDDINGS_GRAPH, INPUT_NAMES, LAYERS, MODEL_PREFIX, ONNX_FILE,
+                     SEGMENTS, graph_file, layer_graph_name, layer_widths, segment_graph_name)
 from .narrow import narrow_layer, parameter_count
+from .segments import Segment
 
 class StaticClassifier(paddle.nn.Layer):
     """``(input_ids, token_type_ids) -> logits`` through the engine: what the static graph records.
@@ -46,6 +48,84 @@ class LayerGraph(paddle.nn.Layer):
 
     def forward(self, hidden, mask):
         return encoder_layer(self.layer, hidden, mask, None)[0]
+
+
+class EmbeddingGraph(paddle.nn.Layer):
+    """``(input_ids, token_type_ids) -> (hidden [B, T, H], additive mask [B, 1, 1, T][, gate 0's logits])``:
+    the start of a segment export, as ``encoder.classify`` starts (padding read from the pad id).  Gate 0
+    reads the masked token mean of the embeddings (``gate.modules.gate_input_at`` at step 0)."""
+
+    def __init__(self, model, gate=None):
+        super().__init__()
+        self.bert, self.gate = model.bert, gate
+
+    def forward(self, input_ids, token_type_ids):
+        additive = additive_mask(self.bert, input_ids, None)
+        hidden = self.bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+        if self.gate is None:
+            return hidden, additive
+        return hidden, additive, self.gate(pool("mean", hidden, token_weights(additive)))
+
+
+class SegmentGraph(paddle.nn.Layer):
+    """``(hidden, additive mask) -> (hidden[, gate logits][, off-ramp logits][, final logits])``: the
+    layers of one segment at one width (the engine's ``encoder_layer``, as :class:`LayerGraph`), then
+    what decides after them, on the model's pooled vector there -- the next gate's MLP (what
+    ``GateRouter`` runs), the off-ramp's head (``ExitCheck``) and, at the route's end, the model's own
+    pooler and classifier (``encoder.final_head``).  Outputs follow ``layout.SEGMENT_OUTPUTS``."""
+
+    def __init__(self, model, segment: Segment, gate=None, ramps=None):
+        super().__init__()
+        if model.bert.encoder.norm is not None:  # classify normalises before the head, the exit check does not
+            raise ValueError("segment graphs assume an encoder without a final norm (BERT's)")
+        self.layers = paddle.nn.LayerList([model.bert.encoder.layers[i] for i in segment.layers])
+        self.pooling, self.gate = pooling_of(model.bert), gate
+        self.ramps, self.ramp = (ramps, segment.ramp) if ramps is not None and segment.ramp is not None else (None, None)
+        self.model = model if segment.last else None
+
+    def forward(self, hidden, mask):
+        for layer in self.layers:
+            hidden = encoder_layer(layer, hidden, mask, None)[0]
+        outputs = [hidden]
+        if self.gate is not None or self.ramps is not None or self.model is not None:
+            pooled = pool(self.pooling, hidden, token_weights(mask))
+            if self.gate is not None:
+                outputs.append(self.gate(pooled))
+            if self.ramps is not None:
+                outputs.append(self.ramps.head(self.ramp)(pooled))
+            if self.model is not None:
+                outputs.append(final_head(self.model)(pooled))
+        return tuple(outputs)
+
+
+def save_segments(load_fresh: Callable[[], Any], segments: list[Segment], widths: list[float], gates, ramps,
+                  export_dir: str) -> tuple[int, int]:
+    """The embeddings' graph and one per (segment, width) under ``segments/``; returns how many graphs
+    and the parameters of the segment graphs.  ``gates`` / ``ramps``: the gate MLPs and off-ramps the
+    graphs fold in (None when the setting has none).  Each width narrows a fresh model."""
+    model = load_fresh()
+    hidden_size = model.bert.config.hidden_size
+    ids = [paddle.static.InputSpec(shape=[None, None], dtype="int64", name=name) for name in INPUT_NAMES]
+    embeddings = EmbeddingGraph(model, None if gates is None else gates.gates[0])
+    embeddings.eval()  # (paddle 2.6's eval() returns None)
+    trace_and_save(embeddings, ids, os.path.join(export_dir, SEGMENTS, EMBEDDINGS_GRAPH))
+    spec = [paddle.static.InputSpec(shape=[None, None, hidden_size], dtype="float32", name="hidden"),
+            paddle.static.InputSpec(shape=[None, 1, 1, None], dtype="float32", name="mask")]
+    count, parameters = 1, 0
+    for multiplier in widths:
+        model = model or load_fresh()
+        width = config_width(model.bert.config, multiplier)
+        for index in sorted({i for segment in segments for i in segment.layers}):
+            narrow_layer(model.bert.encoder.layers[index], width)
+        for j, segment in enumerate(segments):
+            gate = None if gates is None or segment.gate is None else gates.gates[segment.gate]
+            graph = SegmentGraph(model, segment, gate, ramps)
+            graph.eval()
+            trace_and_save(graph, spec, os.path.join(export_dir, SEGMENTS, segment_graph_name(j, width)))
+            count += 1
+            parameters += sum(parameter_count(layer) for layer in graph.layers)
+        model = None
+    return count, parameters
 
 
 def save_static(model, directory: str) -> str:

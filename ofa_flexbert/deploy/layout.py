@@ -4,7 +4,9 @@ A static subnet's directory: the graph ``model.json`` (paddle >= 3, PIR) or ``mo
 (paddle 2.6) with ``model.pdiparams``, ``model.onnx`` with ``--format onnx``, the tokenizer files
 and ``manifest.json`` (:func:`read_manifest`).  A dynamic export adds ``layers/`` (one graph per
 (encoder layer, width the setting can choose), named by :func:`layer_graph_name`), the backbone's
-other weights and config, the gates and the off-ramps.  File names live here and nowhere else.
+other weights and config, the gates and the off-ramps.  A segment export instead holds ``segments/``:
+the embeddings' graph and one per (segment, width) (:func:`segment_graph_name`, ``deploy.segments``),
+every gate and exit head inside them.  File names live here and nowhere else.
 """
 from __future__ import annotations
 
@@ -35,11 +37,19 @@ BACKBONE_CONFIG, BACKBONE_WEIGHTS = "backbone_config.json", "backbone.pdparams"
 
 
 LAYERS = "layers"  # the folder of the per-(layer, width) graphs
+SEGMENTS = "segments"  # the folder of a segment export's graphs: the embeddings', one per (segment, width)
+EMBEDDINGS_GRAPH = "embeddings"
+SEGMENT_OUTPUTS = ("hidden", "gate", "ramp", "final")  # what a segment graph returns, in this order, when it has it
 
 
 def layer_graph_name(index: int, width: Width) -> str:
     """``layer<i>_h<heads>``: the file prefix of encoder layer ``index`` at ``width`` in a dynamic export."""
     return f"layer{index}_h{width.heads}"
+
+
+def segment_graph_name(index: int, width: Width) -> str:
+    """``segment<j>_h<heads>``: the file prefix of segment ``index`` at ``width`` in a segment export."""
+    return f"segment{index}_h{width.heads}"
 
 
 def graph_file(directory: str, prefix: str = MODEL_PREFIX) -> str:

@@ -7,7 +7,7 @@ for a chain of static subnets), so none imports another.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -48,12 +48,29 @@ def paddle_predictor(export_dir: str, num_threads: int = 1, onednn: bool = True,
 
 def run_graph(predictor, names: Sequence[str], arrays: Sequence[np.ndarray]) -> np.ndarray:
     """Feed ``arrays`` to a Paddle Inference predictor's inputs by name; return its first output."""
+    return run_graph_outputs(predictor, names, arrays, 1)[0]
+
+
+def run_graph_outputs(predictor, names: Sequence[str], arrays: Sequence[np.ndarray],
+                      count: Optional[int] = None) -> list[np.ndarray]:
+    """Feed ``arrays`` to a Paddle Inference predictor's inputs by name; return its outputs in the order
+    the traced forward returned them (the first ``count``, default all)."""
     for name, array in zip(names, arrays):
         handle = predictor.get_input_handle(name)
         handle.reshape(list(array.shape))
         handle.copy_from_cpu(array)
     predictor.run()
-    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+    outputs = predictor.get_output_names()
+    return [predictor.get_output_handle(name).copy_to_cpu() for name in outputs[:count]]
+
+
+def entropy(logits: np.ndarray, normalized: bool) -> np.ndarray:
+    """Natural-log entropy of softmax(logits) per row (divided by ln C when ``normalized``): ``gate.ramps.entropy``
+    in numpy, for the predictors' exit and cascade checks."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    value = -(np.exp(log_p) * log_p).sum(axis=1)
+    return value / np.log(logits.shape[1]) if normalized else value
 
 
 def onnx_session(export_dir: str, num_threads: int = 1):

@@ -72,6 +72,8 @@ def test_a_boolean_from_yaml_can_be_switched_off_by_flag(tmp_path):
                                                                        "got 0"),
     (("--task", "rte", "--training_phase", "nope"), "--training_phase: unknown phase 'nope'; expected one of: "
                                                      "dynabertw, dynabert, final_finetuning, finetuning, traingate"),
+    (("--task", "rte", "--stage", "export", "--dynamic_graphs", "layer"), "--dynamic_graphs: expected one of "
+                                                                         "segments, layers, got 'layer'"),
 ])
 def test_bad_values_name_the_flag(argv, message):
     with pytest.raises(UserError) as info:

@@ -4,7 +4,8 @@ import paddle
 import pytest
 
 from gate.ramps import entropy as engine_entropy
-from ofa_flexbert.deploy.cascade_predictor import entropy, stage_route
+from ofa_flexbert.deploy.cascade_predictor import stage_route
+from ofa_flexbert.deploy.runtime import entropy
 from ofa_flexbert.deploy.layout import route_description
 from ofa_flexbert.engine.routes import Route
 

@@ -8,7 +8,7 @@ import paddle
 import pytest
 
 import patches
-from conftest import FAST, hand_export, stage_argv
+from conftest import FAST, ROOT, hand_export, stage_argv
 from ofa_flexbert.engine.routes import Route, config_width, depth_layers
 from ofa_flexbert.app.cli import main
 
@@ -194,34 +194,91 @@ def test_the_export_multipliers_are_validated_like_the_others():
         resolve({"task": "sst-2", "stage": "export", "width_mult": [1.5], "config": FAST[-1]})
 
 
+@pytest.fixture(scope="module")
+def wd_dynamic(toy_gated, tmp_path_factory):
+    """wd-dynamic (gates and early exit) on the toy gated model: (data dir, config, --stage infer's predictions)."""
+    data_dir, _, gates = toy_gated
+    tmp = tmp_path_factory.mktemp("wd_dynamic")
+    config = tmp / "wd.json"
+    config.write_text(json.dumps({"sst-2": {"mode": "wd_dynamic", "width_mult_list": [0.25, 0.5, 0.75, 1.0],
+                                            "early_exit": True, "exit_threshold": 0.5}}))
+    assert main(stage_argv("infer", data_dir, gates, tmp / "infer", "--inference_config", str(config))) == 0
+    inferred = [json.loads(line) for line in (tmp / "infer" / "predictions.jsonl").read_text().splitlines()]
+    assert len({row["exit_after"] for row in inferred}) > 1 and len({tuple(row["heads"]) for row in inferred}) > 1
+    return data_dir, config, inferred, read(tmp / "infer" / "infer_results.json")["macs"]
+
+
+def routed_rows(predictor, texts) -> list[dict]:
+    """What a dynamic export's Predictor gives each text, in the shape of infer's predictions.jsonl."""
+    logits, routes = predictor.run(texts)
+    return [{"prediction": int(row.argmax()), "layers": [layer for layer, _ in route.executed],
+             "heads": [w.heads for _, w in route.executed], "macs": macs} for row, (route, macs) in zip(logits, routes)]
+
+
 @pytest.mark.slow
-def test_a_dynamic_export_routes_each_input_as_the_infer_stage_does_at_any_batch_size(toy_gated, tmp_path):
-    """wd-dynamic (gates and early exit) exported as per-(layer, width) graphs: the Predictor, at batch 7, gives
-    every dev input the route, MACs and prediction that --stage infer gives it (its own batch size)."""
+@pytest.mark.parametrize("graphs", ["segments", "layers"])
+def test_a_dynamic_export_routes_each_input_as_the_infer_stage_does_at_any_batch_size(toy_gated, wd_dynamic,
+                                                                                     tmp_path, graphs):
+    """wd-dynamic exported as segment graphs (the default) or per-(layer, width) graphs: the Predictor, at
+    batch 7 (and 1 and 32 for segments), gives every dev input the route, MACs and prediction that --stage
+    infer gives it (its own batch size)."""
     from ofa_flexbert.glue.data import get_task, read_split
     from ofa_flexbert.deploy.predictor import Predictor
 
-    data_dir, _, gates = toy_gated
-    config = tmp_path / "wd.json"
-    config.write_text(json.dumps({"sst-2": {"mode": "wd_dynamic", "width_mult_list": [0.25, 0.5, 0.75, 1.0],
-                                            "early_exit": True, "exit_threshold": 0.5}}))
-    out, infer_out = tmp_path / "export", tmp_path / "infer"
-    assert main(stage_argv("export", data_dir, gates, out, "--inference_config", str(config))) == 0
-    assert main(stage_argv("infer", data_dir, gates, infer_out, "--inference_config", str(config))) == 0
+    _, _, gates = toy_gated
+    data_dir, config, inferred, infer_macs = wd_dynamic
+    out = tmp_path / "export"
+    assert main(stage_argv("export", data_dir, gates, out, "--inference_config", str(config),
+                           "--dynamic_graphs", graphs)) == 0
     manifest = read(out / "wd_dynamic" / "manifest.json")
-    assert manifest["kind"] == "dynamic" and manifest["check"]["same_routes"] == 1.0
-    assert manifest["check"]["max_abs_logit_diff"] <= 1e-5
-    inferred = [json.loads(line) for line in (infer_out / "predictions.jsonl").read_text().splitlines()]
-    assert len({row["exit_after"] for row in inferred}) > 1 and len({tuple(row["heads"]) for row in inferred}) > 1
+    assert manifest["kind"] == {"segments": "segments", "layers": "dynamic"}[graphs]
+    assert manifest["check"]["same_routes"] == 1.0 and manifest["check"]["max_abs_logit_diff"] <= 1e-5
 
-    examples = read_split(get_task("sst-2"), data_dir, "dev")
-    predictor = Predictor(str(out / "wd_dynamic"), batch_size=7)
-    logits, routes = predictor.run([ex.text_a for ex in examples])
-    got = [{"prediction": int(row.argmax()), "layers": [layer for layer, _ in route.executed],
-            "heads": [w.heads for _, w in route.executed], "macs": macs} for row, (route, macs) in zip(logits, routes)]
+    texts = [ex.text_a for ex in read_split(get_task("sst-2"), data_dir, "dev")]
     want = [{key: row[key] for key in ("prediction", "layers", "heads", "macs")} for row in inferred]
-    assert got == want
-    assert read(infer_out / "infer_results.json")["macs"] == pytest.approx(manifest["dev_mean_macs"], rel=1e-12)
+    for batch_size in ((7, 1, 32) if graphs == "segments" else (7,)):
+        assert routed_rows(Predictor(str(out / "wd_dynamic"), batch_size=batch_size), texts) == want, batch_size
+    assert infer_macs == pytest.approx(manifest["dev_mean_macs"], rel=1e-12)
+    if graphs == "segments":  # two decision points (gates every layer, off-ramps after 2 and 3 of 4): 4 segments
+        assert [(s["start"], s["end"]) for s in manifest["segments"]] == [(0, 1), (1, 2), (2, 3), (3, 4)]
+        assert manifest["format"] == f"{1 + 4 * 4} segment graphs"  # embeddings + 4 segments x 4 widths
+        assert not (out / "wd_dynamic" / "layers").exists()
+
+
+@pytest.mark.slow
+def test_rows_that_exit_leave_the_batch_and_the_segment_predictor_imports_no_training_code(toy_gated, wd_dynamic,
+                                                                                          tmp_path):
+    """d-dynamic exported as segments: after an off-ramp the next graph call gets only the rows that stayed;
+    a fresh process that loads and runs the export imports none of the dygraph model code (the engine's
+    forward, the gate and off-ramp modules) nor the stages.  (paddleslim it does import: PaddleNLP's own
+    package import pulls it in for the tokenizer, static Predictor alike; docs/decisions.md.)"""
+    import subprocess
+    import sys
+
+    _, _, gates = toy_gated
+    data_dir = wd_dynamic[0]
+    config = tmp_path / "d.json"
+    config.write_text(json.dumps({"sst-2": {"mode": "d_dynamic", "width_mult_list": [0.5], "early_exit": True,
+                                            "exit_threshold": 0.5}}))
+    out = tmp_path / "export"
+    assert main(stage_argv("export", data_dir, gates, out, "--inference_config", str(config))) == 0
+    export = out / "d_dynamic"
+    probe = ("import sys, json\n"
+             "from ofa_flexbert.deploy.predictor import Predictor\n"
+             "from ofa_flexbert.glue.data import get_task, read_split\n"
+             f"texts = [e.text_a for e in read_split(get_task('sst-2'), {str(data_dir)!r}, 'dev')][:32]\n"
+             f"p = Predictor({str(export)!r}, batch_size=32)\n"
+             "p.dynamic.run(*p.pad(p.encode(texts)))\n"  # one batch of 32, as the serving batcher sends it
+             "print(json.dumps({'calls': p.dynamic.calls, 'modules': sorted(m for m in sys.modules if m in "
+             "('ofa_flexbert.engine.encoder', 'gate.modules', 'gate.ramps', 'visualdl') "
+             "or m.startswith(('ofa_flexbert.app', 'ofa_flexbert.train')))}))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["modules"] == []
+    rows = [count for _, _, count in result["calls"]]  # one width: one call per segment
+    assert [segment for segment, _, _ in result["calls"]] == list(range(len(rows))) and len(rows) >= 2
+    assert rows[0] == 32 and all(b <= a for a, b in zip(rows, rows[1:])) and rows[-1] < 32
 
 
 @pytest.mark.slow

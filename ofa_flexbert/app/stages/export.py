@@ -218,12 +218,12 @@ def export_int8(job: ExportJob, float_dir: str, int8_dir: str, manifest: dict[st
 
 
 def export_dynamic(job: ExportJob, setting: dict[str, Any]) -> dict[str, Any]:
-    """A gated or early-exit setting into ``OUT/<mode>``: a graph per (layer, width), the backbone's other
-    weights, gates and off-ramps; checked like a static export, routes included."""
-    from gate.io import save_gates, save_off_ramps
+    """A gated or early-exit setting into ``OUT/<mode>``, checked like a static export, routes included.
 
+    ``--dynamic_graphs segments`` (the default): the embeddings' graph and one per (segment, width), the
+    gates and exit heads inside them (``deploy.segments``); ``layers``: a graph per (layer, width) and
+    the backbone's other weights, gates and off-ramps, which the dynamic predictor runs in dygraph."""
     from ofa_flexbert.adaptive.runner import DynamicModel, depth_rule_for
-    from ofa_flexbert.deploy.graphs import save_backbone, save_layers
 
     args, task, tokenizer, pooling, rule = job.args, job.task, job.tokenizer, job.pooling, job.rule
     batches, labels, lengths, text_pair = job.batches, job.labels, job.lengths, job.text_pair
@@ -240,23 +240,24 @@ def export_dynamic(job: ExportJob, setting: dict[str, Any]) -> dict[str, Any]:
     reference = DynamicModel(model, gates, ramps, plan, depth_rule_for(args.model_dir, plan))
     expected, routes = run_dynamic(reference, batches)
     config = model.bert.config
+    segmented = args.dynamic_graphs == "segments"
     with staging(args.output_dir, tag) as tmp:
         with quiet_native(args.verbose):
-            graphs, layer_parameters = save_layers(fresh, plan, tmp)
-        save_backbone(model, tmp)
-        for saved, save in ((gates, save_gates), (ramps, save_off_ramps)):
-            if saved is not None:
-                save(saved, tmp)
+            if segmented:
+                graphs, layer_parameters, layout = write_segments(fresh, plan, reference, tmp)
+            else:
+                graphs, layer_parameters, layout = write_layers(fresh, model, plan, gates, ramps, tmp)
         tokenizer.save_pretrained(tmp)
         outside = sum(parameter_count(layer) for layer in (gates, ramps) if layer is not None) + \
             parameter_count(model) - sum(parameter_count(layer) for layer in model.bert.encoder.layers)
         manifest: dict[str, Any] = {
-            "kind": "dynamic", "tag": tag, "task": task.name, "num_labels": task.num_labels,
-            "labels": list(task.labels or []), "text_pair": text_pair, "max_seq_length": args.max_seq_length,
-            "pooling": pooling, "format": f"{graphs} layer graphs", "setting": setting, "depth_rule": rule,
+            "kind": "segments" if segmented else "dynamic", "tag": tag, "task": task.name,
+            "num_labels": task.num_labels, "labels": list(task.labels or []), "text_pair": text_pair,
+            "max_seq_length": args.max_seq_length, "pooling": pooling,
+            "format": f"{graphs} {'segment' if segmented else 'layer'} graphs", "setting": setting, "depth_rule": rule,
             "hidden_size": config.hidden_size, "full_layers": config.num_hidden_layers,
             "parameters": outside + layer_parameters, "parameters_outside_layers": outside,
-            "full_parameters": parameter_count(model),
+            "full_parameters": parameter_count(model), **layout,
             "dev_mean_macs": float(np.mean([reference.macs(r, t) for r, t in zip(routes, lengths)])),
             "dev_full_mean_macs": mean_macs(config, 1.0, 1.0, lengths),
             "source_model": os.path.abspath(args.model_dir), "versions": package_versions(),
@@ -267,25 +268,75 @@ def export_dynamic(job: ExportJob, setting: dict[str, Any]) -> dict[str, Any]:
         manifest["dev_metrics"] = compute_metrics(task, deployed, labels)
         write_manifest(tmp, manifest)
         replace_dir(tmp, os.path.join(args.output_dir, tag))
-    logger.info(f"exported {tag} to {os.path.join(args.output_dir, tag)}: {graphs} layer graphs; "
+    logger.info(f"exported {tag} to {os.path.join(args.output_dir, tag)}: {manifest['format']}; "
                 f"{check['same_routes']:.1%} of dev routes and max |Δlogits| {check['max_abs_logit_diff']:.1e} "
                 "against the flexible model")
     return manifest
+
+
+def write_layers(fresh, model, plan: Plan, gates, ramps, export_dir: str) -> tuple[int, int, dict[str, Any]]:
+    """The per-layer form: a graph per (layer, width), the backbone's other weights, gates, off-ramps."""
+    from gate.io import save_gates, save_off_ramps
+
+    from ofa_flexbert.deploy.graphs import save_backbone, save_layers
+
+    graphs, parameters = save_layers(fresh, plan, export_dir)
+    save_backbone(model, export_dir)
+    for saved, save in ((gates, save_gates), (ramps, save_off_ramps)):
+        if saved is not None:
+            save(saved, export_dir)
+    return graphs, parameters, {}
+
+
+def write_segments(fresh, plan: Plan, reference, export_dir: str) -> tuple[int, int, dict[str, Any]]:
+    """The segment form: the route cut at its decisions (``deploy.segments.cut_route``), a graph per
+    (segment, width) with the deciding heads inside; returns the manifest's description of it (what the
+    segment predictor reads: the segments, the start route, class widths, gate settings, off-ramps)."""
+    from ofa_flexbert.deploy.graphs import save_segments
+    from ofa_flexbert.deploy.segments import cut_route, segment_widths
+    from ofa_flexbert.engine.routes import config_width
+
+    gates = reference.gates if plan.gated else None
+    ramps = reference.ramps if plan.exits else None
+    route, config = reference.route, reference.config
+    segments = cut_route(route.layers, gates.settings.gate_steps() if gates is not None else (),
+                         [layer + 1 for layer in ramps.layers] if ramps is not None else ())
+    start = route.widths[0]
+    multipliers = segment_widths(plan.widths, plan.fixed_gate or plan.widths[0], plan.gated)
+    graphs, parameters = save_segments(fresh, segments, multipliers, gates, ramps, export_dir)
+    widths = [config_width(config, w) for w in plan.widths] if plan.gated else [start]
+    return graphs, parameters, {
+        "segments": [s.to_json() for s in segments], "route": route_description(route),
+        "class_widths": [{"heads": w.heads, "head_dim": w.head_dim, "ffn": w.ffn} for w in widths],
+        "gate_settings": gates.settings.to_json() if gates is not None else None,
+        "off_ramps": list(ramps.layers) if ramps is not None else None,
+        "pad_token_id": int(reference.model.bert.pad_token_id)}
 
 
 def check_dynamic(args: RunArgs, export_dir: str, manifest: dict[str, Any], task, batches: list,
                   expected: np.ndarray, routes: list) -> tuple[dict[str, Any], np.ndarray]:
     """The manifest's ``check`` of a dynamic export and its deployed (oneDNN) logits: on each kernel set,
     the share of dev routes that are the flexible model's and the logit difference where they are."""
-    from ofa_flexbert.deploy.dynamic_predictor import DynamicPredictor
-
     threads = math_threads(args.num_threads)
     check: dict[str, Any] = {"split": task.dev_splits[0], "examples": int(len(expected)), "runtime": "paddle_inference"}
     for onednn in (False, True):
-        got, taken = run_dynamic(DynamicPredictor(export_dir, manifest, threads, onednn).dynamic, batches)
+        predictor = routed_predictor(export_dir, manifest, threads, onednn)
+        runs = [predictor.run(ids, types) for ids, types in batches]
+        got, taken = np.concatenate([r[0] for r in runs]), [route for r in runs for route in r[1]]
         check.update(compare_routes(manifest["tag"], task, got, taken, expected, routes,
                                     "oneDNN" if onednn else "reference kernels"))
     return check, got
+
+
+def routed_predictor(export_dir: str, manifest: dict[str, Any], threads: int, onednn: bool):
+    """The runner of a dynamic export's routes, by its manifest's kind."""
+    if manifest["kind"] == "segments":
+        from ofa_flexbert.deploy.segment_predictor import SegmentPredictor
+
+        return SegmentPredictor(export_dir, manifest, threads, onednn)
+    from ofa_flexbert.deploy.dynamic_predictor import DynamicPredictor
+
+    return DynamicPredictor(export_dir, manifest, threads, onednn)
 
 
 ROUTE_CHECKS = {"reference kernels": ("", TOLERANCE, "on Paddle Inference"),

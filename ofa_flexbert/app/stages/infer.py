@@ -8,7 +8,7 @@ reference's order (the exit check first).  Inputs of one batch take different ro
 
 Cost per input is counted from the route it took at its real length: its layers at their widths,
 the head at its exit, the gates that ran and the exit checks it passed (``accounting.route_macs``,
-``gate.settings.gate_macs``, ``gate.ramps.exit_check_macs``).  A static subnet runs no gates: it
+``gate.settings.gate_macs``, ``adaptive.cost.exit_check_macs``).  A static subnet runs no gates: it
 needs none, so none are counted (the reference runs and counts them in every mode).
 """
 from __future__ import annotations
