@@ -80,18 +80,18 @@ class SegmentPredictor:
                 width[row] = self.class_widths[int(cls)]
         self.calls = []
         for j, segment in enumerate(self.segments):
-            hidden, mask, rows, heads = self._segment(j, segment, hidden, mask, rows, lengths, width, executed)
+            hidden, mask, rows, decided = self._segment(j, segment, hidden, mask, rows, lengths, width, executed)
             if segment.ramp is not None and self.plan.exits:
-                leave = entropy(heads["ramp"], self.plan.normalized_entropy) < self.plan.exit_threshold
-                for row, answer in zip(rows[leave], heads["ramp"][leave]):
+                leave = entropy(decided["ramp"], self.plan.normalized_entropy) < self.plan.exit_threshold
+                for row, answer in zip(rows[leave], decided["ramp"][leave]):
                     logits[row], exit_after[row] = answer, segment.end
                 keep = ~leave
                 hidden, mask, rows = hidden[keep], mask[keep], rows[keep]
-                heads = {k: v[keep] for k, v in heads.items()}
+                decided = {k: v[keep] for k, v in decided.items()}
             if segment.last:
-                logits[rows] = heads["final"]
+                logits[rows] = decided["final"]
             elif segment.gate is not None and self.gates is not None:
-                for row, cls in zip(rows, heads["gate"].argmax(axis=1)):
+                for row, cls in zip(rows, decided["gate"].argmax(axis=1)):
                     width[row] = self.class_widths[int(cls)]
             if len(rows) == 0:
                 break
@@ -108,7 +108,7 @@ class SegmentPredictor:
         for p, row in enumerate(rows):
             groups.setdefault(width[row].heads, []).append(p)
         names = ["hidden"] + [name for name, present in (("gate", segment.gate is not None and self.gates is not None),
-                                                         ("ramp", segment.ramp is not None and self.ramp_layers),
+                                                         ("ramp", segment.ramp is not None and self.ramp_layers is not None),
                                                          ("final", segment.last)) if present]
         pieces: dict[str, list[np.ndarray]] = {name: [] for name in names}
         masks, order, longest = [], [], int(hidden.shape[1])
