@@ -48,27 +48,32 @@ def save(fig, ax, path: str, legend_outside: bool = False) -> None:
     write_bytes(path, buffer.getvalue())
 
 
+COST_AXES = {"macs_share": "MACs (share of the full model)",
+             "latency_share": "predicted latency (share of the full model's)"}
+
+
 def pareto(rows: Sequence[dict[str, Any]], best: Optional[int], path: str, title: str, metric: str,
-           oracle: Optional[dict[str, Any]] = None) -> None:
-    """The search stage's figure: held-out metric against the share of the full model's MACs.
+           oracle: Optional[dict[str, Any]] = None, key: str = "macs_share") -> None:
+    """The search stage's figure: held-out metric against the share of the full model's MACs (or of its
+    predicted latency, ``key``, with --cost latency).
 
     Every static subnet is drawn; of the dynamic modes, each mode's front (chosen on the search
     half, ``mode_front``), joined in order of cost.  The setting written as the inference config
     is starred; perfect gates (``oracle``), a ceiling rather than a setting, are a hollow marker.
     """
-    fig, ax = axes("MACs (share of the full model)", f"{metric} (held-out half)", title)
+    fig, ax = axes(COST_AXES[key], f"{metric} (held-out half)", title)
     for mode, (colour, marker, joined) in MODE_STYLE.items():
-        points = sorted((r["held_out"]["macs_share"], r["held_out"]["metric"]) for r in rows
+        points = sorted((r["held_out"][key], r["held_out"]["metric"]) for r in rows
                         if r["mode"] == mode and (r["mode_front"] or mode is Mode.STATIC))
         if points:
             xs, ys = zip(*points)
             ax.plot(xs, ys, marker=marker, color=colour, label=mode.label, linestyle="-" if joined else "none",
                     markersize=4)
-    if oracle is not None:
-        ax.plot([oracle["held_out"]["macs_share"]], [oracle["held_out"]["metric"]], marker="o", markersize=8,
+    if oracle is not None and key in oracle["held_out"]:
+        ax.plot([oracle["held_out"][key]], [oracle["held_out"]["metric"]], marker="o", markersize=8,
                 markerfacecolor="none", color="black", linestyle="none", label="perfect gates (ceiling)")
     if best is not None:
         chosen = rows[best]["held_out"]
-        ax.plot([chosen["macs_share"]], [chosen["metric"]], marker="*", color="red", markersize=12, linestyle="none",
+        ax.plot([chosen[key]], [chosen["metric"]], marker="*", color="red", markersize=12, linestyle="none",
                 label="chosen (inference_config.json)")
     save(fig, ax, path)

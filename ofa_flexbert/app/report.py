@@ -127,14 +127,19 @@ def front_table(report: StageReport) -> str:
     """The search stage's Pareto front (chosen on the search half), cheapest first: each setting's
     held-out metric and MACs share, and its whole-dev metric (what ``--stage infer`` reports)."""
     rows = []
-    for r in sorted(report.front, key=lambda r: r["search"]["macs_share"]):
+    timed = all("latency_ms" in r["held_out"] for r in report.front)
+    for r in sorted(report.front, key=lambda r: r["search"]["latency_share" if timed else "macs_share"]):
         threshold = f"{r['exit_threshold']:g}" if r.get("early_exit") else "-"
+        latency = (f"{r['held_out']['latency_ms']:.2f}", f"{r['held_out']['latency_share']:.0%}") if timed else ()
         rows.append((r["mode"], ",".join(f"{w:g}" for w in r["width_mult_list"]), f"{r['depth_mult']:g}", threshold,
-                     f"{r['held_out']['metric']:.4f}", f"{r['held_out']['macs_share']:.0%}",
+                     f"{r['held_out']['metric']:.4f}", f"{r['held_out']['macs_share']:.0%}", *latency,
                      f"{r['held_out']['mean_layers']:.2f}", f"{r['dev']['metric']:.4f}"))
     title = (f"search {report.task}: Pareto front chosen on the search half of dev; {report.metric} and MACs "
-             "(share of the full model) on the held-out half")
-    return title + "\n" + _table(("mode", "widths", "depth", "threshold", "held-out", "MACs", "layers", "dev"), rows)
+             "(share of the full model) on the held-out half" + ("; ms: predicted per input, latency: its share "
+                                                                 "of the full model's" if timed else ""))
+    header = ("mode", "widths", "depth", "threshold", "held-out", "MACs", *(("ms", "latency") if timed else ()),
+              "layers", "dev")
+    return title + "\n" + _table(header, rows)
 
 
 def export_table(report: StageReport) -> str:

@@ -8,9 +8,10 @@ See README "Configuration" for the user's view.
 """
 from .args import (CONFIG_DIR, FIELDS, FINGERPRINT, HELP_GROUPS, STAGES, TRAINING, TRAINING_PHASES, UNRECORDED,
                    RunArgs, task_data_dir, to_dict)
-from .checks import NO_EFFECT, no_effect_notes, validate
+from .checks import NO_EFFECT, no_effect_notes, parse_budget, validate
 from .sources import OneLineParser, add_run_flags, load_yaml_defaults, resolve
 
 __all__ = ["CONFIG_DIR", "FIELDS", "FINGERPRINT", "HELP_GROUPS", "NO_EFFECT", "STAGES", "TRAINING", "TRAINING_PHASES",
-           "UNRECORDED", "OneLineParser", "RunArgs", "add_run_flags", "load_yaml_defaults", "no_effect_notes", "resolve",
+           "UNRECORDED", "OneLineParser", "RunArgs", "add_run_flags", "load_yaml_defaults", "no_effect_notes", "parse_budget",
+           "resolve",
            "task_data_dir", "to_dict", "validate"]

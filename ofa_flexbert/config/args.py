@@ -20,7 +20,8 @@ DYNAMIC_GRAPHS = ("segments", "layers")  # --dynamic_graphs: how a gated / early
 GATE_TRAINING = ("targets", "routes")  # what --stage gate trains the gates on (stages/gate.py)
 GATE_TARGETS = ("correct", "agree")  # an input's target width (gate/targets.py)
 GATE_FEATURES = ("all_widths", "target")  # the features target training shows each gate (stages/gate_targets.py)
-STAGES = ("finetune", "width", "depth", "final", "gate", "infer", "search", "export", "all")
+COSTS = ("macs", "latency")  # what --stage search ranks settings by (adaptive/latency.py)
+STAGES = ("finetune", "width", "depth", "final", "gate", "infer", "search", "export", "profile", "all")
 # The reference's --training_phase values, mapped to our stages.  Its "finetuning" phase
 # runs the final-fine-tuning code path (docs/reference.md, Final fine-tuning), so it maps to "final".
 TRAINING_PHASES = {"dynabertw": "width", "dynabert": "depth", "final_finetuning": "final", "finetuning": "final",
@@ -33,6 +34,7 @@ TRAINING = ("finetune", "width", "depth", "final", "gate")  # the stages that tr
 HELP_GROUPS = {"common": "common", "training": "training (every stage that trains)",
                "subnets": "subnets (widths, depths, the supernet)", "width": "width stage", "depth": "depth and final stages",
                "gates": "gate stage", "inference": "inference (--stage infer, search, export)", "export": "export stage",
+               "profile": "profile stage (the latency model)",
                "reference": "the reference implementation's flags", "internal": None}
 
 
@@ -213,6 +215,29 @@ class RunArgs:
                                          group="inference", stages=("search",))
     macs_budget: float = _flag("search stage: the best setting costing at most this share of the full model's "
                                "MACs is written as inference_config.json", 0.5, group="inference", stages=("search",))
+    cost: str = _flag("search stage: what settings are ranked and chosen by: macs (analytic) or latency (milliseconds "
+                      "per input predicted from --cost_table, at --latency_batch_size)", "macs",
+                      group="inference", stages=("search",))
+    cost_table: Optional[str] = _flag("search stage: the cost_table.json --stage profile measured (--cost latency "
+                                      "needs it; without --cost latency the rows still get predicted milliseconds)",
+                                      None, group="inference", stages=("search",))
+    latency_budget: str = _flag("search stage, --cost latency: the best setting under this share of the full model's "
+                                "predicted latency (e.g. 0.4) or milliseconds per input (e.g. 12ms) is written as "
+                                "inference_config.json", "0.5", group="inference", stages=("search",))
+    latency_batch_size: int = _flag("search stage: rows per predictor call the latency is predicted for (the "
+                                    "predictor's --batch_size; inputs grouped by length as it groups them)", 1,
+                                    group="inference", stages=("search",))
+    profile_batch_sizes: list[int] = _flag("profile stage: batch sizes to time each probe graph at",
+                                           default_factory=lambda: [1, 2, 4, 8, 16, 32], group="profile",
+                                           stages=("profile",))
+    profile_lengths: list[int] = _flag("profile stage: sequence lengths to time each probe graph at (at most "
+                                       "--max_seq_length)", default_factory=lambda: [8, 16, 32, 64, 128],
+                                       group="profile", stages=("profile",))
+    profile_repeats: int = _flag("profile stage: timed calls per probe and shape, over three passes of the grid "
+                                 "(the median is kept)", 9,
+                                 group="profile", stages=("profile",))
+    onednn: str = _flag("profile stage: time Paddle Inference with its oneDNN kernels (on, what predict uses) or the "
+                        "reference kernels (off, what serve uses)", "on", group="profile", stages=("profile",))
     inference_config: Optional[str] = _flag("infer stage: a JSON file of per-task settings (mode, width_mult_list, "
                                             "depth_mult, early_exit, exit_threshold), e.g. "
                                             "configs/best_tradeoff_inference_config.json; replaces the mode flags", None,

@@ -7,7 +7,23 @@ from typing import Any
 from ofa_flexbert.engine.routes import DEPTH_RULES, POOLINGS
 from ofa_flexbert.errors import UserError
 
-from .args import DYNAMIC_GRAPHS, EXPORT_FORMATS, FIELDS, QUANTIZE_MODES, GATE_FEATURES, GATE_TARGETS, GATE_TRAINING, STAGES, RunArgs
+from .args import COSTS, DYNAMIC_GRAPHS, EXPORT_FORMATS, FIELDS, QUANTIZE_MODES, GATE_FEATURES, GATE_TARGETS, GATE_TRAINING, STAGES, RunArgs
+
+
+def parse_budget(text: str) -> tuple[float, bool]:
+    """``--latency_budget``: ``"0.4"`` (a share of the full model's predicted latency, in (0, 1]) or ``"12ms"``
+    (milliseconds per input); returns (value, in milliseconds)."""
+    raw = str(text).strip().lower()
+    in_ms = raw.endswith("ms")
+    try:
+        value = float(raw[:-2] if in_ms else raw)
+    except ValueError:
+        raise UserError(f"--latency_budget: expected a share of the full model's latency (e.g. 0.4) or "
+                        f"milliseconds per input (e.g. 12ms), got '{text}'") from None
+    if not value > 0 or value == float("inf") or (not in_ms and value > 1):
+        raise UserError(f"--latency_budget: {'milliseconds must be positive' if in_ms else 'a share must be in (0, 1]'}, "
+                        f"got '{text}'")
+    return value, in_ms
 
 
 def validate(args: RunArgs) -> None:
@@ -47,6 +63,22 @@ def validate(args: RunArgs) -> None:
         raise UserError(f"--regression_tolerance: must not be negative, got {args.regression_tolerance:g}")
     if not 0.0 < args.macs_budget <= 1.0:
         raise UserError(f"--macs_budget: a share of the full model's MACs, in (0, 1], got {args.macs_budget:g}")
+    if args.cost not in COSTS:
+        raise UserError(f"--cost: expected one of {', '.join(COSTS)}, got '{args.cost}'")
+    if args.stage == "search" and args.cost == "latency" and not args.cost_table:
+        raise UserError("--cost latency: needs --cost_table (the cost_table.json written by --stage profile)")
+    parse_budget(args.latency_budget)
+    if args.onednn not in ("on", "off"):
+        raise UserError(f"--onednn: expected on or off, got '{args.onednn}'")
+    for name in ("latency_batch_size", "profile_repeats"):
+        if getattr(args, name) <= 0:
+            raise UserError(f"--{name}: must be a positive integer, got {getattr(args, name)}")
+    for name in ("profile_batch_sizes", "profile_lengths"):
+        values = getattr(args, name)
+        if not values or any(v <= 0 for v in values):
+            raise UserError(f"--{name}: needs positive integers, got " + ",".join(map(str, values)))
+    if args.stage == "profile" and len(set(args.profile_batch_sizes)) * len(set(args.profile_lengths)) < 3:
+        raise UserError("--profile_batch_sizes/--profile_lengths: a latency fit needs at least three shapes")
     if any(not t > 0 for t in args.exit_thresholds):
         raise UserError("--exit_thresholds: each must be positive (an input leaves when its entropy is below it), "
                         "got " + ",".join(f"{t:g}" for t in args.exit_thresholds))

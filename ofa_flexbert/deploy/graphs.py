@@ -98,6 +98,65 @@ class SegmentGraph(paddle.nn.Layer):
         return tuple(outputs)
 
 
+class PassThroughGraph(paddle.nn.Layer):
+    """``(hidden, mask) -> hidden``: nothing but the runtime's own work (feeding and fetching), the
+    latency model's ``call`` probe (``adaptive.latency``).  The mask joins the output through the same
+    two ops as in :class:`HeadGraph`, so the head's marginal cost does not count them."""
+
+    def __init__(self):
+        super().__init__()  # one weight: paddle 2.6's runtime refuses a graph without any
+        self.one = self.create_parameter([1], default_initializer=paddle.nn.initializer.Constant(1.0))
+
+    def forward(self, hidden, mask):
+        return hidden * self.one + 0.0 * paddle.sum(mask)
+
+
+class HeadGraph(paddle.nn.Layer):
+    """``(hidden, mask) -> logits``: pooling, the model's pooler and classifier (``encoder.final_head``), the
+    shape of every decision a segment graph holds -- the latency model's ``head`` probe."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.pooling = model, pooling_of(model.bert)
+
+    def forward(self, hidden, mask):
+        logits = final_head(self.model)(pool(self.pooling, hidden, token_weights(mask)))
+        return logits + 0.0 * paddle.sum(mask)  # CLS pooling reads no mask, and a graph may not ignore an input
+
+
+def save_probes(load_fresh: Callable[[], Any], widths: list[float], directory: str) -> dict[str, tuple[str, int]]:
+    """The latency model's probe graphs (``adaptive.latency``) under ``directory``; returns probe name ->
+    (file prefix, encoder layers in it): ``call``, ``embeddings``, ``head``, and per width every encoder
+    layer narrowed to it (``layer_h<heads>``, a :class:`SegmentGraph` of the whole stack, each width from a
+    fresh model).  The whole stack, not one layer: at batch 1 a layer's time is mostly reading its
+    weights, and one layer called again and again would read them from cache, as no real graph does."""
+    from ofa_flexbert.adaptive.latency import CALL, EMBEDDINGS, HEAD, layer_probe
+
+    model = load_fresh()
+    hidden_size = model.bert.config.hidden_size
+    ids = [paddle.static.InputSpec(shape=[None, None], dtype="int64", name=name) for name in INPUT_NAMES]
+    spec = [paddle.static.InputSpec(shape=[None, None, hidden_size], dtype="float32", name="hidden"),
+            paddle.static.InputSpec(shape=[None, 1, 1, None], dtype="float32", name="mask")]
+    probes = {name: (os.path.join(directory, name), 0) for name in (CALL, EMBEDDINGS, HEAD)}
+    for graph, name, inputs in ((PassThroughGraph(), CALL, spec), (EmbeddingGraph(model), EMBEDDINGS, ids),
+                                (HeadGraph(model), HEAD, spec)):
+        graph.eval()
+        trace_and_save(graph, inputs, probes[name][0])
+    for multiplier in sorted(set(widths)):
+        model = model or load_fresh()
+        width = config_width(model.bert.config, multiplier)
+        name, layers = layer_probe(width.heads), len(model.bert.encoder.layers)
+        if name not in probes:
+            for layer in model.bert.encoder.layers:
+                narrow_layer(layer, width)
+            graph = SegmentGraph(model, Segment(0, layers, tuple(range(layers))))
+            graph.eval()
+            probes[name] = (os.path.join(directory, name), layers)
+            trace_and_save(graph, spec, probes[name][0])
+        model = None
+    return probes
+
+
 def save_segments(load_fresh: Callable[[], Any], segments: list[Segment], widths: list[float], gates, ramps,
                   export_dir: str) -> tuple[int, int]:
     """The embeddings' graph and one per (segment, width) under ``segments/``; returns how many graphs

@@ -107,9 +107,7 @@ class SegmentPredictor:
         groups: dict[int, list[int]] = {}
         for p, row in enumerate(rows):
             groups.setdefault(width[row].heads, []).append(p)
-        names = ["hidden"] + [name for name, present in (("gate", segment.gate is not None and self.gates is not None),
-                                                         ("ramp", segment.ramp is not None and self.ramp_layers is not None),
-                                                         ("final", segment.last)) if present]
+        names = ["hidden", *segment.outputs(self.gates is not None, self.ramp_layers is not None)]
         pieces: dict[str, list[np.ndarray]] = {name: [] for name in names}
         masks, order, longest = [], [], int(hidden.shape[1])
         for heads, positions in groups.items():

@@ -31,6 +31,13 @@ class Segment:
     gate: Optional[int] = None
     last: bool = False
 
+    def outputs(self, gated: bool, exits: bool) -> tuple[str, ...]:
+        """What its graph returns after the hidden states (``layout.SEGMENT_OUTPUTS``' order): the next gate's
+        logits when gates run, the off-ramp's when inputs exit, the final head's at the route's end."""
+        return tuple(name for name, present in (("gate", gated and self.gate is not None),
+                                                ("ramp", exits and self.ramp is not None),
+                                                ("final", self.last)) if present)
+
     def to_json(self) -> dict[str, Any]:
         return {"start": self.start, "end": self.end, "layers": list(self.layers), "ramp": self.ramp,
                 "gate": self.gate, "last": self.last}
@@ -58,6 +65,13 @@ def cut_route(route_layers: Sequence[int], gate_steps: Sequence[int] = (), ramp_
                                 last=end == n))
         start = end
     return segments
+
+
+def plan_segments(route_layers: Sequence[int], gated: bool, exits: bool, gate_steps: Sequence[int],
+                  ramp_layers: Sequence[int]) -> list[Segment]:
+    """The segments of a setting: cut at its gates' steps when it is gated, and after its off-ramps'
+    (0-based) layers when inputs exit -- what the export writes and the latency model prices."""
+    return cut_route(route_layers, gate_steps if gated else (), [layer + 1 for layer in ramp_layers] if exits else ())
 
 
 def segment_widths(class_widths: Sequence[float], start_width: float, gated: bool) -> list[float]:

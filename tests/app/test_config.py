@@ -134,7 +134,7 @@ def test_every_stage_section_is_checked_whichever_stage_runs(tmp_path):
     with pytest.raises(UserError) as info:
         resolve(parse("--task", "rte", "--stage", "width", "--config", config))
     assert str(info.value) == (f"{config}: unknown stage 'stages.widht' (expected one of finetune, width, depth, "
-                               f"final, gate, infer, search, export, all)")
+                               f"final, gate, infer, search, export, profile, all)")
 
 
 @pytest.mark.parametrize("text", ["logging_steps: 2.5\n", "logging_steps: true\n", "learning_rate: true\n"])

@@ -15,7 +15,8 @@ MINILM = SimpleNamespace(num_hidden_layers=6, num_attention_heads=12, hidden_siz
 # The pure rules: what a subnet, route, cost or inference setting is, and the task table -- importable
 # (and testable, and usable by a serving process) without paddle, paddleslim or paddlenlp.
 PURE_MODULES = ("ofa_flexbert.engine.routes", "ofa_flexbert.engine.accounting", "ofa_flexbert.adaptive.tradeoff",
-                "ofa_flexbert.adaptive.setting", "ofa_flexbert.adaptive.cost", "ofa_flexbert.deploy.layout",
+                "ofa_flexbert.adaptive.setting", "ofa_flexbert.adaptive.cost", "ofa_flexbert.adaptive.latency",
+                "ofa_flexbert.deploy.layout",
                 "ofa_flexbert.deploy.grouping", "ofa_flexbert.deploy.segments",
                 "ofa_flexbert.glue.tasks", "ofa_flexbert.config", "gate.settings")
 

@@ -28,7 +28,8 @@ READERS = ("search", "infer")  # stages that read the last model and write none:
 IMPLEMENTED: dict[str, tuple[str, str]] = {"finetune": ("finetune", "run"), "width": ("width", "run"),
                                            "depth": ("depth", "run_depth"), "final": ("depth", "run_final"),
                                            "gate": ("gate", "run"), "infer": ("infer", "run"),
-                                           "search": ("search", "run"), "export": ("export", "run")}
+                                           "search": ("search", "run"), "export": ("export", "run"),
+                                           "profile": ("profile", "run")}
 
 
 def resolve_stages(flags: dict[str, Any]) -> list[RunArgs]:

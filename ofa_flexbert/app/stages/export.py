@@ -293,14 +293,15 @@ def write_segments(fresh, plan: Plan, reference, export_dir: str) -> tuple[int, 
     (segment, width) with the deciding heads inside; returns the manifest's description of it (what the
     segment predictor reads: the segments, the start route, class widths, gate settings, off-ramps)."""
     from ofa_flexbert.deploy.graphs import save_segments
-    from ofa_flexbert.deploy.segments import cut_route, segment_widths
+    from ofa_flexbert.deploy.segments import plan_segments, segment_widths
     from ofa_flexbert.engine.routes import config_width
 
     gates = reference.gates if plan.gated else None
     ramps = reference.ramps if plan.exits else None
     route, config = reference.route, reference.config
-    segments = cut_route(route.layers, gates.settings.gate_steps() if gates is not None else (),
-                         [layer + 1 for layer in ramps.layers] if ramps is not None else ())
+    segments = plan_segments(route.layers, gates is not None, ramps is not None,
+                             gates.settings.gate_steps() if gates is not None else (),
+                             ramps.layers if ramps is not None else ())
     start = route.widths[0]
     multipliers = segment_widths(plan.widths, plan.fixed_gate or plan.widths[0], plan.gated)
     graphs, parameters = save_segments(fresh, segments, multipliers, gates, ramps, export_dir)

@@ -38,6 +38,7 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
+from ofa_flexbert.adaptive.latency import ChainShape, CostTable, check_table, group_ids, per_input_ms, segment_shape
 from ofa_flexbert.adaptive.runner import DynamicModel
 from ofa_flexbert.adaptive.setting import Mode, Plan, entry_of
 from gate.io import load_gates, load_off_ramps
@@ -48,10 +49,13 @@ from gate.targets import good_enough, smallest_enough
 
 from ofa_flexbert.app import plots
 from ofa_flexbert.engine.accounting import sequence_lengths, subnet_macs
-from ofa_flexbert.config import RunArgs
+from ofa_flexbert.config import RunArgs, parse_budget
+from ofa_flexbert.deploy.grouping import length_groups
+from ofa_flexbert.deploy.segments import plan_segments
 from ofa_flexbert.glue.tasks import TaskSpec
 from ofa_flexbert.glue.metrics import compute_metrics
-from ofa_flexbert.store.outputs import PARETO_PLOT, recorded_depth_rule, write_run_info, write_search_results
+from ofa_flexbert.store.outputs import (PARETO_PLOT, read_cost_table, recorded_depth_rule, write_run_info,
+                                        write_search_results)
 from ofa_flexbert.engine.routes import Route
 from ofa_flexbert.adaptive.tradeoff import (best_under_budget, cascade_answers, cascade_chains, default_thresholds,
                                             exit_steps, pareto_front, split_halves, width_maps)
@@ -76,12 +80,51 @@ class Recorded:
 
 @dataclass
 class Outcome:
-    """What a setting does to each dev input: logits [N, C] and MACs [N]."""
+    """What a setting does to each dev input: logits [N, C] and MACs [N]; ``shape``: the calls its
+    predictor makes (``adaptive.latency``), for the latency model."""
 
     plan: Plan
     logits: np.ndarray
     macs: np.ndarray
     layers: np.ndarray
+    shape: Any = None
+
+
+@dataclass
+class Pricing:
+    """The latency model applied to dev: the cost table, the inputs' lengths, and per part of dev the
+    predictor's batches (indices into dev, grouped by length as ``Predictor`` groups them) and the full
+    model's predicted milliseconds per input there."""
+
+    table: CostTable
+    batch_size: int
+    lengths: np.ndarray
+    groups: dict[str, np.ndarray]  # per part: each input's batch (``latency.group_ids``), -1 outside the part
+    full_ms: dict[str, float]
+
+    @classmethod
+    def of(cls, table: CostTable, batch_size: int, lengths: list[int], parts: dict[str, np.ndarray],
+           full: tuple[int, int]) -> "Pricing":
+        array = np.asarray(lengths, dtype="int64")
+        groups = {name: group_ids([[int(idx[i]) for i in g] for g in length_groups(array[idx].tolist(), batch_size)],
+                                  len(array)) for name, idx in parts.items()}
+        model = ChainShape((full,), np.zeros(len(array), dtype="int64"))
+        return cls(table, batch_size, array, groups,
+                   {name: per_input_ms(table, model, gid, array) for name, gid in groups.items()})
+
+    def ms(self, shape, part: str) -> float:
+        return per_input_ms(self.table, shape, self.groups[part], self.lengths)
+
+
+def shape_of(plan: Plan, routes: list[Route], layers_run: np.ndarray, gates, ramps) -> Any:
+    """The calls a plan's export makes (``adaptive.latency``): a static subnet is one graph per batch; a
+    gated or exiting plan is a segment export (``deploy.segments.plan_segments``)."""
+    if not plan.gated and not plan.exits:
+        route = routes[0]  # a static subnet runs one width in every layer
+        return ChainShape(((route.widths[0].heads, len(route.widths)),), np.zeros(len(routes), dtype="int64"))
+    segments = plan_segments(routes[0].layers, plan.gated, plan.exits,
+                             gates.settings.gate_steps() if plan.gated else (), ramps.layers if plan.exits else ())
+    return segment_shape(segments, routes, layers_run, plan.gated, plan.exits)
 
 
 def record(dynamic: DynamicModel, loader, ramps) -> Recorded:
@@ -98,7 +141,7 @@ def record(dynamic: DynamicModel, loader, ramps) -> Recorded:
 
 
 def replay(plan: Plan, recorded: Recorded, dynamic: DynamicModel, lengths: list[int], ramps,
-           thresholds: list[float]) -> list[Outcome]:
+           thresholds: list[float], gates=None) -> list[Outcome]:
     """The outcome of ``plan`` without exits, or, when it exits, of each threshold, from one record.
 
     MACs per input come from ``dynamic.macs`` on the route cut at the exit, as ``--stage infer``
@@ -107,7 +150,7 @@ def replay(plan: Plan, recorded: Recorded, dynamic: DynamicModel, lengths: list[
     if not plan.exits:
         macs = np.array([dynamic.macs(r, t) for r, t in zip(recorded.routes, lengths)], dtype="float64")
         layers = np.array([len(r.executed) for r in recorded.routes])
-        return [Outcome(plan, recorded.logits, macs, layers)]
+        return [Outcome(plan, recorded.logits, macs, layers, shape_of(plan, recorded.routes, layers, gates, ramps))]
     exits = [layer + 1 for layer in ramps.layers]
     table = np.array([[dynamic.macs(dataclasses.replace(r, exit_after=e), t) for e in exits] + [dynamic.macs(r, t)]
                       for r, t in zip(recorded.routes, lengths)], dtype="float64")  # [N, R + 1]
@@ -122,7 +165,8 @@ def replay(plan: Plan, recorded: Recorded, dynamic: DynamicModel, lengths: list[
         logits[left] = recorded.ramp_logits[leave[left], rows[left]]
         macs = table[rows, np.where(left, leave, len(exits))]
         layers = np.where(left, np.array(exits)[np.maximum(leave, 0)], full_layers)
-        outcomes.append(Outcome(plan.replace(exit_threshold=threshold), logits, macs, layers))
+        outcomes.append(Outcome(plan.replace(exit_threshold=threshold), logits, macs, layers,
+                                shape_of(plan, recorded.routes, layers, gates, ramps)))
     return outcomes
 
 
@@ -146,7 +190,7 @@ def cascade_outcomes(statics: list[Outcome], task: TaskSpec, labels: np.ndarray,
         plan = Plan(mode=Mode.CASCADE, widths=tuple(statics[i].plan.widths[0] for i in chain),
                     depths=tuple(statics[i].plan.depth_mult for i in chain),
                     thresholds=(threshold,) * (len(chain) - 1), normalized_entropy=normalized)
-        return Outcome(plan, logits, spent, layers)
+        return Outcome(plan, logits, spent, layers, ChainShape(tuple(statics[i].shape.stages[0] for i in chain), answer))
 
     tried, costs, scores = [], [], []
     for chain in chains:
@@ -196,15 +240,19 @@ def perfect_gates(statics: list[Outcome], task: TaskSpec, labels: np.ndarray, to
 
 
 def summarise(outcome: Outcome, task: TaskSpec, labels: np.ndarray, full: np.ndarray,
-              parts: dict[str, np.ndarray]) -> dict[str, Any]:
+              parts: dict[str, np.ndarray], pricing: Optional[Pricing] = None) -> dict[str, Any]:
     """A setting's JSON row: its settings, then per part of dev (search, held-out, dev) the metrics,
-    mean MACs and their share of the full model's, and the mean number of layers run."""
+    mean MACs and their share of the full model's, the mean number of layers run and, with a cost
+    table (``pricing``), the predicted milliseconds per input and their share of the full model's."""
     row: dict[str, Any] = outcome.plan.to_entry()
     for name, idx in parts.items():
         metrics = compute_metrics(task, outcome.logits[idx], labels[idx])
         row[name] = {"metric": metrics[task.primary_metric], "metrics": metrics, "macs": float(outcome.macs[idx].mean()),
                      "macs_share": float(outcome.macs[idx].mean() / full[idx].mean()),
                      "mean_layers": float(outcome.layers[idx].mean())}
+        if pricing is not None and outcome.shape is not None:
+            ms = pricing.ms(outcome.shape, name)
+            row[name].update(latency_ms=ms, latency_share=ms / pricing.full_ms[name])
     return row
 
 
@@ -230,6 +278,7 @@ def run(args: RunArgs) -> StageReport:
     parts = {"search": search_idx, "held_out": held_idx, "dev": np.arange(len(labels))}
     config = model.bert.config
     full = np.array([subnet_macs(config, 1.0, 1.0, t) for t in lengths], dtype="float64")
+    pricing = latency_pricing(args, config, lengths, parts)
     thresholds = args.exit_thresholds or default_thresholds(task.num_labels, args.normalized_entropy)
     rows: list[dict[str, Any]] = []
     statics: list[Outcome] = []
@@ -238,12 +287,12 @@ def run(args: RunArgs) -> StageReport:
         recorded = record(runner, loader, ramps if len(group) > 1 else None)
         for plan in group:
             counter = DynamicModel(model, gates, ramps, plan, rule)  # counts what the plan runs, exit checks included
-            outcomes = replay(plan, recorded, counter, lengths, ramps, thresholds)
+            outcomes = replay(plan, recorded, counter, lengths, ramps, thresholds, gates)
             statics.extend(o for o in outcomes if o.plan.mode is Mode.STATIC)
-            rows.extend(summarise(o, task, labels, full, parts) for o in outcomes)
+            rows.extend(summarise(o, task, labels, full, parts, pricing) for o in outcomes)
     if not task.is_regression:
         cascades = cascade_outcomes(statics, task, labels, search_idx, thresholds, args.normalized_entropy)
-        rows.extend(summarise(o, task, labels, full, parts) for o in cascades)
+        rows.extend(summarise(o, task, labels, full, parts, pricing) for o in cascades)
     rule = gates.record.get("gate_target", "correct") if gates is not None else "correct"
     oracle = perfect_gates(statics, task, labels, args.regression_tolerance, rule)
     ceiling = None if oracle is None else {**summarise(oracle, task, labels, full, parts), "gate_target": rule}
@@ -251,11 +300,39 @@ def run(args: RunArgs) -> StageReport:
                          time.time() - started, ceiling)
 
 
-def mark_fronts(rows: list[dict[str, Any]]) -> None:
+def latency_pricing(args: RunArgs, config, lengths: list[int], parts: dict[str, np.ndarray]) -> Optional[Pricing]:
+    """The latency model for this search when --cost_table names a table (checked against the model: its
+    hidden size and a layer probe at every --width_mult_list width), else None."""
+    if not args.cost_table:
+        return None
+    from ofa_flexbert.engine.routes import config_width
+
+    table = read_cost_table(args.cost_table)
+    heads = {config_width(config, w).heads for w in args.width_mult_list} | {config.num_attention_heads}
+    check_table(table, args.cost_table, config.hidden_size, sorted(heads))
+    pricing = Pricing.of(table, args.latency_batch_size, lengths, parts,
+                         (config.num_attention_heads, config.num_hidden_layers))
+    meta = table.meta
+    logger.info(f"search: latency predicted from {args.cost_table} ({meta.get('num_threads', '?')} thread(s), "
+                f"{'oneDNN' if meta.get('onednn') else 'reference kernels'}, {meta.get('cpu', 'unknown CPU')}) at "
+                f"batch size {args.latency_batch_size}: the full model {pricing.full_ms['dev']:.2f} ms per dev input")
+    return pricing
+
+
+def cost_key(args: RunArgs) -> tuple[str, float]:
+    """The row key settings are ranked by (``macs_share``, or ``latency_share`` with --cost latency) and the
+    key and budget the written setting is chosen under."""
+    if args.cost != "latency":
+        return "macs_share", args.macs_budget
+    value, in_ms = parse_budget(args.latency_budget)
+    return ("latency_ms" if in_ms else "latency_share"), value
+
+
+def mark_fronts(rows: list[dict[str, Any]], key: str = "macs_share") -> None:
     """``front``: on the Pareto front of all settings; ``mode_front``: on its own mode's front.
-    Both chosen on the search half."""
+    Both chosen on the search half, by ``key`` (MACs or predicted latency share)."""
     def front(idx: list[int]) -> set[int]:
-        return {idx[i] for i in pareto_front([rows[j]["search"]["macs_share"] for j in idx],
+        return {idx[i] for i in pareto_front([rows[j]["search"][key] for j in idx],
                                              [rows[j]["search"]["metric"] for j in idx])}
 
     overall = front(list(range(len(rows))))
@@ -268,33 +345,42 @@ def mark_fronts(rows: list[dict[str, Any]]) -> None:
 
 def finish_search(args: RunArgs, task: TaskSpec, rows: list[dict[str, Any]], sizes: dict[str, int],
                   split: str, seconds: float, oracle: Optional[dict[str, Any]] = None) -> StageReport:
-    """search_results.json, inference_config.json (the best setting under --macs_budget), pareto.png
-    and VisualDL scalars in --output_dir; the report the CLI prints.  ``oracle``: perfect gates'
-    row (:func:`perfect_gates`), reported beside the settings, never chosen."""
-    mark_fronts(rows)
-    best = best_under_budget([r["search"]["macs_share"] for r in rows], [r["search"]["metric"] for r in rows],
-                             args.macs_budget)
+    """search_results.json, inference_config.json (the best setting under --macs_budget, or --latency_budget
+    with --cost latency), pareto.png and VisualDL scalars in --output_dir; the report the CLI prints.
+    ``oracle``: perfect gates' row (:func:`perfect_gates`), reported beside the settings, never chosen."""
+    key, budget = cost_key(args)
+    rank = "latency_share" if key == "latency_ms" else key
+    mark_fronts(rows, rank)
+    best = best_under_budget([r["search"][key] for r in rows], [r["search"]["metric"] for r in rows], budget)
+    flag = "--macs_budget" if key == "macs_share" else "--latency_budget"
+    under = {"macs_share": f"{budget:.0%} of the full model's MACs", "latency_share": f"{budget:.0%} of the full "
+             "model's predicted latency", "latency_ms": f"{budget:g} ms per input (predicted)"}[key]
     summary = {"task": task.name, "split": split, "parts": sizes, "seed": args.seed, "metric": task.primary_metric,
-               "macs_budget": args.macs_budget, "best": best, "seconds": round(seconds, 1), "oracle": oracle,
-               "points": rows}
+               "macs_budget": args.macs_budget, "cost": args.cost, "cost_table": args.cost_table,
+               "latency_batch_size": args.latency_batch_size if args.cost_table else None,
+               "latency_budget": args.latency_budget if args.cost == "latency" else None, "best": best,
+               "seconds": round(seconds, 1), "oracle": oracle, "points": rows}
     write_search_results(args.output_dir, summary, None if best is None else {task.name: entry_of(rows[best])})
     plots.pareto(rows, best, os.path.join(args.output_dir, PARETO_PLOT),
                  f"{task.name}: held-out half of {split} ({sizes['held_out']} inputs)", task.primary_metric,
-                 oracle=oracle)
+                 oracle=oracle, key=rank)
     if oracle is not None:
         logger.info(f"search {task.name}: perfect gates ({oracle['gate_target']} targets over widths "
                     f"{','.join(f'{w:g}' for w in oracle['width_mult_list'])}): held-out {task.primary_metric} "
                     f"{oracle['held_out']['metric']:.4f} at {oracle['held_out']['macs_share']:.0%} of the MACs")
-    log_fronts(args.output_dir, rows)
+    log_fronts(args.output_dir, rows, rank)
     if best is None:
-        cheapest = min(r["search"]["macs_share"] for r in rows)
-        logger.warning(f"search {task.name}: no setting fits --macs_budget {args.macs_budget:g} (the cheapest costs "
-                       f"{cheapest:.0%} of the full model); no inference_config.json written")
+        cheapest = min(r["search"][key] for r in rows)
+        logger.warning(f"search {task.name}: no setting fits {flag} {budget:g} (the cheapest costs "
+                       f"{cheapest:.3g}{' ms' if key == 'latency_ms' else ' of the full model'}); "
+                       "no inference_config.json written")
     else:
         chosen = rows[best]
-        logger.info(f"search {task.name}: best under {args.macs_budget:.0%} of the full model's MACs: "
-                    f"{Plan.from_entry(chosen).describe()}: held-out {task.primary_metric} {chosen['held_out']['metric']:.4f} at "
-                    f"{chosen['held_out']['macs_share']:.0%}; {os.path.join(args.output_dir, 'inference_config.json')}")
+        held = chosen["held_out"]
+        latency = f", {held['latency_ms']:.2f} ms per input" if "latency_ms" in held else ""
+        logger.info(f"search {task.name}: best under {under}: {Plan.from_entry(chosen).describe()}: held-out "
+                    f"{task.primary_metric} {held['metric']:.4f} at {held['macs_share']:.0%} of the MACs{latency}; "
+                    f"{os.path.join(args.output_dir, 'inference_config.json')}")
     write_run_info(args, task.name, {"complete": True, "best": entry_of(rows[best]) if best is not None else None})
     gated = None
     if best is not None:
@@ -304,13 +390,14 @@ def finish_search(args: RunArgs, task: TaskSpec, rows: list[dict[str, Any]], siz
                        front=[r for r in rows if r["front"]])
 
 
-def log_fronts(output_dir: str, rows: list[dict[str, Any]]) -> None:
-    """VisualDL ``search/<mode>``: each mode's front (held-out metric), step = MACs share in per mille."""
+def log_fronts(output_dir: str, rows: list[dict[str, Any]], key: str = "macs_share") -> None:
+    """VisualDL ``search/<mode>``: each mode's front (held-out metric), step = the cost share (``key``: MACs
+    or predicted latency) in per mille."""
     from visualdl import LogWriter
 
     with LogWriter(logdir=os.path.join(output_dir, "vdl", "search")) as writer:
         for mode in Mode:
-            points = sorted((r["held_out"]["macs_share"], r["held_out"]["metric"]) for r in rows
+            points = sorted((r["held_out"][key], r["held_out"]["metric"]) for r in rows
                             if r["mode"] == mode and r["mode_front"])
             for share, metric in points:
                 writer.add_scalar(tag=f"search/{mode}", step=int(round(share * 1000)), value=metric)

@@ -1,0 +1,232 @@
+"""A measured latency model: what one graph call costs on this machine, and what a setting costs per input (pure).
+
+Why not MACs: this CPU does not pay in proportion to them.  A runtime call has a fixed cost, every op
+in a graph a small one of its own, and a batch pays for its padding; a dynamic setting makes more,
+smaller calls than a static subnet (docs/benchmarks.md, "Segment graphs against per-layer graphs").
+So ``--stage search --cost latency`` ranks settings by milliseconds predicted from a table that
+``--stage profile`` measured here, for the calls the setting would make.
+
+The table holds, per *probe* graph, its median time at every shape of a grid of batch sizes B and
+lengths T; between grid points (and beyond them) a probe's time is bilinear in (B, T) (:meth:`CostTable.ms`:
+measured, a call's time is close to linear in either at a fixed other; no global formula fitted the
+grid within 20%).  The probes are the parts every exported graph is made of:
+
+* ``call``: a graph that passes hidden states and mask through -- the runtime's own per-call cost;
+* ``embeddings``: token ids to hidden states and mask (a segment export's first graph, a static graph's start);
+* ``layer_h<heads>``: the encoder's layers at a width (its heads name it, as the export's graph files do),
+  the whole stack, so that weights are read as a real graph reads them (``meta["probe_layers"]``: how many);
+* ``head``: pooling, pooler and classifier on the hidden states (a gate's MLP and an off-ramp have its shape).
+
+A graph of k layers at one width with m heads inside costs its start (``call``, or ``embeddings`` when it
+starts from ids) plus the *marginal* cost of each part: its probe's time less ``call``'s, per layer for
+the layer probes (:meth:`CostTable.cost`).  A setting is a set of such calls on the predictor's batches
+(:class:`ChainShape`, :class:`SegmentShape`: the loops of the static/cascade and segment predictors,
+vectorised over batches), and its latency per input is their sum divided by the inputs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from ofa_flexbert.errors import UserError
+
+CALL, EMBEDDINGS, HEAD = "call", "embeddings", "head"
+LAYER_PREFIX = "layer_h"
+
+
+def layer_probe(heads: int) -> str:
+    """The probe name of one encoder layer at ``heads`` attention heads."""
+    return f"{LAYER_PREFIX}{heads}"
+
+
+@dataclass(frozen=True)
+class Calls:
+    """Graph calls a predictor makes, one entry per call: its width (``heads``, the same in each of its
+    ``layers``), the heads inside it (``outputs``: gates, off-ramps, the final head), ``rows`` padded to
+    ``span`` tokens, whether it starts from token ids (``embeddings``), and ``index``: the segment (or
+    chain stage) it runs, -1 for a segment export's embeddings."""
+
+    heads: np.ndarray
+    layers: np.ndarray
+    outputs: np.ndarray
+    rows: np.ndarray
+    span: np.ndarray
+    embeddings: np.ndarray
+    index: np.ndarray
+
+    @classmethod
+    def join(cls, parts: Sequence["Calls"]) -> "Calls":
+        names = ("heads", "layers", "outputs", "rows", "span", "embeddings", "index")
+        if not parts:
+            return cls(*(np.zeros(0, dtype="bool" if n == "embeddings" else "int64") for n in names))
+        return cls(*(np.concatenate([getattr(p, n) for p in parts]) for n in names))
+
+    def as_tuples(self) -> list[tuple[int, int, int, int, int, bool, int]]:
+        """(heads, layers, outputs, rows, span, embeddings, index) per call, for reading and tests."""
+        return [(int(h), int(k), int(m), int(r), int(s), bool(e), int(i)) for h, k, m, r, s, e, i in
+                zip(self.heads, self.layers, self.outputs, self.rows, self.span, self.embeddings, self.index)]
+
+
+def _calls(heads, layers, outputs, rows, span, embeddings, index) -> Calls:
+    n = len(rows)
+    full = lambda v, dtype="int64": np.broadcast_to(np.asarray(v, dtype=dtype), (n,)).copy()  # noqa: E731
+    return Calls(full(heads), full(layers), full(outputs), full(rows), full(span), full(embeddings, "bool"), full(index))
+
+
+@dataclass(frozen=True)
+class CostTable:
+    """Per probe, ``[[B, T, median ms], ...]`` over a full grid of shapes (``points``), and what was
+    measured (``meta``: model sizes, kernels, threads, machine)."""
+
+    points: dict[str, list[list[float]]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        grids = {}
+        for name, pts in self.points.items():
+            rows = np.array(sorted({float(p[0]) for p in pts}))
+            spans = np.array(sorted({float(p[1]) for p in pts}))
+            values = np.full((len(rows), len(spans)), np.nan)
+            for b, t, ms in pts:
+                values[np.searchsorted(rows, float(b)), np.searchsorted(spans, float(t))] = float(ms)
+            if len(rows) < 2 or len(spans) < 2 or np.isnan(values).any():
+                raise ValueError(f"probe '{name}' needs a full grid of at least 2 batch sizes x 2 lengths")
+            grids[name] = (rows, spans, values)
+        object.__setattr__(self, "_grids", grids)
+
+    @property
+    def probes(self) -> set[str]:
+        return set(self.points)
+
+    def ms(self, probe: str, rows, span) -> np.ndarray:
+        """The time of one call of ``probe`` at each (rows, span): bilinear in the grid, extrapolated
+        linearly beyond it, never below zero."""
+        grid_rows, grid_spans, values = self._grids[probe]  # type: ignore[attr-defined]
+        r, s = np.asarray(rows, dtype="float64"), np.asarray(span, dtype="float64")
+        i = np.clip(np.searchsorted(grid_rows, r, side="right") - 1, 0, len(grid_rows) - 2)
+        j = np.clip(np.searchsorted(grid_spans, s, side="right") - 1, 0, len(grid_spans) - 2)
+        u = (r - grid_rows[i]) / (grid_rows[i + 1] - grid_rows[i])
+        v = (s - grid_spans[j]) / (grid_spans[j + 1] - grid_spans[j])
+        value = (values[i, j] * (1 - u) * (1 - v) + values[i + 1, j] * u * (1 - v)
+                 + values[i, j + 1] * (1 - u) * v + values[i + 1, j + 1] * u * v)
+        return np.maximum(value, 0.0)
+
+    def marginal(self, probe: str, rows, span) -> np.ndarray:
+        """What ``probe``'s part adds to a graph that holds it: its time less a call's (per layer, for a
+        probe of several layers: ``meta["probe_layers"]``)."""
+        layers = max(1, int((self.meta.get("probe_layers") or {}).get(probe, 1)))
+        return np.maximum(self.ms(probe, rows, span) - self.ms(CALL, rows, span), 0.0) / layers
+
+    def cost(self, calls: Calls) -> np.ndarray:
+        """The predicted time of each call (see the module docstring)."""
+        total = np.where(calls.embeddings, self.ms(EMBEDDINGS, calls.rows, calls.span), self.ms(CALL, calls.rows, calls.span))
+        total = total + calls.outputs * self.marginal(HEAD, calls.rows, calls.span)
+        for heads in np.unique(calls.heads[calls.layers > 0]):
+            at = (calls.heads == heads) & (calls.layers > 0)
+            total[at] += calls.layers[at] * self.marginal(layer_probe(int(heads)), calls.rows[at], calls.span[at])
+        return total
+
+    def to_json(self) -> dict[str, Any]:
+        return {"points": self.points, "meta": self.meta}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "CostTable":
+        points = {str(k): [[float(x) for x in p] for p in v] for k, v in data["points"].items()}
+        if any(len(p) != 3 for v in points.values() for p in v):
+            raise ValueError("every point is [batch size, length, ms]")
+        return cls(points, dict(data.get("meta") or {}))
+
+
+def check_table(table: CostTable, path: str, hidden_size: int, heads: Sequence[int]) -> None:
+    """A one-line error when ``table`` (read from ``path``) cannot price this model's calls: another hidden
+    size, or a width (``heads``) it has no layer probe for."""
+    profiled = table.meta.get("hidden_size")
+    if profiled is not None and int(profiled) != int(hidden_size):
+        raise UserError(f"--cost_table {path}: profiled for hidden size {profiled}, the model has {hidden_size} "
+                        "(run --stage profile on this model)")
+    for probe in (CALL, EMBEDDINGS, HEAD):
+        if probe not in table.probes:
+            raise UserError(f"--cost_table {path}: no '{probe}' probe (written by --stage profile?)")
+    missing = [h for h in sorted(set(heads)) if layer_probe(h) not in table.probes]
+    if missing:
+        have = sorted(int(k[len(LAYER_PREFIX):]) for k in table.probes if k.startswith(LAYER_PREFIX))
+        raise UserError(f"--cost_table {path}: no layer probe at {','.join(map(str, missing))} heads (profiled: "
+                        f"{','.join(map(str, have))}); run --stage profile with every --width_mult_list width")
+
+
+def group_ids(groups: Sequence[Sequence[int]], count: int) -> np.ndarray:
+    """Per input (``count`` of them), the index of the batch holding it in ``groups``; -1 for none."""
+    ids = np.full(count, -1, dtype="int64")
+    for g, members in enumerate(groups):
+        ids[np.asarray(members, dtype="int64")] = g
+    return ids
+
+
+def _batched(gid: np.ndarray, lengths: np.ndarray, alive: np.ndarray, key: np.ndarray):
+    """Per distinct (batch, key) among the ``alive`` inputs: the key, its rows and its longest length."""
+    chosen = np.flatnonzero(alive & (gid >= 0))
+    if len(chosen) == 0:
+        empty = np.zeros(0, dtype="int64")
+        return empty, empty, empty, empty
+    pairs, inverse = np.unique(np.stack([gid[chosen], key[chosen]], axis=1), axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    rows = np.bincount(inverse, minlength=len(pairs))
+    span = np.zeros(len(pairs), dtype="int64")
+    np.maximum.at(span, inverse, lengths[chosen])
+    return pairs[:, 0], pairs[:, 1], rows, span
+
+
+@dataclass(frozen=True)
+class ChainShape:
+    """What a static subnet (one stage) or a cascade runs: each stage's (heads, layers), and per input the
+    stage that answered it (``answered``).  Stage s runs on the rows of each batch that reach it, padding
+    trimmed to their longest (``cascade.cascade_rows``)."""
+
+    stages: tuple[tuple[int, int], ...]
+    answered: np.ndarray
+
+    def calls(self, gid: np.ndarray, lengths: np.ndarray) -> Calls:
+        parts = []
+        for s, (heads, layers) in enumerate(self.stages):
+            _, _, rows, span = _batched(gid, lengths, self.answered >= s, np.zeros_like(gid))
+            parts.append(_calls(heads, layers, 1, rows, span, True, s))
+        return Calls.join(parts)
+
+
+@dataclass(frozen=True)
+class SegmentShape:
+    """What a segment export runs (``segment_predictor.SegmentPredictor.run``'s loop): per batch the
+    embeddings' graph (gate 0 inside when ``gated``), then per segment j -- ``segments[j]``: its (layers,
+    heads inside) -- one call per width among the rows still running, padding trimmed to the group's
+    longest.  Per input: its heads in each segment (``widths`` [N, S]) and how many segments it ran (``runs``)."""
+
+    segments: tuple[tuple[int, int], ...]
+    widths: np.ndarray
+    runs: np.ndarray
+    gated: bool
+
+    def calls(self, gid: np.ndarray, lengths: np.ndarray) -> Calls:
+        _, _, rows, span = _batched(gid, lengths, np.ones(len(gid), dtype=bool), np.zeros_like(gid))
+        parts = [_calls(0, 0, int(self.gated), rows, span, True, -1)]
+        for j, (layers, outputs) in enumerate(self.segments):
+            _, heads, rows, span = _batched(gid, lengths, self.runs > j, self.widths[:, j])
+            parts.append(_calls(heads, layers, outputs, rows, span, False, j))
+        return Calls.join(parts)
+
+
+def segment_shape(segments: Sequence[Any], routes: Sequence[Any], layers_run: np.ndarray, gated: bool,
+                  exits: bool) -> SegmentShape:
+    """The :class:`SegmentShape` of inputs that took ``routes`` (``engine.routes.Route``) through the
+    ``segments`` (``deploy.segments.Segment``) of a setting, each running ``layers_run`` of its route's
+    layers: its width in each segment is its route's at the segment's first step."""
+    widths = np.array([[r.widths[s.start].heads for s in segments] for r in routes], dtype="int64")
+    runs = np.searchsorted(np.array([s.end for s in segments]), np.asarray(layers_run)) + 1  # the segment it left after
+    return SegmentShape(tuple((len(s.layers), len(s.outputs(gated, exits))) for s in segments), widths, runs, gated)
+
+
+def per_input_ms(table: CostTable, shape, gid: np.ndarray, lengths: np.ndarray) -> float:
+    """Mean predicted milliseconds per input of ``shape`` run on the batches ``gid`` names (see :func:`group_ids`)."""
+    count = int((gid >= 0).sum())
+    return float(table.cost(shape.calls(gid, lengths)).sum()) / max(count, 1)

@@ -1,0 +1,133 @@
+"""Stage ``profile``: measure what graph calls cost on this machine and write the latency model's table.
+
+    python run_ofa_glue.py --task sst-2 --stage profile --model_dir WD --output_dir PROF
+    python run_ofa_glue.py --task sst-2 --stage search --model_dir WD --output_dir S \\
+        --cost latency --cost_table PROF/cost_table.json --latency_batch_size 1
+
+The probes (``adaptive.latency``: a pass-through call, the embeddings, one encoder layer per
+--width_mult_list width, a classification head) are traced from --model_dir into a temporary folder
+the way ``--stage export`` traces graphs, loaded in Paddle Inference with --num_threads and --onednn
+as a predictor would load them, and timed at every (--profile_batch_sizes x --profile_lengths) shape:
+the grid is walked three times, each time two warm-up calls per probe and shape (oneDNN builds kernels
+per shape) and a third of --profile_repeats timed calls; the median of them is kept.  The probes take
+turns at each shape, so a machine that slows down mid-run slows them alike.
+
+Why probes and not the exported graphs (a decision, docs/decisions.md): a table of one export's graphs
+prices only that export; the search prices every static subnet, class -> width map, exit threshold
+and cascade, which are made of these parts.  How well the composition predicts a real export is
+measured (bench/latency_model.py, docs/benchmarks.md), not assumed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ofa_flexbert.adaptive.latency import CostTable, EMBEDDINGS
+from ofa_flexbert.app.console import quiet_native
+from ofa_flexbert.app.report import StageReport
+from ofa_flexbert.config import RunArgs
+from ofa_flexbert.deploy.layout import INPUT_NAMES, LAYER_INPUT_NAMES
+from ofa_flexbert.store.outputs import package_versions, write_cost_table, write_run_info
+from .begin import math_threads, start
+from .inputs import check_pooling
+from .preamble import evaluation_model
+
+logger = logging.getLogger("ofa_flexbert")
+
+WARMUP = 2
+PASSES = 3  # the grid is walked this many times, --profile_repeats / PASSES calls per probe and shape each time
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what platform knows: recorded so a table names its machine."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def probe_inputs(name: str, rows: int, span: int, hidden_size: int, vocab_size: int, rng) -> tuple:
+    """Random inputs of one shape for a probe: token ids for the embeddings, else hidden states and a
+    zero (attend-everywhere) additive mask."""
+    if name == EMBEDDINGS:
+        ids = rng.integers(1, vocab_size, size=(rows, span)).astype("int64")
+        return INPUT_NAMES, (ids, np.zeros_like(ids))
+    hidden = rng.standard_normal((rows, span, hidden_size)).astype("float32")
+    return LAYER_INPUT_NAMES, (hidden, np.zeros((rows, 1, 1, span), dtype="float32"))
+
+
+def time_probes(predictors: dict[str, Any], shapes: list[tuple[int, int]], hidden_size: int, vocab_size: int,
+                calls: int, seed: int) -> dict[str, list[list[float]]]:
+    """Per probe, ``[rows, span, median ms]`` at every shape.  The grid is walked :data:`PASSES` times and
+    the probes take turns at each shape, so a slow spell on the machine falls on several shapes and
+    probes alike instead of on one; ``calls`` timed calls per probe and shape in each pass."""
+    from ofa_flexbert.deploy.runtime import run_graph_outputs
+
+    rng = np.random.default_rng(seed)
+    inputs = {(name, shape): probe_inputs(name, *shape, hidden_size, vocab_size, rng) for shape in shapes
+              for name in predictors}
+    times: dict[tuple[str, tuple[int, int]], list[float]] = {key: [] for key in inputs}
+    with tqdm(total=PASSES * len(shapes), desc="profile", unit="shape", leave=False) as bar:
+        for _ in range(PASSES):
+            for shape in shapes:
+                for name, predictor in predictors.items():
+                    names, arrays = inputs[(name, shape)]
+                    for _ in range(WARMUP):
+                        run_graph_outputs(predictor, names, arrays)
+                    for _ in range(calls):
+                        begin = time.perf_counter()
+                        run_graph_outputs(predictor, names, arrays)
+                        times[(name, shape)].append((time.perf_counter() - begin) * 1000.0)
+                bar.update(1)
+    return {name: [[rows, span, float(np.median(times[(name, (rows, span))]))] for rows, span in shapes]
+            for name in predictors}
+
+
+def run(args: RunArgs) -> StageReport:
+    """``--stage profile``: time the probes, fit them, write cost_table.json to --output_dir."""
+    from ofa_flexbert.deploy.graphs import save_probes
+    from ofa_flexbert.deploy.runtime import paddle_predictor
+
+    started = time.time()
+    task, _ = start(args)
+    pooling = check_pooling(args)
+    threads, onednn = math_threads(args.num_threads), args.onednn == "on"
+    lengths = sorted({min(t, args.max_seq_length) for t in args.profile_lengths})
+    shapes = [(b, t) for b in sorted(set(args.profile_batch_sizes)) for t in lengths]
+    config = evaluation_model(args.model_dir, task, pooling).bert.config
+    with tempfile.TemporaryDirectory(prefix="ofa_flexbert_probes_") as folder:
+        with quiet_native(args.verbose):
+            probes = save_probes(lambda: evaluation_model(args.model_dir, task, pooling), args.width_mult_list, folder)
+            predictors = {name: paddle_predictor(folder, threads, onednn, prefix=os.path.basename(prefix))
+                          for name, (prefix, _) in probes.items()}
+        calls = max(1, -(-args.profile_repeats // PASSES))
+        points = time_probes(predictors, shapes, config.hidden_size, config.vocab_size, calls, args.seed)
+    meta = {"task": task.name, "source_model": os.path.abspath(args.model_dir), "hidden_size": config.hidden_size,
+            "num_layers": config.num_hidden_layers, "num_attention_heads": config.num_attention_heads,
+            "pooling": pooling, "probe_layers": {name: layers for name, (_, layers) in probes.items() if layers},
+            "runtime": "paddle_inference", "onednn": onednn, "num_threads": threads,
+            "batch_sizes": sorted(set(args.profile_batch_sizes)), "lengths": lengths, "repeats": PASSES * calls,
+            "passes": PASSES, "warmup": WARMUP, "cpu": cpu_name(), "cores": os.cpu_count(), "versions": package_versions(),
+            "model": "per probe, the median ms at each (batch size, length); bilinear between (adaptive/latency.py)"}
+    table = CostTable(points, meta)
+    path = write_cost_table(args.output_dir, table.to_json())
+    for name, pts in points.items():
+        small, large = pts[0], pts[-1]
+        logger.info(f"profile {task.name}: {name}: {small[2]:.3f} ms at {small[0]}x{small[1]}, "
+                    f"{large[2]:.2f} ms at {large[0]}x{large[1]}")
+    seconds = round(time.time() - started, 1)
+    logger.info(f"profile {task.name}: {len(shapes)} shapes x {len(points)} probes ({threads} thread(s), "
+                f"{'oneDNN' if onednn else 'reference kernels'}) in {seconds:.0f} s; {path}")
+    write_run_info(args, task.name, {"complete": True, "cost_table": path})
+    return StageReport("profile", task.name, args.output_dir, task.primary_metric, seconds=seconds)

@@ -1,0 +1,141 @@
+"""--stage profile and the latency model against what the exported graphs really do (toy models)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, stage_argv
+from ofa_flexbert.app.cli import main
+
+pytestmark = pytest.mark.usefixtures("patched")
+
+PROFILE = ["--profile_batch_sizes", "1,4,16", "--profile_lengths", "8,16,32", "--profile_repeats", "9",
+           "--num_threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def cost_table(toy_gated, tmp_path_factory):
+    """--stage profile of the toy gated model: (its folder, the table)."""
+    from ofa_flexbert.store.outputs import read_cost_table
+
+    data_dir, _, gates = toy_gated
+    out = tmp_path_factory.mktemp("profile") / "prof"
+    assert main(stage_argv("profile", data_dir, gates, out, *PROFILE)) == 0
+    return out, read_cost_table(str(out))
+
+
+def timed_in_fresh_process(export, rows: int, span: int) -> float:
+    """Median ms of 31 calls of a static export at one shape, in a process of its own (as a predictor runs:
+    the test process has just trained and exported, which leaves paddle's state and memory as no server's)."""
+    probe = ("import time, numpy as np\n"
+             "import patches\n"
+             "from ofa_flexbert.deploy.runtime import StaticGraph\n"
+             f"g = StaticGraph({str(export)!r}, num_threads=1, onednn=True)\n"
+             f"ids = np.random.default_rng(0).integers(1, 20, size=({rows}, {span})).astype('int64')\n"
+             "types = np.zeros_like(ids)\n"
+             "for _ in range(3): g(ids, types)\n"
+             "times = []\n"
+             "for _ in range(31):\n"
+             "    t = time.perf_counter(); g(ids, types); times.append((time.perf_counter() - t) * 1000)\n"
+             "print(float(np.median(times)))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_the_table_prices_a_static_export_within_a_factor_of_its_direct_timing(toy_gated, cost_table, tmp_path):
+    """Probes for every --width_mult_list width (the toy's 4 heads: 1..4), 9 shapes each; a static w0.5
+    subnet exported and timed directly at batch 4 x 16 tokens (median of 31 calls, in a fresh process) is
+    within a factor of 1.6 of the table's prediction either way.  Loose on purpose: the toy's graphs take
+    tenths of a millisecond, where a shared CI machine's noise is of that order; bench/latency_model.py
+    measures the error on MiniLM."""
+    from ofa_flexbert.adaptive.latency import CALL, EMBEDDINGS, HEAD, ChainShape, group_ids, per_input_ms
+
+    data_dir, _, gates = toy_gated
+    folder, table = cost_table
+    assert table.probes == {CALL, EMBEDDINGS, HEAD, "layer_h1", "layer_h2", "layer_h3", "layer_h4"}
+    assert all(len(points) == 9 for points in table.points.values())
+    assert table.meta["num_threads"] == 1 and table.meta["onednn"] is True and table.meta["hidden_size"] == 64
+    out = tmp_path / "export"
+    assert main(stage_argv("export", data_dir, gates, out, "--width_mult", "0.5", "--depth_mult", "1")) == 0
+    measured = timed_in_fresh_process(out / "w0.5_d1", rows=4, span=16)
+    layers = len(json.loads((out / "w0.5_d1" / "manifest.json").read_text())["layers"])
+    assert layers == table.meta["probe_layers"]["layer_h2"] == table.meta["num_layers"]
+    predicted = per_input_ms(table, ChainShape(((2, layers),), np.zeros(4, dtype="int64")),
+                             group_ids([[0, 1, 2, 3]], 4), np.full(4, 16)) * 4
+    print(f"static w0.5: measured {measured:.3f} ms, predicted {predicted:.3f} ms")
+    assert 1 / 1.6 <= measured / predicted <= 1.6, (measured, predicted)
+
+
+@pytest.mark.slow
+def test_the_segment_calls_the_model_predicts_are_the_calls_the_segment_predictor_makes(toy_gated, cost_table,
+                                                                                        tmp_path):
+    """wd-dynamic exported as segments, a batch of 7 dev inputs: the calls ``SegmentShape`` derives from the
+    routes the predictor took are the predictor's own (segment by segment: heads and rows)."""
+    from ofa_flexbert.adaptive.latency import group_ids, segment_shape
+    from ofa_flexbert.deploy.predictor import Predictor
+    from ofa_flexbert.deploy.segments import Segment
+    from ofa_flexbert.glue.data import get_task, read_split
+
+    data_dir, _, gates = toy_gated
+    config = tmp_path / "wd.json"
+    config.write_text(json.dumps({"sst-2": {"mode": "wd_dynamic", "width_mult_list": [0.25, 0.5, 0.75, 1.0],
+                                            "early_exit": True, "exit_threshold": 0.5}}))
+    out = tmp_path / "export"
+    assert main(stage_argv("export", data_dir, gates, out, "--inference_config", str(config))) == 0
+    predictor = Predictor(str(out / "wd_dynamic"), batch_size=7)
+    texts = [ex.text_a for ex in read_split(get_task("sst-2"), data_dir, "dev")]
+    segment_runner = predictor.dynamic
+    segments = segment_runner.segments
+    seen = 0
+    assert isinstance(segments[0], Segment)
+    for start in range(0, 70, 7):
+        ids, types = predictor.pad(predictor.encode(texts[start:start + 7]))
+        _, routes = segment_runner.run(ids, types)
+        lengths = (ids != segment_runner.pad_token_id).sum(axis=1)
+        runs = np.array([next(j for j, s in enumerate(segments) if s.end == len(r.executed)) + 1 for r in routes])
+        shape = segment_shape(segments, routes, np.array([len(r.executed) for r in routes]), True, True)
+        assert shape.runs.tolist() == runs.tolist()
+        calls = shape.calls(group_ids([list(range(len(routes)))], len(routes)), lengths).as_tuples()
+        assert calls[0][5:] == (True, -1) and calls[0][3] == len(routes)  # the embeddings' graph, gate 0 inside
+        assert sorted((index, heads, rows) for heads, _, _, rows, _, _, index in calls[1:]) == sorted(segment_runner.calls)
+        seen += len(set(runs.tolist())) > 1
+    assert seen > 0  # some batch had rows leaving early
+
+
+@pytest.mark.slow
+def test_search_ranks_by_predicted_latency_and_chooses_under_a_latency_budget(toy_gated, cost_table, tmp_path):
+    """--cost latency: every row has predicted milliseconds per input and their share of the full model's; the
+    static full model's share is 1; the written setting is the best on the search half with a predicted share
+    at most the budget, and fronts are drawn on latency."""
+    data_dir, _, gates = toy_gated
+    folder, _ = cost_table
+    out = tmp_path / "search"
+    assert main(stage_argv("search", data_dir, gates, out, "--cost", "latency", "--cost_table", str(folder),
+                           "--latency_budget", "0.6", "--latency_batch_size", "8")) == 0
+    results = json.loads((out / "search_results.json").read_text())
+    rows = results["points"]
+    assert all("latency_ms" in r["search"] and "latency_share" in r["held_out"] for r in rows)
+    full = [r for r in rows if r["mode"] == "static" and r["width_mult_list"] == [1.0] and r["depth_mult"] == 1.0]
+    assert full[0]["dev"]["latency_share"] == pytest.approx(1.0)
+    fits = [r for r in rows if r["search"]["latency_share"] <= 0.6]
+    best = max(fits, key=lambda r: (r["search"]["metric"], -r["search"]["latency_share"]))
+    chosen = rows[results["best"]]
+    assert chosen["search"]["latency_share"] <= 0.6 and chosen["search"]["metric"] == best["search"]["metric"]
+    assert results["cost"] == "latency" and results["latency_batch_size"] == 8
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--cost", "latency"], "error: --cost latency: needs --cost_table (the cost_table.json written by --stage profile)"),
+    (["--cost", "time"], "error: --cost: expected one of macs, latency, got 'time'"),
+    (["--latency_budget", "2"], "error: --latency_budget: a share must be in (0, 1], got '2'"),
+    (["--profile_lengths", "0"], "error: --profile_lengths: needs positive integers, got 0"),
+])
+def test_bad_latency_flags_get_one_line(tmp_path, capsys, flags, message):
+    assert main(["--task", "sst-2", "--stage", "search", "--model_dir", str(tmp_path), "--output_dir",
+                 str(tmp_path / "out"), *flags]) == 2
+    assert capsys.readouterr().err.strip() == message
+    assert not (tmp_path / "out").exists()
