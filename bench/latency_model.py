@@ -5,10 +5,10 @@
         --exports OUT/w1_d1,OUT/w0.5_d1,SEG/wd_dynamic --out RESULTS [--batch_sizes 1,32] [--rounds 5]
 
 For each batch size, dev inputs are grouped by length as ``Predictor.run`` groups them and padded;
-every export (static subnets and segment exports) runs all of them once per round, the exports
+every export (static subnets, segment and cascade exports) runs all of them once per round, the exports
 taking turns (the order rotating each round); a figure is the median over rounds of the milliseconds
 per input spent in the runtime calls (tokenising excluded).  The prediction is the cost table's for
-the same batches and, for a segment export, for the routes it took (``adaptive.latency``).  Writes
+the same batches and, for a segment or cascade export, for the routes it took (``adaptive.latency``).  Writes
 ``RESULTS/latency_model.json`` and ``RESULTS/latency_model.md``: measured, predicted, and the error.
 The table must have been profiled with the same --num_threads and --onednn as given here.
 """
@@ -65,9 +65,27 @@ def predicted_ms(table, predictor: Predictor, groups: list, lengths: np.ndarray,
     by_input = [None] * len(lengths)
     for i, route in zip(order, routes):
         by_input[i] = route
-    shape = segment_shape(runner.segments, by_input, np.array([len(r.executed) for r in by_input]),
-                          runner.gates is not None, runner.ramp_layers is not None)
+    if manifest["kind"] == "cascade":  # each input's run lists the stages it ran
+        stages = tuple((r.widths[0].heads, len(r.widths)) for r in runner.routes)
+        shape = ChainShape(stages, np.array([len(run.routes) - 1 for run in by_input]))
+    else:
+        shape = segment_shape(runner.segments, by_input, np.array([len(r.executed) for r in by_input]),
+                              runner.gates is not None, runner.ramp_layers is not None)
     return per_input_ms(table, shape, gid, lengths)
+
+
+def held_out(points: list[dict], manifest: dict) -> float | None:
+    """The held-out metric of the search row this export is (a static subnet, or its setting)."""
+    for row in points:
+        if manifest.get("kind") in ("cascade", "segments"):
+            setting = manifest["setting"]
+            keys = ("mode", "width_mult_list", "depth_mult", "cascade_depths", "cascade_thresholds", "exit_threshold")
+            if all(row.get(k) == setting.get(k) for k in keys if k in setting):
+                return row["held_out"]["metric"]
+        elif row["mode"] == "static" and row["width_mult_list"] == [manifest["width_mult"]] \
+                and row["depth_mult"] == manifest["depth_mult"]:
+            return row["held_out"]["metric"]
+    return None
 
 
 def main() -> None:
@@ -75,13 +93,14 @@ def main() -> None:
     parser.add_argument("--task", required=True)
     parser.add_argument("--data_dir")
     parser.add_argument("--cost_table", required=True)
-    parser.add_argument("--exports", required=True, help="comma-separated export folders (static or segments)")
+    parser.add_argument("--exports", required=True, help="comma-separated export folders (static, segments, cascade)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--batch_sizes", default="1,32")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--num_threads", type=int, default=1)
     parser.add_argument("--onednn", choices=("on", "off"), default="on")
     parser.add_argument("--limit", type=int, default=0, help="only the first N dev inputs (0: all)")
+    parser.add_argument("--search", help="a search_results.json: each export's held-out metric there, beside it")
     args = parser.parse_args()
     table = read_cost_table(args.cost_table)
     onednn = args.onednn == "on"
@@ -108,16 +127,18 @@ def main() -> None:
         for e in exports:
             measured = float(np.median(times[e]))
             predicted = predicted_ms(table, predictors[e], groups, lengths, routes[e])
+            metric = held_out(json.load(open(args.search))["points"], predictors[e].manifest) if args.search else None
             results.append({"export": e, "batch_size": batch_size, "measured_ms": measured, "predicted_ms": predicted,
-                            "error": predicted / measured - 1.0, "rounds": times[e]})
+                            "error": predicted / measured - 1.0, "held_out": metric, "rounds": times[e]})
             print(f"batch {batch_size:3} {e}: measured {measured:.3f} ms, predicted {predicted:.3f} ms "
                   f"({predicted / measured - 1:+.0%})", flush=True)
     atomic_write(os.path.join(args.out, "latency_model.json"), json.dumps(
         {"task": args.task, "cost_table": os.path.abspath(args.cost_table), "meta": table.meta, "inputs": len(texts),
          "num_threads": args.num_threads, "onednn": onednn, "results": results}, indent=2) + "\n")
-    lines = ["| export | batch | measured ms/input | predicted | error |", "|---|---|---|---|---|"]
-    lines += [f"| {os.path.basename(r['export'])} | {r['batch_size']} | {r['measured_ms']:.3f} | {r['predicted_ms']:.3f} | "
-              f"{r['error']:+.0%} |" for r in results]
+    lines = ["| export | batch | measured ms/input | predicted | error | held-out |", "|---|---|---|---|---|---|"]
+    lines += [f"| {os.path.relpath(r['export'], os.path.dirname(os.path.dirname(r['export'])))} | {r['batch_size']} | "
+              f"{r['measured_ms']:.3f} | {r['predicted_ms']:.3f} | {r['error']:+.0%} | "
+              f"{'-' if r['held_out'] is None else format(r['held_out'], '.4f')} |" for r in results]
     atomic_write(os.path.join(args.out, "latency_model.md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 

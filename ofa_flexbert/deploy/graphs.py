@@ -15,7 +15,7 @@ from ofa_flexbert.engine.encoder import additive_mask, encoder_layer, final_head
 from ofa_flexbert.engine.routes import config_width
 from ofa_flexbert.errors import UserError
 
-from .layout import (BACKBONE_CONFIG, BACKBONE_WEIGHTS, EMBEDDINGS_GRAPH, INPUT_NAMES, LAYERS, MODEL_PREFIX, ONNX_FILE,
+from .layout import (BACKBONE_CONFIG, BACKBONE_WEIGHTS, EMBEDDINGS_GRAPH, INPUT_NAMES, LAYERS, MODEL_PREFIX, onnx_file,
                      SEGMENTS, graph_file, layer_graph_name, layer_widths, segment_graph_name)
 from .narrow import narrow_layer, parameter_count
 from .segments import Segment
@@ -158,19 +158,20 @@ def save_probes(load_fresh: Callable[[], Any], widths: list[float], directory: s
 
 
 def save_segments(load_fresh: Callable[[], Any], segments: list[Segment], widths: list[float], gates, ramps,
-                  export_dir: str) -> tuple[int, int]:
-    """The embeddings' graph and one per (segment, width) under ``segments/``; returns how many graphs
-    and the parameters of the segment graphs.  ``gates`` / ``ramps``: the gate MLPs and off-ramps the
+                  export_dir: str) -> tuple[list[str], int]:
+    """The embeddings' graph and one per (segment, width) under ``segments/``; returns their file prefixes
+    (relative to ``export_dir``) and the parameters of the segment graphs.  ``gates`` / ``ramps``: the gate MLPs and off-ramps the
     graphs fold in (None when the setting has none).  Each width narrows a fresh model."""
     model = load_fresh()
     hidden_size = model.bert.config.hidden_size
     ids = [paddle.static.InputSpec(shape=[None, None], dtype="int64", name=name) for name in INPUT_NAMES]
     embeddings = EmbeddingGraph(model, None if gates is None else gates.gates[0])
     embeddings.eval()  # (paddle 2.6's eval() returns None)
-    trace_and_save(embeddings, ids, os.path.join(export_dir, SEGMENTS, EMBEDDINGS_GRAPH))
+    written = [os.path.join(SEGMENTS, EMBEDDINGS_GRAPH)]
+    trace_and_save(embeddings, ids, os.path.join(export_dir, written[0]))
     spec = [paddle.static.InputSpec(shape=[None, None, hidden_size], dtype="float32", name="hidden"),
             paddle.static.InputSpec(shape=[None, 1, 1, None], dtype="float32", name="mask")]
-    count, parameters = 1, 0
+    parameters = 0
     for multiplier in widths:
         model = model or load_fresh()
         width = config_width(model.bert.config, multiplier)
@@ -180,11 +181,11 @@ def save_segments(load_fresh: Callable[[], Any], segments: list[Segment], widths
             gate = None if gates is None or segment.gate is None else gates.gates[segment.gate]
             graph = SegmentGraph(model, segment, gate, ramps)
             graph.eval()
-            trace_and_save(graph, spec, os.path.join(export_dir, SEGMENTS, segment_graph_name(j, width)))
-            count += 1
+            written.append(os.path.join(SEGMENTS, segment_graph_name(j, width)))
+            trace_and_save(graph, spec, os.path.join(export_dir, written[-1]))
             parameters += sum(parameter_count(layer) for layer in graph.layers)
         model = None
-    return count, parameters
+    return written, parameters
 
 
 def save_static(model, directory: str) -> str:
@@ -218,8 +219,9 @@ def trace_and_save(layer: paddle.nn.Layer, spec: list, prefix: str) -> None:
 ONNX_OPSET = 13
 
 
-def save_onnx(directory: str) -> str:
-    """Convert the exported Paddle graph in ``directory`` to ``model.onnx`` with paddle2onnx; return its path.
+def save_onnx(directory: str, prefix: str = MODEL_PREFIX) -> str:
+    """Convert the exported Paddle graph ``<prefix>.*`` in ``directory`` to ``<prefix>.onnx`` (``model.onnx``)
+    with paddle2onnx; return its path.
 
     paddle2onnx 2.x (paddle 3) runs ``pip install`` of optimisers during conversion unless told
     ``optimize_tool="None"``; 1.x (paddle 2.6) has no such option, and on a paddle 3 ``model.json``
@@ -231,14 +233,15 @@ def save_onnx(directory: str) -> str:
         import paddle2onnx
     except ImportError:
         raise UserError("--format onnx: paddle2onnx is not installed (pip install paddle2onnx; see README)") from None
-    path = os.path.join(directory, ONNX_FILE)
+    path = os.path.join(directory, onnx_file(prefix))
     options = {"save_file": path, "opset_version": ONNX_OPSET, "verbose": False, "enable_onnx_checker": True}
     if "optimize_tool" in inspect.signature(paddle2onnx.export).parameters:
         options["optimize_tool"] = "None"
-    paddle2onnx.export(graph_file(directory), os.path.join(directory, "model.pdiparams"), **options)
+    graph = graph_file(directory, prefix)
+    paddle2onnx.export(graph, os.path.join(directory, prefix + ".pdiparams"), **options)
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
         raise UserError(f"--format onnx: paddle2onnx {getattr(paddle2onnx, '__version__', '?')} wrote no model for "
-                        f"{os.path.basename(graph_file(directory))} (it cannot read this paddle's format)")
+                        f"{os.path.basename(graph)} (it cannot read this paddle's format)")
     return path
 
 

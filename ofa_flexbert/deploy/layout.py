@@ -33,6 +33,11 @@ LAYER_INPUT_NAMES = ("hidden", "mask")
 
 
 ONNX_FILE = "model.onnx"
+
+
+def onnx_file(prefix: str = MODEL_PREFIX) -> str:
+    """The ONNX file of the graph ``<prefix>.*`` (``model.onnx`` for a static subnet)."""
+    return prefix + ".onnx"
 BACKBONE_CONFIG, BACKBONE_WEIGHTS = "backbone_config.json", "backbone.pdparams"
 
 

@@ -64,12 +64,13 @@ class Predictor:
         self.tokenizer = BertTokenizer.from_pretrained(export_dir)
         self.dynamic = None  # a runner of routes: .run(ids, types) -> (logits, per-row route), .macs(route, length)
         kind = self.manifest.get("kind")
-        if kind in ("dynamic", "segments") and runtime != "paddle":
-            raise UserError(f"--runtime {runtime}: a {self.manifest['tag']} export runs on Paddle Inference only")
+        if kind == "dynamic" and runtime != "paddle":
+            raise UserError(f"--runtime {runtime}: a {self.manifest['tag']} export of per-layer graphs runs on "
+                            "Paddle Inference only")
         if kind == "segments":  # gates and exits inside the graphs of the runs of layers between them
             from .segment_predictor import SegmentPredictor
 
-            self.dynamic = SegmentPredictor(export_dir, self.manifest, num_threads, onednn)
+            self.dynamic = SegmentPredictor(export_dir, self.manifest, num_threads, onednn, runtime)
         elif kind == "dynamic":  # gates and exits in dygraph between per-layer graphs on Paddle Inference
             from .dynamic_predictor import DynamicPredictor
 

@@ -7,13 +7,13 @@ for a chain of static subnets), so none imports another.
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from ofa_flexbert.errors import UserError
 
-from .layout import INPUT_NAMES, MODEL_PREFIX, ONNX_FILE, graph_file
+from .layout import INPUT_NAMES, MODEL_PREFIX, graph_file, onnx_file
 
 
 def paddle_predictor(export_dir: str, num_threads: int = 1, onednn: bool = True, prefix: str = MODEL_PREFIX):
@@ -73,11 +73,11 @@ def entropy(logits: np.ndarray, normalized: bool) -> np.ndarray:
     return value / np.log(logits.shape[1]) if normalized else value
 
 
-def onnx_session(export_dir: str, num_threads: int = 1):
-    """An onnxruntime CPU session for the ``model.onnx`` that ``--format onnx`` wrote."""
-    path = os.path.join(export_dir, ONNX_FILE)
+def onnx_session(export_dir: str, num_threads: int = 1, prefix: str = MODEL_PREFIX):
+    """An onnxruntime CPU session for the ``<prefix>.onnx`` (``model.onnx``) that ``--format onnx`` wrote."""
+    path = os.path.join(export_dir, onnx_file(prefix))
     if not os.path.isfile(path):
-        raise UserError(f"--export_dir {export_dir}: no {ONNX_FILE} (export with --format onnx)")
+        raise UserError(f"--export_dir {export_dir}: no {onnx_file(prefix)} (export with --format onnx)")
     try:
         import onnxruntime
     except ImportError:
@@ -90,6 +90,17 @@ def onnx_session(export_dir: str, num_threads: int = 1):
 
 
 RUNTIMES = ("paddle", "onnx")
+
+
+def graph_runner(export_dir: str, prefix: str, num_threads: int = 1, onednn: bool = True,
+                 runtime: str = "paddle") -> Callable[[Sequence[str], Sequence[np.ndarray]], list[np.ndarray]]:
+    """``run(names, arrays) -> outputs``: the graph ``<prefix>.*`` on Paddle Inference or onnxruntime (its
+    ``<prefix>.onnx``), inputs by name, outputs in the order the traced forward returned them."""
+    if runtime == "onnx":
+        session = onnx_session(export_dir, num_threads, prefix)
+        return lambda names, arrays: session.run(None, dict(zip(names, arrays)))
+    predictor = paddle_predictor(export_dir, num_threads, onednn, prefix=prefix)
+    return lambda names, arrays: run_graph_outputs(predictor, names, arrays)
 
 
 class StaticGraph:

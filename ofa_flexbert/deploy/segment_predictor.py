@@ -2,7 +2,8 @@
 
 A segment export (``--stage export --inference_config`` of a gated or early-exit setting, the
 default ``--dynamic_graphs segments``) holds the embeddings' graph and one graph per (segment,
-width), each ending with the logits of what decides after it (``deploy.segments``, ``graphs.SegmentGraph``).
+width), each ending with the logits of what decides after it (``deploy.segments``, ``graphs.SegmentGraph``);
+with ``--format onnx`` each also as ONNX, which this predictor runs on onnxruntime when asked.
 A batch runs through the embeddings; then, segment by segment, its rows are grouped by the width
 their last gate chose and each group runs that segment's graph once, padding trimmed to the group's
 longest row.  After a segment, rows whose off-ramp entropy is strictly below the threshold leave
@@ -27,7 +28,7 @@ from ofa_flexbert.engine.routes import Route, Width
 from gate.settings import GateSettings
 
 from .layout import EMBEDDINGS_GRAPH, INPUT_NAMES, LAYER_INPUT_NAMES, SEGMENTS, segment_graph_name
-from .runtime import entropy, paddle_predictor, run_graph_outputs
+from .runtime import entropy, graph_runner
 from .segments import Segment
 
 
@@ -39,7 +40,8 @@ def manifest_width(entry: dict[str, Any]) -> Width:
 class SegmentPredictor:
     """Logits, routes and per-input MACs of a segment export (see the module docstring)."""
 
-    def __init__(self, export_dir: str, manifest: dict[str, Any], num_threads: int = 1, onednn: bool = True):
+    def __init__(self, export_dir: str, manifest: dict[str, Any], num_threads: int = 1, onednn: bool = True,
+                 runtime: str = "paddle"):
         self.plan = Plan.from_entry(manifest["setting"])
         self.segments = [Segment.from_json(s) for s in manifest["segments"]]
         self.start = Route(tuple(manifest["route"]["layers"]), tuple(
@@ -54,7 +56,7 @@ class SegmentPredictor:
         self.pad_token_id = int(manifest["pad_token_id"])
 
         def load(prefix: str):
-            return paddle_predictor(export_dir, num_threads, onednn, prefix=os.path.join(SEGMENTS, prefix))
+            return graph_runner(export_dir, os.path.join(SEGMENTS, prefix), num_threads, onednn, runtime)
 
         self.embeddings = load(EMBEDDINGS_GRAPH)
         widths = sorted({w.heads: w for w in (self.class_widths if self.gates else self.start.widths[:1])}.values(),
@@ -65,7 +67,7 @@ class SegmentPredictor:
     def run(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> tuple[np.ndarray, list[Route]]:
         """Logits [B, C] and the route each input took."""
         ids = np.ascontiguousarray(input_ids, dtype="int64")
-        outputs = run_graph_outputs(self.embeddings, INPUT_NAMES, (ids, np.ascontiguousarray(token_type_ids, "int64")))
+        outputs = self.embeddings(INPUT_NAMES, (ids, np.ascontiguousarray(token_type_ids, "int64")))
         hidden, mask = outputs[0], outputs[1]
         batch = len(ids)
         lengths = (ids != self.pad_token_id).sum(axis=1)
@@ -114,7 +116,7 @@ class SegmentPredictor:
             span = int(lengths[rows[positions]].max())
             sub_hidden = np.ascontiguousarray(hidden[positions, :span])
             sub_mask = np.ascontiguousarray(mask[positions, :, :, :span])
-            out = run_graph_outputs(self.graphs[(j, heads)], LAYER_INPUT_NAMES, (sub_hidden, sub_mask))
+            out = self.graphs[(j, heads)](LAYER_INPUT_NAMES, (sub_hidden, sub_mask))
             self.calls.append((j, heads, len(positions)))
             for name, value in zip(names, out):
                 if name == "hidden" and span < longest:  # back to the batch's length (padding rows stay masked)

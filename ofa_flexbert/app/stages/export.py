@@ -67,9 +67,9 @@ def dynamic_setting(args: RunArgs, task: str) -> Optional[dict[str, Any]]:
     entry = read_inference_config(args.inference_config, task)
     if entry["mode"] == Mode.STATIC:
         return None
-    if args.format == "onnx" and entry["mode"] != Mode.CASCADE:
-        raise UserError(f"--format onnx: a {entry['mode']} export runs its layers on Paddle Inference only "
-                        "(ONNX is for static subnets)")
+    if args.format == "onnx" and entry["mode"] != Mode.CASCADE and args.dynamic_graphs != "segments":
+        raise UserError(f"--format onnx: a {entry['mode']} export of per-layer graphs (--dynamic_graphs layers) runs "
+                        "its decisions in dygraph, on Paddle Inference only; segment graphs have an ONNX form")
     return entry
 
 
@@ -244,7 +244,7 @@ def export_dynamic(job: ExportJob, setting: dict[str, Any]) -> dict[str, Any]:
     with staging(args.output_dir, tag) as tmp:
         with quiet_native(args.verbose):
             if segmented:
-                graphs, layer_parameters, layout = write_segments(fresh, plan, reference, tmp)
+                graphs, layer_parameters, layout = write_segments(fresh, plan, reference, tmp, args.format == "onnx")
             else:
                 graphs, layer_parameters, layout = write_layers(fresh, model, plan, gates, ramps, tmp)
         tokenizer.save_pretrained(tmp)
@@ -254,7 +254,8 @@ def export_dynamic(job: ExportJob, setting: dict[str, Any]) -> dict[str, Any]:
             "kind": "segments" if segmented else "dynamic", "tag": tag, "task": task.name,
             "num_labels": task.num_labels, "labels": list(task.labels or []), "text_pair": text_pair,
             "max_seq_length": args.max_seq_length, "pooling": pooling,
-            "format": f"{graphs} {'segment' if segmented else 'layer'} graphs", "setting": setting, "depth_rule": rule,
+            "format": f"{graphs} {'segment' if segmented else 'layer'} graphs"
+                      + (" (and ONNX)" if layout.get("onnx_opset") else ""), "setting": setting, "depth_rule": rule,
             "hidden_size": config.hidden_size, "full_layers": config.num_hidden_layers,
             "parameters": outside + layer_parameters, "parameters_outside_layers": outside,
             "full_parameters": parameter_count(model), **layout,
@@ -288,10 +289,11 @@ def write_layers(fresh, model, plan: Plan, gates, ramps, export_dir: str) -> tup
     return graphs, parameters, {}
 
 
-def write_segments(fresh, plan: Plan, reference, export_dir: str) -> tuple[int, int, dict[str, Any]]:
+def write_segments(fresh, plan: Plan, reference, export_dir: str, onnx: bool) -> tuple[int, int, dict[str, Any]]:
     """The segment form: the route cut at its decisions (``deploy.segments.cut_route``), a graph per
-    (segment, width) with the deciding heads inside; returns the manifest's description of it (what the
-    segment predictor reads: the segments, the start route, class widths, gate settings, off-ramps)."""
+    (segment, width) with the deciding heads inside, each also as ONNX when ``onnx``; returns the
+    manifest's description of it (what the segment predictor reads: the segments, the start route,
+    class widths, gate settings, off-ramps; ``onnx_opset`` when it has an ONNX form)."""
     from ofa_flexbert.deploy.graphs import save_segments
     from ofa_flexbert.deploy.segments import plan_segments, segment_widths
     from ofa_flexbert.engine.routes import config_width
@@ -305,9 +307,11 @@ def write_segments(fresh, plan: Plan, reference, export_dir: str) -> tuple[int, 
     start = route.widths[0]
     multipliers = segment_widths(plan.widths, plan.fixed_gate or plan.widths[0], plan.gated)
     graphs, parameters = save_segments(fresh, segments, multipliers, gates, ramps, export_dir)
+    for prefix in graphs if onnx else ():
+        save_onnx(export_dir, prefix)
     widths = [config_width(config, w) for w in plan.widths] if plan.gated else [start]
-    return graphs, parameters, {
-        "segments": [s.to_json() for s in segments], "route": route_description(route),
+    return len(graphs), parameters, {
+        **({"onnx_opset": ONNX_OPSET} if onnx else {}), "segments": [s.to_json() for s in segments], "route": route_description(route),
         "class_widths": [{"heads": w.heads, "head_dim": w.head_dim, "ffn": w.ffn} for w in widths],
         "gate_settings": gates.settings.to_json() if gates is not None else None,
         "off_ramps": list(ramps.layers) if ramps is not None else None,
@@ -316,25 +320,29 @@ def write_segments(fresh, plan: Plan, reference, export_dir: str) -> tuple[int, 
 
 def check_dynamic(args: RunArgs, export_dir: str, manifest: dict[str, Any], task, batches: list,
                   expected: np.ndarray, routes: list) -> tuple[dict[str, Any], np.ndarray]:
-    """The manifest's ``check`` of a dynamic export and its deployed (oneDNN) logits: on each kernel set,
-    the share of dev routes that are the flexible model's and the logit difference where they are."""
+    """The manifest's ``check`` of a dynamic export and its deployed (oneDNN) logits: on each kernel set
+    (and onnxruntime, for a segment export with --format onnx), the share of dev routes that are the
+    flexible model's and the logit difference where they are."""
     threads = math_threads(args.num_threads)
     check: dict[str, Any] = {"split": task.dev_splits[0], "examples": int(len(expected)), "runtime": "paddle_inference"}
-    for onednn in (False, True):
-        predictor = routed_predictor(export_dir, manifest, threads, onednn)
+    runs_on = [("paddle", False), ("paddle", True)] + ([("onnx", None)] if manifest.get("onnx_opset") else [])
+    deployed = None
+    for runtime, onednn in runs_on:
+        predictor = routed_predictor(export_dir, manifest, threads, bool(onednn), runtime)
         runs = [predictor.run(ids, types) for ids, types in batches]
         got, taken = np.concatenate([r[0] for r in runs]), [route for r in runs for route in r[1]]
         check.update(compare_routes(manifest["tag"], task, got, taken, expected, routes,
-                                    "oneDNN" if onednn else "reference kernels"))
-    return check, got
+                                    "onnxruntime" if runtime == "onnx" else "oneDNN" if onednn else "reference kernels"))
+        deployed = got if onednn else deployed
+    return check, deployed
 
 
-def routed_predictor(export_dir: str, manifest: dict[str, Any], threads: int, onednn: bool):
+def routed_predictor(export_dir: str, manifest: dict[str, Any], threads: int, onednn: bool, runtime: str = "paddle"):
     """The runner of a dynamic export's routes, by its manifest's kind."""
     if manifest["kind"] == "segments":
         from ofa_flexbert.deploy.segment_predictor import SegmentPredictor
 
-        return SegmentPredictor(export_dir, manifest, threads, onednn)
+        return SegmentPredictor(export_dir, manifest, threads, onednn, runtime)
     from ofa_flexbert.deploy.dynamic_predictor import DynamicPredictor
 
     return DynamicPredictor(export_dir, manifest, threads, onednn)
@@ -513,7 +521,8 @@ def run(args: RunArgs) -> StageReport:
              "max_abs_logit_diff": m["check"].get("max_abs_logit_diff"), "format": m["format"],
              "onednn_max_abs_logit_diff": m["check"].get("onednn_max_abs_logit_diff"),
              "quantization": m.get("quantization", {}).get("mode"),
-             "onnx_max_abs_logit_diff": m["onnx"]["max_abs_logit_diff"] if "onnx" in m else None}
+             "onnx_max_abs_logit_diff": m["onnx"]["max_abs_logit_diff"] if "onnx" in m
+             else m["check"].get("onnx_max_abs_logit_diff")}
             for m in exports]
     seconds = round(time.time() - started, 1)
     write_export_results(args.output_dir, {"task": task.name, "source_model": os.path.abspath(args.model_dir),

@@ -171,8 +171,10 @@ def replay(plan: Plan, recorded: Recorded, dynamic: DynamicModel, lengths: list[
 
 
 def cascade_outcomes(statics: list[Outcome], task: TaskSpec, labels: np.ndarray, search_idx: np.ndarray,
-                     thresholds: list[float], normalized: bool) -> list[Outcome]:
-    """The confidence cascades on the cascade family's front (search half), from the static passes.
+                     thresholds: list[float], normalized: bool, price=None) -> list[Outcome]:
+    """The confidence cascades on the cascade family's front (search half), from the static passes;
+    ``price(outcome)``: the cost the front is drawn on (default: mean MACs; with --cost latency the
+    predicted milliseconds, so that no cascade the latency front would keep is dropped).
 
     Each chain of :func:`tradeoff.cascade_chains` is replayed at every threshold: an input's logits
     are those of the stage that answers it (:func:`tradeoff.cascade_answers`), its MACs the sum of
@@ -197,7 +199,7 @@ def cascade_outcomes(statics: list[Outcome], task: TaskSpec, labels: np.ndarray,
         for threshold in thresholds:
             o = outcome(chain, threshold)
             tried.append((chain, threshold))
-            costs.append(float(o.macs[search_idx].mean()))
+            costs.append(price(o) if price is not None else float(o.macs[search_idx].mean()))
             scores.append(compute_metrics(task, o.logits[search_idx], labels[search_idx])[task.primary_metric])
     front = pareto_front(costs, scores)
     logger.info(f"search {task.name}: {len(tried)} cascades tried ({len(chains)} chains x {len(thresholds)} "
@@ -291,7 +293,8 @@ def run(args: RunArgs) -> StageReport:
             statics.extend(o for o in outcomes if o.plan.mode is Mode.STATIC)
             rows.extend(summarise(o, task, labels, full, parts, pricing) for o in outcomes)
     if not task.is_regression:
-        cascades = cascade_outcomes(statics, task, labels, search_idx, thresholds, args.normalized_entropy)
+        price = (lambda o: pricing.ms(o.shape, "search")) if args.cost == "latency" else None
+        cascades = cascade_outcomes(statics, task, labels, search_idx, thresholds, args.normalized_entropy, price)
         rows.extend(summarise(o, task, labels, full, parts, pricing) for o in cascades)
     rule = gates.record.get("gate_target", "correct") if gates is not None else "correct"
     oracle = perfect_gates(statics, task, labels, args.regression_tolerance, rule)
