@@ -30,7 +30,8 @@ from ofa_flexbert.adaptive.setting import Mode, Plan  # noqa: E402  -- the stage
 from ofa_flexbert.adaptive.tradeoff import best_under_budget, hull_value, upper_hull  # noqa: E402
 
 VARIANTS = {"reference": ["--gate_features", "target"], "no-leak": ["--gate_features", "all_widths"],
-            "no-leak+agree": ["--gate_features", "all_widths", "--gate_target", "agree"]}
+            "no-leak+agree": ["--gate_features", "all_widths", "--gate_target", "agree"],
+            "agree-2gates": ["--gate_features", "all_widths", "--gate_target", "agree", "--num_gates", "2"]}
 GATED = (Mode.W_DYNAMIC, Mode.WD_DYNAMIC)
 
 

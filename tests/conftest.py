@@ -127,6 +127,17 @@ def toy_gated(toy_width_model, tmp_path_factory):
     return data_dir, width_dir, out
 
 
+def fresh_python(code: str) -> str:
+    """The last line ``code`` prints, run by this interpreter in a process of its own from the project root
+    (what a new predictor or server process imports and costs, free of the test process's state)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
 def stage_argv(stage, data_dir, model_dir, out, *extra):
     """CLI arguments for one stage on the toy task (``extra`` flags override FAST's)."""
     return ["--task", "sst-2", "--stage", stage, "--data_dir", str(data_dir), "--model_dir", str(model_dir),

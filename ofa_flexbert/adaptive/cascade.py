@@ -16,10 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
-import paddle
 
-from gate.ramps import entropy
-from ofa_flexbert.engine.encoder import classify
 from ofa_flexbert.engine.routes import Route
 
 
@@ -76,6 +73,13 @@ def run_cascade(model, batch: dict, routes: Sequence[Route], thresholds: Sequenc
     in a batch of its own (the encoder masks padding; tested), so the batch a row rides in never
     changes its answer.
     """
+    # Imported here, not at the top: the cascade predictor imports this module for its loop alone, and a
+    # predictor process loads no dygraph model code (measured: bench/predictor_footprint.py).
+    import paddle
+
+    from gate.ramps import entropy
+    from ofa_flexbert.engine.encoder import classify
+
     input_ids, token_type_ids = batch["input_ids"], batch["token_type_ids"]
 
     def stage(route: Route):

@@ -236,8 +236,10 @@ class RunArgs:
     profile_repeats: int = _flag("profile stage: timed calls per probe and shape, over three passes of the grid "
                                  "(the median is kept)", 9,
                                  group="profile", stages=("profile",))
-    onednn: str = _flag("profile stage: time Paddle Inference with its oneDNN kernels (on, what predict uses) or the "
-                        "reference kernels (off, what serve uses)", "on", group="profile", stages=("profile",))
+    onednn: str = _flag("profile stage: time Paddle Inference's reference kernels (off, what serve uses; the table "
+                        "predicts them within a few percent) or oneDNN (on, what predict uses; its table under-"
+                        "predicts batches of changing shapes by a fifth to two thirds: docs/benchmarks.md)", "off",
+                        group="profile", stages=("profile",))
     inference_config: Optional[str] = _flag("infer stage: a JSON file of per-task settings (mode, width_mult_list, "
                                             "depth_mult, early_exit, exit_threshold), e.g. "
                                             "configs/best_tradeoff_inference_config.json; replaces the mode flags", None,

@@ -1,18 +1,18 @@
 """--stage profile and the latency model against what the exported graphs really do (toy models)."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, stage_argv
+from conftest import fresh_python, stage_argv
 from ofa_flexbert.app.cli import main
 
 pytestmark = pytest.mark.usefixtures("patched")
 
+# oneDNN: at one fixed shape its table composes as the reference kernels' does (what it misses is the cost
+# of changing shapes, docs/benchmarks.md).
 PROFILE = ["--profile_batch_sizes", "1,4,16", "--profile_lengths", "8,16,32", "--profile_repeats", "9",
-           "--num_threads", "1"]
+           "--num_threads", "1", "--onednn", "on"]
 
 
 @pytest.fixture(scope="module")
@@ -44,19 +44,18 @@ def timed_in_fresh_process(export, rows: int, span: int) -> float:
              "        t = time.perf_counter(); g(ids, types); times.append((time.perf_counter() - t) * 1000)\n"
              "    blocks.append(float(np.median(times)))\n"
              "print(sorted(blocks)[1])\n")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return float(done.stdout.strip().splitlines()[-1])
+    return float(fresh_python(probe))
 
 
 @pytest.mark.slow
 def test_the_table_prices_a_static_export_within_a_factor_of_its_direct_timing(toy_gated, cost_table, tmp_path):
     """Probes for every --width_mult_list width (the toy's 4 heads: 1..4), 9 shapes each; a static w0.5
-    subnet exported and timed directly at batch 4 x 16 tokens (in a fresh process) is within a factor of 2
-    of the table's prediction either way (measured on a quiet machine: 0.88-1.04).  Loose on purpose: the
-    toy's graphs take tenths of a millisecond, where a shared CI machine's noise is of that order; a
-    composition missing a part (the layers, the embeddings) is off by more.  bench/latency_model.py
-    measures the error on MiniLM (docs/benchmarks.md)."""
+    subnet exported and timed directly at batch 4 x 16 tokens (in a fresh process) is within a factor of 3
+    of the table's prediction either way: a sanity check that the profile measures what an export costs
+    (measured ratios: 0.88-1.04 on a quiet machine, up to 1.9 with a training run on the other core).
+    Loose on purpose: the toy's graphs take a millisecond or two, where a shared machine's noise is of
+    that order; the composition itself is tested in closed form (tests/adaptive/test_latency.py) and its
+    error on MiniLM measured by bench/latency_model.py (docs/benchmarks.md)."""
     from ofa_flexbert.adaptive.latency import CALL, EMBEDDINGS, HEAD, ChainShape, group_ids, per_input_ms
 
     data_dir, _, gates = toy_gated
@@ -72,7 +71,7 @@ def test_the_table_prices_a_static_export_within_a_factor_of_its_direct_timing(t
     predicted = per_input_ms(table, ChainShape(((2, layers),), np.zeros(4, dtype="int64")),
                              group_ids([[0, 1, 2, 3]], 4), np.full(4, 16)) * 4
     print(f"static w0.5: measured {measured:.3f} ms, predicted {predicted:.3f} ms")
-    assert 1 / 2 <= measured / predicted <= 2, (measured, predicted)
+    assert 1 / 3 <= measured / predicted <= 3, (measured, predicted)
 
 
 @pytest.mark.slow

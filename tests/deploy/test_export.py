@@ -8,7 +8,7 @@ import paddle
 import pytest
 
 import patches
-from conftest import FAST, ROOT, hand_export, stage_argv
+from conftest import FAST, fresh_python, hand_export, stage_argv
 from ofa_flexbert.engine.routes import Route, config_width, depth_layers
 from ofa_flexbert.app.cli import main
 
@@ -253,6 +253,22 @@ def test_a_dynamic_export_routes_each_input_as_the_infer_stage_does_at_any_batch
         assert not (out / "wd_dynamic" / "layers").exists()
 
 
+def fresh_predictor_run(export, data_dir) -> dict:
+    """In a fresh process: a Predictor on ``export`` runs one batch of 32 dev sentences (as the serving
+    batcher sends it); returns its dynamic runner's calls (segment exports) and which of the dygraph
+    model code (the engine's forward, the gate and off-ramp modules), the stages and training it imported."""
+    probe = ("import sys, json\n"
+             "from ofa_flexbert.deploy.predictor import Predictor\n"
+             "from ofa_flexbert.glue.data import get_task, read_split\n"
+             f"texts = [e.text_a for e in read_split(get_task('sst-2'), {str(data_dir)!r}, 'dev')][:32]\n"
+             f"p = Predictor({str(export)!r}, batch_size=32)\n"
+             "p.dynamic.run(*p.pad(p.encode(texts)))\n"
+             "print(json.dumps({'calls': getattr(p.dynamic, 'calls', None), 'modules': sorted(m for m in sys.modules "
+             "if m in ('ofa_flexbert.engine.encoder', 'gate.modules', 'gate.ramps', 'visualdl') "
+             "or m.startswith(('ofa_flexbert.app', 'ofa_flexbert.train')))}))\n")
+    return json.loads(fresh_python(probe))
+
+
 @pytest.mark.slow
 def test_rows_that_exit_leave_the_batch_and_the_segment_predictor_imports_no_training_code(toy_gated, wd_dynamic,
                                                                                           tmp_path):
@@ -260,9 +276,6 @@ def test_rows_that_exit_leave_the_batch_and_the_segment_predictor_imports_no_tra
     a fresh process that loads and runs the export imports none of the dygraph model code (the engine's
     forward, the gate and off-ramp modules) nor the stages.  (paddleslim it does import: PaddleNLP's own
     package import pulls it in for the tokenizer, static Predictor alike; docs/decisions.md.)"""
-    import subprocess
-    import sys
-
     _, _, gates = toy_gated
     data_dir = wd_dynamic[0]
     config = tmp_path / "d.json"
@@ -270,19 +283,7 @@ def test_rows_that_exit_leave_the_batch_and_the_segment_predictor_imports_no_tra
                                             "exit_threshold": 0.5}}))
     out = tmp_path / "export"
     assert main(stage_argv("export", data_dir, gates, out, "--inference_config", str(config))) == 0
-    export = out / "d_dynamic"
-    probe = ("import sys, json\n"
-             "from ofa_flexbert.deploy.predictor import Predictor\n"
-             "from ofa_flexbert.glue.data import get_task, read_split\n"
-             f"texts = [e.text_a for e in read_split(get_task('sst-2'), {str(data_dir)!r}, 'dev')][:32]\n"
-             f"p = Predictor({str(export)!r}, batch_size=32)\n"
-             "p.dynamic.run(*p.pad(p.encode(texts)))\n"  # one batch of 32, as the serving batcher sends it
-             "print(json.dumps({'calls': p.dynamic.calls, 'modules': sorted(m for m in sys.modules if m in "
-             "('ofa_flexbert.engine.encoder', 'gate.modules', 'gate.ramps', 'visualdl') "
-             "or m.startswith(('ofa_flexbert.app', 'ofa_flexbert.train')))}))\n")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = fresh_predictor_run(out / "d_dynamic", data_dir)
     assert result["modules"] == []
     rows = [count for _, _, count in result["calls"]]  # one width: one call per segment
     assert [segment for segment, _, _ in result["calls"]] == list(range(len(rows))) and len(rows) >= 2
@@ -332,6 +333,7 @@ def test_a_cascade_export_answers_each_input_as_the_infer_stage_does_on_both_run
         got = [(int(row.argmax()), len(run.routes), macs) for row, (run, macs) in zip(logits, runs)]
         assert np.mean([g == w for g, w in zip(got, want)]) >= (1.0 if runtime == "paddle" else 0.99), runtime
     assert summary["macs"] == pytest.approx(manifest["dev_mean_macs"], rel=1e-12)
+    assert fresh_predictor_run(out / "cascade", data_dir)["modules"] == []  # no dygraph model code either
 
 
 @pytest.mark.slow

@@ -127,6 +127,9 @@ def run(args: RunArgs) -> StageReport:
         logger.info(f"profile {task.name}: {name}: {small[2]:.3f} ms at {small[0]}x{small[1]}, "
                     f"{large[2]:.2f} ms at {large[0]}x{large[1]}")
     seconds = round(time.time() - started, 1)
+    if onednn:
+        logger.warning(f"profile {task.name}: a oneDNN table under-predicts real batches, whose shapes change from "
+                       "call to call (docs/benchmarks.md, the latency model); --onednn off is the accurate one")
     logger.info(f"profile {task.name}: {len(shapes)} shapes x {len(points)} probes ({threads} thread(s), "
                 f"{'oneDNN' if onednn else 'reference kernels'}) in {seconds:.0f} s; {path}")
     write_run_info(args, task.name, {"complete": True, "cost_table": path})
