@@ -25,6 +25,7 @@ vectorised over batches), and its latency per input is their sum divided by the 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -200,12 +201,18 @@ class SegmentShape:
     """What a segment export runs (``segment_predictor.SegmentPredictor.run``'s loop): per batch the
     embeddings' graph (gate 0 inside when ``gated``), then per segment j -- ``segments[j]``: its (layers,
     heads inside) -- one call per width among the rows still running, padding trimmed to the group's
-    longest.  Per input: its heads in each segment (``widths`` [N, S]) and how many segments it ran (``runs``)."""
+    longest.  Per input: its heads in each segment (``widths`` [N, S]) and how many segments it ran (``runs``);
+    ``ends``: the step each segment ends at."""
 
     segments: tuple[tuple[int, int], ...]
     widths: np.ndarray
     runs: np.ndarray
     gated: bool
+    ends: tuple[int, ...] = ()
+
+    def leaving_after(self, layers_run: np.ndarray) -> "SegmentShape":
+        """The same routes, each input leaving after ``layers_run`` of its layers (an exit threshold's replay)."""
+        return dataclasses.replace(self, runs=np.searchsorted(np.array(self.ends), np.asarray(layers_run)) + 1)
 
     def calls(self, gid: np.ndarray, lengths: np.ndarray) -> Calls:
         _, _, rows, span = _batched(gid, lengths, np.ones(len(gid), dtype=bool), np.zeros_like(gid))
@@ -222,8 +229,9 @@ def segment_shape(segments: Sequence[Any], routes: Sequence[Any], layers_run: np
     ``segments`` (``deploy.segments.Segment``) of a setting, each running ``layers_run`` of its route's
     layers: its width in each segment is its route's at the segment's first step."""
     widths = np.array([[r.widths[s.start].heads for s in segments] for r in routes], dtype="int64")
-    runs = np.searchsorted(np.array([s.end for s in segments]), np.asarray(layers_run)) + 1  # the segment it left after
-    return SegmentShape(tuple((len(s.layers), len(s.outputs(gated, exits))) for s in segments), widths, runs, gated)
+    shape = SegmentShape(tuple((len(s.layers), len(s.outputs(gated, exits))) for s in segments), widths,
+                         np.zeros(len(routes), dtype="int64"), gated, tuple(s.end for s in segments))
+    return shape.leaving_after(layers_run)  # runs: up to the segment ending where it left
 
 
 def per_input_ms(table: CostTable, shape, gid: np.ndarray, lengths: np.ndarray) -> float:

@@ -24,6 +24,10 @@ test runs the chosen setting through ``--stage infer`` and gets the same metric 
 Cascades are many (286 chains of the 12 static subnets, each at 40 thresholds), so only those on
 the cascade family's own front on the search half are written and plotted; the count tried is
 logged.  Nothing is lost by it: the best setting under a budget is on its family's front.
+
+Cost: MACs, or with --cost latency the milliseconds per input that --stage profile's table
+(--cost_table) predicts for the calls each setting's export makes on the predictor's batches
+(``adaptive.latency``); fronts, the plot and the choice (--latency_budget) then use it.
 """
 from __future__ import annotations
 
@@ -157,6 +161,7 @@ def replay(plan: Plan, recorded: Recorded, dynamic: DynamicModel, lengths: list[
     entropies = np.stack([entropy(paddle.to_tensor(x), plan.normalized_entropy).numpy() for x in recorded.ramp_logits], axis=1)
     full_layers = np.array([len(r.layers) for r in recorded.routes])
     rows = np.arange(len(lengths))
+    shape = shape_of(plan, recorded.routes, full_layers, gates, ramps)  # its widths, once for every threshold
     outcomes = []
     for threshold in thresholds:
         leave = exit_steps(entropies, threshold)
@@ -166,7 +171,7 @@ def replay(plan: Plan, recorded: Recorded, dynamic: DynamicModel, lengths: list[
         macs = table[rows, np.where(left, leave, len(exits))]
         layers = np.where(left, np.array(exits)[np.maximum(leave, 0)], full_layers)
         outcomes.append(Outcome(plan.replace(exit_threshold=threshold), logits, macs, layers,
-                                shape_of(plan, recorded.routes, layers, gates, ramps)))
+                                shape.leaving_after(layers)))
     return outcomes
 
 
