@@ -1,6 +1,7 @@
 """What the benchmark scripts share: running the CLI as a user would, atomic result files, plots."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -12,6 +13,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from ofa_flexbert.store.atomic import write_text as atomic_write  # noqa: E402,F401  -- re-exported
 from ofa_flexbert.app.plots import axes, save  # noqa: E402,F401  -- re-exported
 from ofa_flexbert.store.outputs import RUN_INFO  # noqa: E402
+
+
+def subnet_bench_parser(doc: str, subnets: str, rounds: int, replot_help: str) -> argparse.ArgumentParser:
+    """The flags every benchmark of exported subnets takes (task, model, data, output folder, the subnets,
+    rounds at batch 1, thread counts, --replot); each script adds its own."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--model_dir", required=True)
+    parser.add_argument("--data_dir")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--subnets", default=subnets)
+    parser.add_argument("--rounds", type=int, default=rounds, help="rounds at batch 1 (batch 32: a fifth, at least 5)")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--replot", action="store_true", help=replot_help)
+    return parser
 
 
 def run_side_by_side(jobs: list[tuple[list[str], str]]) -> None:

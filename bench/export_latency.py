@@ -17,7 +17,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -25,7 +24,7 @@ import time
 
 import numpy as np
 
-from benchlib import ROOT, atomic_write, axes, run, save
+from benchlib import ROOT, atomic_write, axes, run, save, subnet_bench_parser
 
 import patches  # noqa: F401,E402  -- zlib before paddle
 
@@ -94,15 +93,8 @@ def time_setting(predictors: dict[str, Predictor], batches: list, rounds: int) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", required=True)
-    parser.add_argument("--model_dir", required=True)
-    parser.add_argument("--data_dir")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--subnets", default="w1_d1,w0.75_d1,w0.5_d1,w0.25_d1,w0.5_d0.67,w0.25_d0.5")
-    parser.add_argument("--rounds", type=int, default=60, help="rounds at batch 1 (batch 32: a fifth)")
-    parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--replot", action="store_true", help="only redraw latency.md and latency.png")
+    parser = subnet_bench_parser(__doc__, "w1_d1,w0.75_d1,w0.5_d1,w0.25_d1,w0.5_d0.67,w0.25_d0.5", 60,
+                                 "only redraw latency.md and latency.png")
     parser.add_argument("--dynamic_config", help="an --inference_config of a gated/early-exit setting: also export "
                         "it from --gated_model and time it on dev inputs against the static subnets")
     parser.add_argument("--gated_model", help="the gate stage's model directory (with --dynamic_config)")

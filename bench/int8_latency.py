@@ -19,12 +19,11 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
-from benchlib import ROOT, atomic_write, run
+from benchlib import ROOT, atomic_write, run, subnet_bench_parser
 
 import patches  # noqa: F401,E402  -- zlib before paddle
 
@@ -76,16 +75,9 @@ def accuracy_rows(export_dir: str, subnets: list[str]) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", required=True)
-    parser.add_argument("--model_dir", required=True)
-    parser.add_argument("--data_dir")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--subnets", default="w1_d1,w0.75_d1,w0.5_d1,w0.25_d1,w1_d0.67,w0.5_d0.67")
+    parser = subnet_bench_parser(__doc__, "w1_d1,w0.75_d1,w0.5_d1,w0.25_d1,w1_d0.67,w0.5_d0.67", 40,
+                                 "only rewrite int8.md from int8.json")
     parser.add_argument("--teacher_metric", type=float, help="the fine-tuned teacher's dev metric (for the second goal)")
-    parser.add_argument("--rounds", type=int, default=40, help="rounds at batch 1 (batch 32: a fifth, at least 5)")
-    parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--replot", action="store_true", help="only rewrite int8.md from int8.json")
     parser.add_argument("--export_only", action="store_true", help="only export (time later, on a quiet machine)")
     args = parser.parse_args()
     if args.replot:

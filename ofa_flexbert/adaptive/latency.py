@@ -60,8 +60,6 @@ class Calls:
     @classmethod
     def join(cls, parts: Sequence["Calls"]) -> "Calls":
         names = ("heads", "layers", "outputs", "rows", "span", "embeddings", "index")
-        if not parts:
-            return cls(*(np.zeros(0, dtype="bool" if n == "embeddings" else "int64") for n in names))
         return cls(*(np.concatenate([getattr(p, n) for p in parts]) for n in names))
 
     def as_tuples(self) -> list[tuple[int, int, int, int, int, bool, int]]:

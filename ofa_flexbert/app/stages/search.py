@@ -101,7 +101,6 @@ class Pricing:
     model's predicted milliseconds per input there."""
 
     table: CostTable
-    batch_size: int
     lengths: np.ndarray
     groups: dict[str, np.ndarray]  # per part: each input's batch (``latency.group_ids``), -1 outside the part
     full_ms: dict[str, float]
@@ -113,7 +112,7 @@ class Pricing:
         groups = {name: group_ids([[int(idx[i]) for i in g] for g in length_groups(array[idx].tolist(), batch_size)],
                                   len(array)) for name, idx in parts.items()}
         model = ChainShape((full,), np.zeros(len(array), dtype="int64"))
-        return cls(table, batch_size, array, groups,
+        return cls(table, array, groups,
                    {name: per_input_ms(table, model, gid, array) for name, gid in groups.items()})
 
     def ms(self, shape, part: str) -> float:
