@@ -27,7 +27,7 @@ import numpy as np
 from benchlib import atomic_write, axes, load, save, stage
 
 from ofa_flexbert.adaptive.setting import Mode, Plan  # noqa: E402  -- the stage's own reading
-from ofa_flexbert.adaptive.tradeoff import best_under_budget, hull_value, upper_hull  # noqa: E402
+from ofa_flexbert.adaptive.tradeoff import best_under_budget, hull_value, pareto_front, upper_hull  # noqa: E402
 
 VARIANTS = {"reference": ["--gate_features", "target"], "no-leak": ["--gate_features", "all_widths"],
             "no-leak+agree": ["--gate_features", "all_widths", "--gate_target", "agree"],
@@ -35,9 +35,19 @@ VARIANTS = {"reference": ["--gate_features", "target"], "no-leak": ["--gate_feat
 GATED = (Mode.W_DYNAMIC, Mode.WD_DYNAMIC)
 
 
-def chosen(points: list[dict], budget: float, modes) -> dict | None:
-    """The search stage's choice under ``budget`` (search half) among ``modes``."""
-    rows = [p for p in points if p["mode"] in modes]
+def in_modes(*modes: Mode):
+    """A family of settings by mode; for gated modes, the argmax gates only (ranked gates are their own family)."""
+    return lambda p: p["mode"] in modes and p.get("gate_threshold") is None
+
+
+def ranked(p: dict) -> bool:
+    """Ranked gates: a gated setting with a --gate_threshold."""
+    return p["mode"] in GATED and p.get("gate_threshold") is not None
+
+
+def chosen(points: list[dict], budget: float, member) -> dict | None:
+    """The search stage's choice under ``budget`` (search half) among the points ``member`` accepts."""
+    rows = [p for p in points if member(p)]
     best = best_under_budget([p["search"]["macs_share"] for p in rows], [p["search"]["metric"] for p in rows], budget)
     return None if best is None else rows[best]
 
@@ -48,23 +58,28 @@ def frontier(points: list[dict]) -> list[tuple[float, float]]:
     return upper_hull([p["held_out"]["macs_share"] for p in statics], [p["held_out"]["metric"] for p in statics])
 
 
-def families(variants: list[str]) -> dict[str, tuple[str, tuple[Mode, ...]]]:
-    """Family name -> (the gate variant whose search it is read from, its modes)."""
-    out = {"static": (variants[0], (Mode.STATIC,)), "early exit": (variants[0], (Mode.D_DYNAMIC,)),
-           "cascade": (variants[0], (Mode.CASCADE,))}
+def families(searches: dict[str, dict[int, dict]]) -> dict[str, tuple[str, object]]:
+    """Family name -> (the gate variant whose search it is read from, which of its points belong):
+    static, early exit, cascade, then per variant its argmax gates and, where its searches tried
+    them (--gate_thresholds), its ranked gates."""
+    variants = list(searches)
+    out = {"static": (variants[0], in_modes(Mode.STATIC)), "early exit": (variants[0], in_modes(Mode.D_DYNAMIC)),
+           "cascade": (variants[0], in_modes(Mode.CASCADE))}
     for v in variants:
-        out[f"gates ({v})"] = (v, GATED)
+        out[f"gates ({v})"] = (v, in_modes(*GATED))
+        if any(ranked(p) for search in searches[v].values() for p in search["points"]):
+            out[f"ranked gates ({v})"] = (v, ranked)
     return out
 
 
 def summarise(searches: dict[str, dict[int, dict]], budgets: list[float]) -> dict:
     """Per family and budget, per seed: the chosen setting, its held-out metric and gain over the frontier."""
     table: dict = {}
-    for family, (variant, modes) in families(list(searches)).items():
+    for family, (variant, member) in families(searches).items():
         for budget in budgets:
             cells = []
             for seed, search in sorted(searches[variant].items()):
-                row = chosen(search["points"], budget, modes)
+                row = chosen(search["points"], budget, member)
                 if row is None:
                     continue
                 held = row["held_out"]
@@ -134,14 +149,16 @@ def figure(task: str, searches: dict[str, dict[int, dict]], path: str, metric: s
             color="0.45", markersize=4, label="static subnets")
     hull = frontier(base)
     ax.plot([c for c, _ in hull], [v for _, v in hull], "-", color="0.45", linewidth=1, label="static frontier (hull)")
-    styles = [("early exit", base, (Mode.D_DYNAMIC,), "tab:blue"), ("cascade", base, (Mode.CASCADE,), "tab:purple")]
-    colours = ["tab:red", "tab:orange", "tab:green", "tab:brown"]
-    styles += [(f"gates ({v})", searches[v][seed]["points"], GATED, colours[i % 4]) for i, v in enumerate(variants)]
-    for label, points, modes, colour in styles:
-        front = sorted((p["held_out"]["macs_share"], p["held_out"]["metric"]) for p in points
-                       if p["mode"] in modes and p["mode_front"])
-        if front:
-            ax.plot(*zip(*front), marker=".", color=colour, label=label, linewidth=1)
+    colours = iter(["tab:blue", "tab:purple", "tab:red", "tab:orange", "tab:green", "tab:brown", "tab:pink",
+                    "tab:olive", "tab:cyan"] * 2)
+    for label, (variant, member) in families(searches).items():
+        if label == "static":
+            continue
+        points = [p for p in searches[variant][seed]["points"] if member(p)]
+        keep = pareto_front([p["search"]["macs_share"] for p in points], [p["search"]["metric"] for p in points])
+        front = sorted((points[i]["held_out"]["macs_share"], points[i]["held_out"]["metric"]) for i in keep)
+        if front:  # the family's front chosen on the search half, drawn at its held-out values
+            ax.plot(*zip(*front), marker=".", color=next(colours), label=label, linewidth=1)
     oracle = searches[variants[0]][seed].get("oracle")
     if oracle:
         ax.plot([oracle["held_out"]["macs_share"]], [oracle["held_out"]["metric"]], "o", markerfacecolor="none",
@@ -159,6 +176,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2,3", help="search seeds: one search/held-out split each")
     parser.add_argument("--budgets", default="0.3,0.4,0.5", help="MACs budgets (shares of the full model)")
     parser.add_argument("--figure", help="where to write the figure (default: <out>/routing.png)")
+    parser.add_argument("--search_name", default="search",
+                        help="the searches' folder prefix: <out>/<name>-<variant>-s<seed> (a new name re-runs them, "
+                             "e.g. after the search learned new settings)")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more flags for every stage")
     args = parser.parse_args()
     variants = args.variants.split(",")
@@ -171,7 +191,7 @@ def main() -> None:
         gates[variant] = load(os.path.join(gate_dir, "eval_results.json"))
         searches[variant] = {}
         for seed in seeds:
-            out = os.path.join(args.out, f"search-{variant}-s{seed}")
+            out = os.path.join(args.out, f"{args.search_name}-{variant}-s{seed}")
             stage(args.task, "search", gate_dir, out, ["--seed", str(seed), *args.extra])
             searches[variant][seed] = load(os.path.join(out, "search_results.json"))
     metric = gates[variants[0]]["metric"]

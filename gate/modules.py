@@ -17,7 +17,7 @@ import paddle
 from ofa_flexbert.engine.encoder import Between, pool
 from ofa_flexbert.engine.routes import Width, config_width
 
-from .settings import GateSettings
+from .settings import GateSettings, choose_classes
 
 
 class WidthGate(paddle.nn.Layer):
@@ -81,7 +81,9 @@ class FeatureRecorder:
 
 
 class GateRouter:
-    """The between-layers hook of width-dynamic inference: each gate's argmax sets the next block's width.
+    """The between-layers hook of width-dynamic inference: each gate's choice sets the next block's width
+    (its argmax, or with ``threshold`` the narrowest class its cumulative softmax reaches it at:
+    :func:`gate.settings.choose_classes`).
 
     ``decisions[g]`` records, per original batch row, the class gate g chose (-1: the row had
     left before gate g).  With ``replay`` [G, batch_size] the gates do not run: row b takes class
@@ -89,8 +91,8 @@ class GateRouter:
     """
 
     def __init__(self, gates: Gates, config, batch_size: int, class_widths: Optional[Sequence[float]] = None,
-                 replay: Optional[np.ndarray] = None):
-        self.gates, self.settings, self.replay = gates, gates.settings, replay
+                 replay: Optional[np.ndarray] = None, threshold: Optional[float] = None):
+        self.gates, self.settings, self.replay, self.threshold = gates, gates.settings, replay, threshold
         widths = self.settings.class_widths if class_widths is None else class_widths
         self.widths: list[Width] = [config_width(config, w) for w in widths]
         self.steps = self.settings.gate_steps()
@@ -103,6 +105,6 @@ class GateRouter:
         if self.replay is not None:
             classes = np.asarray(self.replay[g])[state.rows]
         else:
-            classes = self.gates.gates[g](gate_input(state)).argmax(axis=-1).numpy()
+            classes = choose_classes(self.gates.gates[g](gate_input(state)).numpy(), self.threshold)
         self.decisions[g, state.rows] = classes
         state.set_widths([self.widths[int(c)] for c in classes], self.settings.layers_per_gate)

@@ -1,4 +1,4 @@
-"""Where the gates sit and what their classes mean: pure rules, no paddle.
+"""Where the gates sit, what their classes mean and how a gate's logits become a class: pure rules, no paddle.
 
 Why separate: accounting (a gate's MACs), search and export manifests need these facts
 without loading a model.
@@ -6,7 +6,9 @@ without loading a model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
+
+import numpy as np
 
 
 def divisors(n: int) -> list[int]:
@@ -81,6 +83,31 @@ def gate_macs(settings: GateSettings, hidden: int, length: int, pooling: str, la
     mlp = hidden * hidden + hidden * settings.num_classes
     reads = sum(length * hidden if s == 0 or pooling == "mean" else 0 for s in ran)
     return len(ran) * mlp + reads
+
+
+def choose_classes(logits: np.ndarray, threshold: Optional[float] = None) -> np.ndarray:
+    """[n] the class each row's gate picks from its logits [n, K] (classes ordered narrow -> wide).
+
+    ``threshold`` None: the argmax (the reference's rule).  Otherwise the narrowest class k whose
+    cumulative softmax P(target <= k) reaches ``threshold`` ("is width k enough?" scored for every
+    class boundary at once), the widest when none does.  Why: trained under balanced class weights
+    the argmax is a calibration the gates do not have, while the order of their scores is what they
+    learned; a threshold swept by --stage search turns that order into a cost knob, as exit
+    thresholds do for off-ramps -- higher thresholds never choose a narrower class.
+    """
+    logits = np.asarray(logits, dtype="float64")
+    if threshold is None:
+        return logits.argmax(axis=-1)
+    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    cumulative = np.cumsum(probs / probs.sum(axis=-1, keepdims=True), axis=-1)[:, :-1]
+    enough = cumulative >= threshold
+    return np.where(enough.any(axis=-1), enough.argmax(axis=-1), logits.shape[-1] - 1)
+
+
+def check_gate_threshold(threshold: Optional[float], flag: str = "--gate_threshold") -> None:
+    """A gate threshold is a probability in (0, 1] (None: the argmax)."""
+    if threshold is not None and not 0.0 < threshold <= 1.0:
+        raise ValueError(f"{flag}: a cumulative probability in (0, 1], got {threshold:g}")
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,8 @@ class DynamicModel:
             return run_cascade(self.model, batch, self.stages, self.plan.thresholds, self.plan.normalized_entropy,
                                self.model.bert.pad_token_id)
         rows = int(batch["input_ids"].shape[0])
-        router = GateRouter(self.gates, self.config, rows, self.plan.widths) if self.plan.gated else None
+        router = (GateRouter(self.gates, self.config, rows, self.plan.widths, threshold=self.plan.gate_threshold)
+                  if self.plan.gated else None)
         check = None
         if self.plan.exits:
             check = ExitCheck(self.ramps, self.plan.exit_threshold, self.plan.normalized_entropy, len(self.route.layers))

@@ -17,6 +17,7 @@ from enum import Enum
 from typing import Any, Optional
 
 from ofa_flexbert.errors import UserError
+from gate.settings import check_gate_threshold
 
 
 class Mode(str, Enum):
@@ -53,13 +54,15 @@ class Mode(str, Enum):
 MODES = tuple(m.value for m in Mode)
 # The keys of an --inference_config entry: the flags that make a setting (the reference's file format).
 ENTRY_KEYS = ("mode", "width_mult_list", "depth_mult", "early_exit", "exit_threshold", "normalized_entropy",
-              "cascade_depths", "cascade_thresholds")
+              "gate_threshold", "cascade_depths", "cascade_thresholds")
 
 
 @dataclass(frozen=True)
 class Plan:
     """What runs: the mode, class k -> width (one width for a static or d-dynamic plan), the depth,
-    the exit rule, and --fixed_gate (every gate decision replaced by this width; gates do not run).
+    the exit rule, the gates' rule (``gate_threshold`` None: argmax; else the cumulative-probability
+    threshold of ``gate.settings.choose_classes``) and --fixed_gate (every gate decision replaced by
+    this width; gates do not run).
 
     A cascade's ``widths`` are its subnets' widths in the order they run, ``depths`` their depths
     (one each) and ``thresholds`` the entropy below which an input stops after subnet s (one per
@@ -73,6 +76,7 @@ class Plan:
     exit_threshold: float = 0.0
     normalized_entropy: bool = False
     fixed_gate: Optional[float] = None
+    gate_threshold: Optional[float] = None
     depths: tuple[float, ...] = ()
     thresholds: tuple[float, ...] = ()
 
@@ -80,6 +84,7 @@ class Plan:
         object.__setattr__(self, "mode", Mode(self.mode))
         object.__setattr__(self, "widths", tuple(float(w) for w in self.widths))
         object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
+        check_gate_threshold(self.gate_threshold)
         if self.mode is Mode.CASCADE:
             depths = self.depths or (1.0,) * len(self.widths)
             object.__setattr__(self, "depths", tuple(float(d) for d in depths))
@@ -113,22 +118,25 @@ class Plan:
                    depth_mult=float(entry.get("depth_mult", 1.0)), early_exit=bool(entry.get("early_exit", False)),
                    exit_threshold=float(entry.get("exit_threshold", 0.0)),
                    normalized_entropy=bool(entry.get("normalized_entropy", False)),
+                   gate_threshold=None if entry.get("gate_threshold") is None else float(entry["gate_threshold"]),
                    depths=tuple(entry.get("cascade_depths", ())), thresholds=tuple(entry.get("cascade_thresholds", ())))
 
     def to_entry(self) -> dict[str, Any]:
-        """The --inference_config entry of this plan: the exit rule only when inputs exit, a cascade's
-        depths and thresholds only for a cascade."""
+        """The --inference_config entry of this plan: the exit rule only when inputs exit, the gate
+        threshold only when gates run with one, a cascade's depths and thresholds only for a cascade."""
         entry: dict[str, Any] = {"mode": self.mode.value, "width_mult_list": list(self.widths),
                                  "depth_mult": self.depth_mult, "early_exit": self.exits}
         if self.exits:
             entry.update(exit_threshold=self.exit_threshold, normalized_entropy=self.normalized_entropy)
+        if self.gated and self.gate_threshold is not None:
+            entry["gate_threshold"] = self.gate_threshold
         if self.mode is Mode.CASCADE:
             entry.update(cascade_depths=list(self.depths), cascade_thresholds=list(self.thresholds),
                          normalized_entropy=self.normalized_entropy)
         return entry
 
     def describe(self) -> str:
-        """``wd_dynamic 0.25,0.5,0.75,1 t=0.2``, ``cascade 0.25,0.5d0.75,1 t=0.3,0.2`` -- the setting in
+        """``wd_dynamic 0.25,0.5,0.75,1 g=0.6 t=0.2``, ``cascade 0.25,0.5d0.75,1 t=0.3,0.2`` -- the setting in
         one short phrase."""
         if self.mode is Mode.CASCADE:
             return (f"{self.mode} " + ",".join(f"{w:g}" + (f"d{d:g}" if d != 1.0 else "") for w, d in self.stages)
@@ -136,6 +144,8 @@ class Plan:
         text = f"{self.mode} " + ",".join(f"{w:g}" for w in self.widths)
         if self.depth_mult != 1.0:
             text += f" d{self.depth_mult:g}"
+        if self.gated and self.gate_threshold is not None:
+            text += f" g={self.gate_threshold:g}"
         if self.early_exit:
             text += f" t={self.exit_threshold:g}"
         return text

@@ -131,7 +131,9 @@ def front_table(report: StageReport) -> str:
     for r in sorted(report.front, key=lambda r: r["search"]["latency_share" if timed else "macs_share"]):
         threshold = f"{r['exit_threshold']:g}" if r.get("early_exit") else "-"
         latency = (f"{r['held_out']['latency_ms']:.2f}", f"{r['held_out']['latency_share']:.0%}") if timed else ()
-        rows.append((r["mode"], ",".join(f"{w:g}" for w in r["width_mult_list"]), f"{r['depth_mult']:g}", threshold,
+        widths = ",".join(f"{w:g}" for w in r["width_mult_list"]) + (
+            f" g={r['gate_threshold']:g}" if r.get("gate_threshold") is not None else "")
+        rows.append((r["mode"], widths, f"{r['depth_mult']:g}", threshold,
                      f"{r['held_out']['metric']:.4f}", f"{r['held_out']['macs_share']:.0%}", *latency,
                      f"{r['held_out']['mean_layers']:.2f}", f"{r['dev']['metric']:.4f}"))
     title = (f"search {report.task}: Pareto front chosen on the search half of dev; {report.metric} and MACs "

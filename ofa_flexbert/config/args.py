@@ -204,6 +204,14 @@ class RunArgs:
                                         "instead of the gates' choice (the gates do not run; an ablation; the "
                                         "reference's flag, which crashes there)", None,
                                         group="inference", stages=("infer",))
+    gate_threshold: Optional[float] = _flag("infer stage, with --w_dynamic/--wd_dynamic: a gate picks the narrowest "
+                                            "width whose cumulative softmax P(that width is enough) reaches this "
+                                            "value, instead of its argmax (lower: cheaper)", None,
+                                            group="inference", stages=("infer",))
+    gate_thresholds: list[float] = _flag("search stage: gate thresholds to try with the gates' own class widths "
+                                         "(one pass each; see --gate_threshold; empty: argmax only)",
+                                         default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+                                         group="inference", stages=("search",))
     early_exit: bool = _flag("infer stage: check the off-ramps; leave when the entropy < --exit_threshold", False,
                              group="inference", stages=("infer",))
     exit_threshold: float = _flag("infer stage: early-exit entropy threshold (natural log; strict <)", 0.57,

@@ -6,6 +6,7 @@ from typing import Any
 
 from ofa_flexbert.engine.routes import DEPTH_RULES, POOLINGS
 from ofa_flexbert.errors import UserError
+from gate.settings import check_gate_threshold
 
 from .args import COSTS, DYNAMIC_GRAPHS, EXPORT_FORMATS, FIELDS, QUANTIZE_MODES, GATE_FEATURES, GATE_TARGETS, GATE_TRAINING, STAGES, RunArgs
 
@@ -82,6 +83,12 @@ def validate(args: RunArgs) -> None:
     if any(not t > 0 for t in args.exit_thresholds):
         raise UserError("--exit_thresholds: each must be positive (an input leaves when its entropy is below it), "
                         "got " + ",".join(f"{t:g}" for t in args.exit_thresholds))
+    for flag, values in (("--gate_threshold", [args.gate_threshold]), ("--gate_thresholds", args.gate_thresholds)):
+        for value in values:
+            try:
+                check_gate_threshold(value, flag)
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
     if args.fixed_gate is not None and not 0.0 < args.fixed_gate <= 1.0:
         raise UserError(f"--fixed_gate: a width in (0, 1], got {args.fixed_gate:g}")
     if args.format not in EXPORT_FORMATS:

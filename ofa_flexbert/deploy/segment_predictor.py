@@ -7,7 +7,7 @@ with ``--format onnx`` each also as ONNX, which this predictor runs on onnxrunti
 A batch runs through the embeddings; then, segment by segment, its rows are grouped by the width
 their last gate chose and each group runs that segment's graph once, padding trimmed to the group's
 longest row.  After a segment, rows whose off-ramp entropy is strictly below the threshold leave
-with the off-ramp's logits (they are not carried into the next call), then each gate's argmax picks
+with the off-ramp's logits (they are not carried into the next call), then each gate's rule picks
 the survivors' next width -- the engine's hooks in the engine's order (``adaptive.runner``), so
 routes, predictions and per-input MACs are ``--stage infer``'s; the export's check compares them on
 dev before the export is moved into place.  This module imports no trained-model code: the
@@ -25,7 +25,7 @@ from ofa_flexbert.adaptive.cost import dynamic_macs
 from ofa_flexbert.adaptive.setting import Plan
 from ofa_flexbert.engine.routes import Route, Width
 
-from gate.settings import GateSettings
+from gate.settings import GateSettings, choose_classes
 
 from .layout import EMBEDDINGS_GRAPH, INPUT_NAMES, LAYER_INPUT_NAMES, SEGMENTS, segment_graph_name
 from .runtime import entropy, graph_runner
@@ -78,7 +78,7 @@ class SegmentPredictor:
         exit_after: list = [None] * batch
         logits = np.zeros((batch, self.config.num_labels), dtype="float32")
         if self.gates is not None:
-            for row, cls in zip(rows, outputs[2].argmax(axis=1)):
+            for row, cls in zip(rows, choose_classes(outputs[2], self.plan.gate_threshold)):
                 width[row] = self.class_widths[int(cls)]
         self.calls = []
         for j, segment in enumerate(self.segments):
@@ -93,7 +93,7 @@ class SegmentPredictor:
             if segment.last:
                 logits[rows] = decided["final"]
             elif segment.gate is not None and self.gates is not None:
-                for row, cls in zip(rows, decided["gate"].argmax(axis=1)):
+                for row, cls in zip(rows, choose_classes(decided["gate"], self.plan.gate_threshold)):
                     width[row] = self.class_widths[int(cls)]
             if len(rows) == 0:
                 break

@@ -37,8 +37,19 @@ def test_entry_round_trip_and_the_exit_rule_only_when_inputs_exit():
         {"mode": "static", "width_mult_list": [0.5], "depth_mult": 0.5, "early_exit": False}
     assert plan.describe() == "wd_dynamic 0.25,0.5,0.75,1 t=0.2"
     assert Plan(mode="static", widths=(0.5,), depth_mult=0.5).describe() == "static 0.5 d0.5"
-    row = {**entry, "held_out": {"metric": 0.9}, "front": True}
-    assert entry_of(row) == entry and set(entry_of(row)) == set(ENTRY_KEYS) - {"cascade_depths", "cascade_thresholds"}
+    row = {**entry, "gate_threshold": 0.4, "held_out": {"metric": 0.9}, "front": True}
+    assert set(entry_of(row)) == set(ENTRY_KEYS) - {"cascade_depths", "cascade_thresholds"}
+
+
+def test_the_gate_threshold_is_written_only_when_gates_run_with_it():
+    ranked = Plan(mode="wd_dynamic", widths=(0.25, 1.0), early_exit=True, exit_threshold=0.2, gate_threshold=0.4)
+    assert Plan.from_entry(ranked.to_entry()) == ranked and ranked.to_entry()["gate_threshold"] == 0.4
+    assert ranked.describe() == "wd_dynamic 0.25,1 g=0.4 t=0.2"
+    assert "gate_threshold" not in Plan(mode="w_dynamic", widths=(0.25, 1.0)).to_entry()  # argmax: files as before
+    assert "gate_threshold" not in Plan(mode="w_dynamic", widths=(0.25, 1.0), fixed_gate=0.5,
+                                        gate_threshold=0.4).to_entry()  # no gates run
+    with pytest.raises(ValueError, match=r"^--gate_threshold: a cumulative probability in \(0, 1\], got 1.5$"):
+        Plan(mode="w_dynamic", widths=(0.25, 1.0), gate_threshold=1.5)
 
 
 def test_read_inference_config_names_file_line_task_and_key(tmp_path):

@@ -127,6 +127,11 @@ def test_fixed_gate_runs_every_block_at_its_width_instead_of_the_gates(toy_gated
     (("--static", "--width_mult_list", "0.5,0.5", "--fixed_gate", "0.5"),
      "--fixed_gate: replaces the gates' decisions, so it needs --w_dynamic or --wd_dynamic (got --static)"),
     (("--w_dynamic", "--fixed_gate", "1.5"), "--fixed_gate: a width in (0, 1], got 1.5"),
+    (("--static", "--width_mult_list", "0.5,0.5", "--gate_threshold", "0.5"),
+     "--gate_threshold: a rule for the gates' decisions, so it needs --w_dynamic or --wd_dynamic (got --static)"),
+    (("--w_dynamic", "--fixed_gate", "0.5", "--gate_threshold", "0.5"),
+     "--gate_threshold: a rule for the gates' decisions, so it needs --w_dynamic or --wd_dynamic without --fixed_gate"),
+    (("--w_dynamic", "--gate_threshold", "0"), "--gate_threshold: a cumulative probability in (0, 1], got 0"),
 ])
 @pytest.mark.slow
 def test_bad_mode_flags_get_one_line(toy_width_model, tmp_path, capsys, flags, message):

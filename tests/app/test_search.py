@@ -59,12 +59,17 @@ def test_search_writes_a_front_whose_chosen_setting_infer_reproduces(toy_gated, 
     data_dir, _, gates = toy_gated
     out = tmp_path / "search"
     assert main(stage_argv("search", data_dir, gates, out, "--width_mult_list", "0.5,1", "--depth_mult_list",
-                           "0.5,1", "--exit_thresholds", "0.05,0.3,0.6", "--macs_budget", "0.8")) == 0
+                           "0.5,1", "--exit_thresholds", "0.05,0.3,0.6", "--gate_thresholds", "0.2,0.6",
+                           "--macs_budget", "0.8")) == 0
     results = json.loads((out / "search_results.json").read_text())
     rows = results["points"]
     modes = [r["mode"] for r in rows]
     assert modes.count("static") == 4 and modes.count("d_dynamic") == 2 * 3
-    assert modes.count("w_dynamic") == len(width_maps([0.5, 1], 4)) == 3 and modes.count("wd_dynamic") == 3 * 3
+    # argmax gates on every map (3), ranked gates on their own classes at each gate threshold (2)
+    assert modes.count("w_dynamic") == len(width_maps([0.5, 1], 4)) + 2 == 5 and modes.count("wd_dynamic") == 5 * 3
+    ranked = [r for r in rows if r.get("gate_threshold") is not None]
+    assert sorted({r["gate_threshold"] for r in ranked}) == [0.2, 0.6]
+    assert all(r["width_mult_list"] == [0.25, 0.5, 0.75, 1.0] for r in ranked)
     # perfect gates ('agree' targets, the default) give every input the widest full-depth width's answer
     statics = [r for r in rows if r["mode"] == "static" and r["depth_mult"] == 1.0]
     widest = max(statics, key=lambda r: r["width_mult_list"][0])
@@ -83,7 +88,8 @@ def test_search_writes_a_front_whose_chosen_setting_infer_reproduces(toy_gated, 
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     best_cascade = max(cascades, key=lambda r: (r["dev"]["metric"], -r["dev"]["macs"]))
     for i, row in enumerate([chosen, best_cascade]
-                            + [r for r in rows if r["mode"] == "wd_dynamic" and r["exit_threshold"] == 0.3][:1]):
+                            + [r for r in rows if r["mode"] == "wd_dynamic" and r["exit_threshold"] == 0.3][:1]
+                            + [r for r in ranked if r["mode"] == "wd_dynamic" and r["exit_threshold"] == 0.3][:1]):
         path = tmp_path / f"config{i}.json"
         path.write_text(json.dumps({"sst-2": entry_of(row)}))
         assert main(stage_argv("infer", data_dir, gates, tmp_path / f"infer{i}", "--inference_config", str(path))) == 0
@@ -96,6 +102,7 @@ def test_search_writes_a_front_whose_chosen_setting_infer_reproduces(toy_gated, 
 @pytest.mark.parametrize("flags,message", [
     (("--macs_budget", "0"), "--macs_budget: a share of the full model's MACs, in (0, 1], got 0"),
     (("--macs_budget", "1.5"), "--macs_budget: a share of the full model's MACs, in (0, 1], got 1.5"),
+    (("--gate_thresholds", "0.5,1.2"), "--gate_thresholds: a cumulative probability in (0, 1], got 1.2"),
     (("--exit_thresholds", "0.1,-0.2"), "--exit_thresholds: each must be positive (an input leaves when its entropy "
                                         "is below it), got 0.1,-0.2"),
 ])

@@ -196,12 +196,13 @@ def test_the_export_multipliers_are_validated_like_the_others():
 
 @pytest.fixture(scope="module")
 def wd_dynamic(toy_gated, tmp_path_factory):
-    """wd-dynamic (gates and early exit) on the toy gated model: (data dir, config, --stage infer's predictions)."""
+    """wd-dynamic (ranked gates, threshold 0.6, and early exit) on the toy gated model: (data dir, config,
+    --stage infer's predictions).  Ranked, so the exports' own decision rule is tested (argmax is its None case)."""
     data_dir, _, gates = toy_gated
     tmp = tmp_path_factory.mktemp("wd_dynamic")
     config = tmp / "wd.json"
     config.write_text(json.dumps({"sst-2": {"mode": "wd_dynamic", "width_mult_list": [0.25, 0.5, 0.75, 1.0],
-                                            "early_exit": True, "exit_threshold": 0.5}}))
+                                            "early_exit": True, "exit_threshold": 0.5, "gate_threshold": 0.6}}))
     assert main(stage_argv("infer", data_dir, gates, tmp / "infer", "--inference_config", str(config))) == 0
     inferred = [json.loads(line) for line in (tmp / "infer" / "predictions.jsonl").read_text().splitlines()]
     assert len({row["exit_after"] for row in inferred}) > 1 and len({tuple(row["heads"]) for row in inferred}) > 1
@@ -303,6 +304,10 @@ def test_a_per_layer_dynamic_export_has_no_onnx_form(toy_gated, tmp_path, capsys
     assert not (tmp_path / "out").exists()
 
 
+CASCADE = {"sst-2": {"mode": "cascade", "width_mult_list": [0.25, 0.5, 1.0], "cascade_depths": [0.5, 1.0, 1.0],
+                     "cascade_thresholds": [0.45, 0.45]}}
+
+
 @pytest.mark.slow
 def test_a_cascade_export_answers_each_input_as_the_infer_stage_does_on_both_runtimes(toy_gated, tmp_path):
     """A cascade exported as its static subnets: the Predictor (batch 7, Paddle Inference and onnxruntime)
@@ -312,8 +317,7 @@ def test_a_cascade_export_answers_each_input_as_the_infer_stage_does_on_both_run
 
     data_dir, _, gates = toy_gated
     config = tmp_path / "cascade.json"
-    config.write_text(json.dumps({"sst-2": {"mode": "cascade", "width_mult_list": [0.25, 0.5, 1.0],
-                                            "cascade_depths": [0.5, 1.0, 1.0], "cascade_thresholds": [0.45, 0.45]}}))
+    config.write_text(json.dumps(CASCADE))
     out, infer_out = tmp_path / "export", tmp_path / "infer"
     assert main(stage_argv("export", data_dir, gates, out, "--inference_config", str(config), "--format", "onnx")) == 0
     assert main(stage_argv("infer", data_dir, gates, infer_out, "--inference_config", str(config))) == 0
@@ -334,6 +338,84 @@ def test_a_cascade_export_answers_each_input_as_the_infer_stage_does_on_both_run
         assert np.mean([g == w for g, w in zip(got, want)]) >= (1.0 if runtime == "paddle" else 0.99), runtime
     assert summary["macs"] == pytest.approx(manifest["dev_mean_macs"], rel=1e-12)
     assert fresh_predictor_run(out / "cascade", data_dir)["modules"] == []  # no dygraph model code either
+
+
+@pytest.mark.slow
+def test_an_int8_cascade_is_the_cascade_of_its_stages_int8_exports_checked_as_a_whole(toy_gated, tmp_path):
+    """--quantize int8 on a cascade writes the float cascade and cascade_int8: the same thresholds over the
+    stages' INT8 exports (each an ordinary one), for onnxruntime; its check compares the whole cascade's dev
+    metric with the float cascade's, and the Predictor runs it unchanged, agreeing with the float cascade on at
+    least 90% of dev (a random toy model: near-ties flip, and an input may stop at another stage)."""
+    from ofa_flexbert.deploy.predictor import Predictor
+    from ofa_flexbert.glue.data import get_task, read_split
+
+    data_dir, _, gates = toy_gated
+    config = tmp_path / "cascade.json"
+    config.write_text(json.dumps(CASCADE))
+    out = tmp_path / "export"
+    assert main(stage_argv("export", data_dir, gates, out, "--inference_config", str(config), "--quantize", "int8")) == 0
+    stages = ["w0.25_d0.5", "w0.5_d1", "w1_d1"]
+    assert read(out / "cascade" / "manifest.json")["stages"] == stages
+    assert sorted(p.name for p in (out / "cascade").iterdir() if p.is_dir()) == stages  # float stages only
+    manifest = read(out / "cascade_int8" / "manifest.json")
+    assert (manifest["kind"], manifest["runtime"], manifest["stages"]) == ("cascade", "onnx",
+                                                                          [t + "_int8" for t in stages])
+    assert manifest["setting"] == read(out / "cascade" / "manifest.json")["setting"]
+    members = [read(out / "cascade_int8" / t / "manifest.json") for t in manifest["stages"]]
+    assert all(m["runtime"] == "onnx" and m["quantization"]["mode"] == "int8" for m in members)
+    assert manifest["quantization"]["integer_matmuls"] == sum(m["quantization"]["integer_matmuls"] for m in members)
+    check = manifest["check"]
+    assert check["points_lost"] == pytest.approx(100 * (check["float_metric"] - check["int8_metric"]))
+    assert check["same_stage"] >= 0.9 and check["same_predictions"] >= 0.9
+    rows = read(out / "export_results.json")["exports"]
+    assert [(r["tag"], r["quantization"]) for r in rows] == [("cascade", None), ("cascade_int8", "int8")]
+
+    texts = [ex.text_a for ex in read_split(get_task("sst-2"), data_dir, "dev")]
+    int8 = Predictor(str(out / "cascade_int8"), batch_size=7)
+    assert int8.runtime == "onnx"
+    got = int8.predict_logits(texts).argmax(axis=1)
+    want = Predictor(str(out / "cascade"), batch_size=7, runtime="onnx").predict_logits(texts).argmax(axis=1)
+    assert np.mean(got == want) >= 0.9
+
+
+@pytest.mark.slow
+def test_an_int8_cascade_below_the_tolerance_is_refused_and_nothing_is_written(toy_gated, tmp_path, capsys,
+                                                                               monkeypatch):
+    """Beyond --quant_tolerance the whole export is refused in one line naming both figures, the float cascade
+    too.  The toy's INT8 stages lose nothing, so the INT8 cascade's logits are swapped as the check reads them."""
+    from ofa_flexbert.deploy.cascade_predictor import CascadePredictor
+
+    real_init, real_run = CascadePredictor.__init__, CascadePredictor.run
+
+    def init(self, export_dir, manifest, *args, **kwargs):
+        real_init(self, export_dir, manifest, *args, **kwargs)
+        self.swapped = manifest["tag"].endswith("_int8")
+
+    def run(self, *args):
+        logits, runs = real_run(self, *args)
+        return (logits[:, ::-1] if self.swapped else logits), runs
+
+    monkeypatch.setattr(CascadePredictor, "__init__", init)
+    monkeypatch.setattr(CascadePredictor, "run", run)
+    data_dir, _, gates = toy_gated
+    config = tmp_path / "cascade.json"
+    config.write_text(json.dumps(CASCADE))
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "earlier.txt").write_text("kept")
+    assert main(stage_argv("export", data_dir, gates, out, "--inference_config", str(config), "--quantize", "int8",
+                           "--quant_tolerance", "0")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: export cascade_int8: the INT8 cascade's dev acc ") and err.count("\n") == 1
+    assert "points below the float cascade's" in err and err.endswith("(--quant_tolerance 0); nothing was written\n")
+    assert sorted(os.listdir(out)) == ["earlier.txt"]
+    gated = tmp_path / "wd.json"
+    gated.write_text(json.dumps({"sst-2": {"mode": "wd_dynamic", "width_mult_list": [0.25, 0.5, 0.75, 1.0],
+                                           "early_exit": True, "exit_threshold": 0.5}}))
+    assert main(stage_argv("export", data_dir, gates, out, "--inference_config", str(gated), "--quantize", "int8")) == 2
+    assert capsys.readouterr().err == ("error: --quantize int8: static subnets and cascades (chains of them) are "
+                                       "quantized; the --inference_config setting is wd_dynamic\n")
+    assert sorted(os.listdir(out)) == ["earlier.txt"]
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from gate.io import load_gates, load_off_ramps, save_gates, save_off_ramps
 from gate.loss import class_weights, gate_loss, temperature, training_rows
 from gate.modules import GateRouter, Gates, gate_input
 from gate.ramps import ExitCheck, OffRamps, chain, default_ramp_layers, entropy
-from gate.settings import GateSettings, gate_macs
+from gate.settings import GateSettings, check_gate_threshold, choose_classes, gate_macs
 from gate.targets import smallest_enough
 from ofa_flexbert.engine.encoder import classify
 from ofa_flexbert.errors import UserError
@@ -91,6 +91,22 @@ def test_settings_refuse_a_gate_count_that_does_not_divide_the_layers():
     assert gate_macs(settings, 8, 5, "cls") == 3 * (64 + 24) + 40
 
 
+def test_a_ranked_gate_picks_the_narrowest_class_whose_cumulative_probability_reaches_the_threshold():
+    """Softmax [0.2, 0.3, 0.1, 0.4] has cumulative [0.2, 0.5, 0.6, 1]: each threshold's class in closed form."""
+    logits = np.log(np.array([[0.2, 0.3, 0.1, 0.4]]))
+    picks = {t: int(choose_classes(logits, t)[0]) for t in (0.1, 0.19, 0.25, 0.45, 0.55, 0.65, 0.95, 1.0)}
+    assert picks == {0.1: 0, 0.19: 0, 0.25: 1, 0.45: 1, 0.55: 2, 0.65: 3, 0.95: 3, 1.0: 3}
+    assert int(choose_classes(logits)[0]) == 3  # no threshold: the argmax
+    rng = np.random.RandomState(0)
+    batch = rng.normal(scale=3.0, size=(200, 4))
+    assert (choose_classes(batch) == batch.argmax(axis=1)).all()
+    chosen = np.stack([choose_classes(batch, t) for t in np.linspace(0.05, 1.0, 20)])
+    assert (np.diff(chosen, axis=0) >= 0).all()  # a higher threshold never picks a narrower class
+    assert (chosen[-1] == 3).all() and len(set(chosen[0])) > 1
+    with pytest.raises(ValueError, match=r"^--gate_threshold: a cumulative probability in \(0, 1\], got 0$"):
+        check_gate_threshold(0.0)
+
+
 def tiny_model(pooling="cls"):
     from paddlenlp.transformers import BertForSequenceClassification
 
@@ -132,6 +148,14 @@ def test_the_first_gate_depends_on_the_input_and_routes_follow_every_gate():
     for row, route in enumerate(out.routes):
         first, second = router.decisions[:, row]
         assert route.widths == (widths[first],) * 2 + (widths[second],) * 2
+    ranked = GateRouter(gates, model.bert.config, 40, threshold=0.3)  # the same gates under the ranked rule
+    with paddle.no_grad():
+        out = classify(model, ids, types, Route.uniform(model.bert.config), hook=ranked)
+    first = choose_classes(gates.gates[0](paddle.to_tensor(seen["gate"])).numpy(), 0.3)  # what gate 0 read
+    assert (ranked.decisions[0] == first).all() and (ranked.decisions[0] != router.decisions[0]).any()
+    for row, route in enumerate(out.routes):
+        one, two = ranked.decisions[:, row]
+        assert route.widths == (widths[one],) * 2 + (widths[two],) * 2
 
 
 def test_gates_round_trip_through_the_model_directory(tmp_path):

@@ -368,11 +368,12 @@ def compare_routes(tag: str, task, got: np.ndarray, taken: list, expected: np.nd
             f"{key}same_predictions": same_predictions(got, expected, task)}
 
 
-def export_cascade(job: ExportJob, setting: dict[str, Any]) -> dict[str, Any]:
+def export_cascade(job: ExportJob, setting: dict[str, Any]) -> list[dict[str, Any]]:
     """A confidence cascade into ``OUT/cascade``: each stage an ordinary static export (checked as one) in a
     subfolder, and a manifest naming them with the thresholds; the whole checked against
     ``--stage infer --cascade`` on dev (which stage answered each input, and its logits) before it
-    is moved into place."""
+    is moved into place.  With --quantize int8 also ``OUT/cascade_int8``, the same cascade of the
+    stages' INT8 exports (:func:`export_int8_cascade`); neither folder is moved into place unless both pass."""
     from ofa_flexbert.adaptive.runner import DynamicModel
     from ofa_flexbert.deploy.cascade_predictor import CascadePredictor
 
@@ -382,9 +383,10 @@ def export_cascade(job: ExportJob, setting: dict[str, Any]) -> dict[str, Any]:
     reference = DynamicModel(model, None, None, plan, job.rule)
     expected, runs = run_dynamic(reference, job.batches)
     config = model.bert.config
-    with staging(args.output_dir, tag) as tmp:
+    with staging(args.output_dir, tag) as tmp, staging(args.output_dir, int8_tag(tag)) as int8_tmp:
         inner = dataclasses.replace(job, args=dataclasses.replace(args, output_dir=tmp))
-        members = [export_one(inner, w, d)[0] for w, d in plan.stages]
+        exported = [export_one(inner, w, d) for w, d in plan.stages]
+        members = [e[0] for e in exported]
         job.tokenizer.save_pretrained(tmp)  # what the Predictor tokenises with
         manifest: dict[str, Any] = {
             "kind": "cascade", "tag": tag, "task": task.name, "num_labels": task.num_labels,
@@ -410,11 +412,74 @@ def export_cascade(job: ExportJob, setting: dict[str, Any]) -> dict[str, Any]:
                 manifest["dev_metrics"] = compute_metrics(task, got, job.labels)
         manifest["check"] = check
         write_manifest(tmp, manifest)
+        quantized = None
+        if args.quantize == "int8":  # the stages' INT8 exports move from the float cascade's folder to their own
+            for stage_int8 in (e[1] for e in exported):
+                os.rename(os.path.join(tmp, stage_int8["tag"]), os.path.join(int8_tmp, stage_int8["tag"]))
+            quantized = export_int8_cascade(job, tmp, int8_tmp, manifest, [e[1] for e in exported])
         replace_dir(tmp, os.path.join(args.output_dir, tag))
+        if quantized is not None:
+            replace_dir(int8_tmp, os.path.join(args.output_dir, quantized["tag"]))
     logger.info(f"exported {tag} to {os.path.join(args.output_dir, tag)}: {len(members)} static subnets; "
                 f"{check['onednn_same_routes']:.1%} of dev inputs answered by the same stage as the flexible model, "
                 f"max |Δlogits| {check['onednn_max_abs_logit_diff']:.1e} there")
-    return manifest
+    if quantized is None:
+        return [manifest]
+    q = quantized["check"]
+    logger.info(f"exported {quantized['tag']} to {os.path.join(args.output_dir, quantized['tag'])}: INT8 stages on "
+                f"onnxruntime, dev {task.primary_metric} {q['int8_metric']:.4f} against the float cascade's "
+                f"{q['float_metric']:.4f}; {q['same_stage']:.1%} of dev inputs answered by the same stage, "
+                f"{q['same_predictions']:.1%} of predictions the same")
+    return [manifest, quantized]
+
+
+def export_int8_cascade(job: ExportJob, float_dir: str, int8_dir: str, manifest: dict[str, Any],
+                        stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The INT8 form of a checked float cascade, into ``int8_dir`` (which holds the stages' INT8 exports,
+    each checked on its own): the float cascade's manifest naming them, for onnxruntime only.
+
+    Checked as a static INT8 export is, on the whole cascade: its dev metric against the float cascade's
+    on onnxruntime, refused beyond --quant_tolerance points.  INT8 logits move the entropies, so some
+    inputs stop at another stage than in float: the share answered by the same stage is recorded, and
+    the mean MACs are the INT8 cascade's own."""
+    from ofa_flexbert.deploy.cascade_predictor import CascadePredictor
+
+    args, task = job.args, job.task
+    tag = int8_tag(manifest["tag"])
+    job.tokenizer.save_pretrained(int8_dir)
+    quantized = {**{k: v for k, v in manifest.items() if k not in ("check", "dev_metrics")}, "tag": tag,
+                 "stages": [m["tag"] for m in stages], "runtime": "onnx",
+                 "quantization": {**stages[0]["quantization"], "integer_matmuls": sum(
+                     m["quantization"]["integer_matmuls"] for m in stages)}}
+    write_manifest(int8_dir, quantized)  # the predictor reads it
+    threads = math_threads(args.num_threads)
+    pad = job.tokenizer.pad_token_id
+
+    def run_cascade(folder: str, record: dict[str, Any]) -> tuple[np.ndarray, list, Any]:
+        cascade = CascadePredictor(folder, record, threads, True, "onnx", pad)
+        parts = [cascade.run(ids, types) for ids, types in job.batches]
+        return np.concatenate([p[0] for p in parts]), [r for p in parts for r in p[1]], cascade
+
+    float_logits, float_runs, _ = run_cascade(float_dir, manifest)
+    int8_logits, int8_runs, int8_cascade = run_cascade(int8_dir, quantized)
+    metric = task.primary_metric
+    float_metric = compute_metrics(task, float_logits, job.labels)[metric]
+    int8_metrics = compute_metrics(task, int8_logits, job.labels)
+    drop = 100.0 * (float_metric - int8_metrics[metric])
+    if drop > args.quant_tolerance:
+        raise UserError(f"export {tag}: the INT8 cascade's dev {metric} {int8_metrics[metric]:.4f} is {drop:.2f} "
+                        f"points below the float cascade's {float_metric:.4f} (--quant_tolerance "
+                        f"{args.quant_tolerance:g}); nothing was written")
+    quantized["check"] = {"split": task.dev_splits[0], "examples": int(len(int8_logits)), "runtime": "onnxruntime",
+                          "metric": metric, "float_metric": float_metric, "int8_metric": int8_metrics[metric],
+                          "points_lost": drop, "quant_tolerance": args.quant_tolerance,
+                          "same_predictions": same_predictions(int8_logits, float_logits, task),
+                          "same_stage": float(np.mean([len(a.routes) == len(b.routes)
+                                                       for a, b in zip(int8_runs, float_runs)]))}
+    quantized["dev_metrics"] = int8_metrics
+    quantized["dev_mean_macs"] = float(np.mean([int8_cascade.macs(r, t) for r, t in zip(int8_runs, job.lengths)]))
+    write_manifest(int8_dir, quantized)
+    return quantized
 
 
 def fresh_model(args: RunArgs, task, pooling: str):
@@ -495,9 +560,9 @@ def run(args: RunArgs) -> StageReport:
     task, tokenizer = start(args)
     setting = dynamic_setting(args, task.name)
     if args.quantize == "int8":
-        if setting is not None:
-            raise UserError(f"--quantize int8: only static subnets are quantized; the --inference_config setting "
-                            f"is {setting['mode']}")
+        if setting is not None and setting["mode"] != Mode.CASCADE:
+            raise UserError(f"--quantize int8: static subnets and cascades (chains of them) are quantized; the "
+                            f"--inference_config setting is {setting['mode']}")
         args = dataclasses.replace(args, format="onnx")  # the INT8 model is the float ONNX model quantized
     subnets = [] if setting else requested_subnets(args, task.name)
     tags = [setting["mode"]] if setting else [subnet_tag(w, d) for w, d in subnets]
@@ -511,7 +576,7 @@ def run(args: RunArgs) -> StageReport:
     if setting is None:
         exports = [m for w, d in subnets for m in export_one(job, w, d)]
     else:
-        exports = [(export_cascade if setting["mode"] == Mode.CASCADE else export_dynamic)(job, setting)]
+        exports = export_cascade(job, setting) if setting["mode"] == Mode.CASCADE else [export_dynamic(job, setting)]
     rows = [{"tag": m["tag"], "path": os.path.join(args.output_dir, m["tag"]),
              "width_mult": m.get("width_mult"), "depth_mult": m.get("depth_mult"),
              "parameters": m["parameters"], "parameter_share": m["parameters"] / m["full_parameters"],

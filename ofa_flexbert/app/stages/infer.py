@@ -61,7 +61,7 @@ def with_inference_config(args: RunArgs, task: str) -> RunArgs:
     else:
         values.update(cascade=[], width_mult_list=widths)
     values["depth_mult_list"] = [float(entry.get("depth_mult", 1.0))]
-    for key in ("early_exit", "exit_threshold", "normalized_entropy"):
+    for key in ("early_exit", "exit_threshold", "normalized_entropy", "gate_threshold"):
         if key in entry:
             values[key] = entry[key]
     return dataclasses.replace(args, **values)
@@ -88,9 +88,12 @@ def plan_of(args: RunArgs) -> Plan:
     if args.fixed_gate is not None and not mode.gated:
         raise UserError(f"--fixed_gate: replaces the gates' decisions, so it needs --w_dynamic or --wd_dynamic "
                         f"(got --{mode})")
+    if args.gate_threshold is not None and (not mode.gated or args.fixed_gate is not None):
+        raise UserError(f"--gate_threshold: a rule for the gates' decisions, so it needs --w_dynamic or --wd_dynamic "
+                        + ("without --fixed_gate" if mode.gated else f"(got --{mode})"))
     return Plan(mode=mode, widths=widths, depth_mult=args.depth_mult_list[0], early_exit=args.early_exit,
                 exit_threshold=args.exit_threshold, normalized_entropy=args.normalized_entropy,
-                fixed_gate=args.fixed_gate)
+                fixed_gate=args.fixed_gate, gate_threshold=args.gate_threshold)
 
 
 def cascade_plan(args: RunArgs) -> Plan:
@@ -155,7 +158,7 @@ def run(args: RunArgs) -> StageReport:
     timing = latency(dynamic, dataset, tokenizer)
     summary: dict[str, Any] = {
         "task": task.name, "split": split, "mode": plan.mode.value, "width_mult_list": list(plan.widths),
-        "fixed_gate": plan.fixed_gate,
+        "fixed_gate": plan.fixed_gate, "gate_threshold": plan.gate_threshold if plan.gated else None,
         "depth_mult": plan.depth_mult, "early_exit": plan.exits,
         "exit_threshold": plan.exit_threshold if plan.exits else None,
         "normalized_entropy": plan.normalized_entropy if plan.exits or plan.mode is Mode.CASCADE else None,

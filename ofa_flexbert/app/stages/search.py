@@ -2,7 +2,8 @@
 
 Searched: the static grid (--width_mult_list x --depth_mult_list), depth-dynamic inference
 (each width x each exit threshold), width-dynamic inference (every class -> width map,
-``tradeoff.width_maps``), width+depth-dynamic inference (maps x thresholds) and confidence
+``tradeoff.width_maps``, gates deciding by argmax; and the gates' own classes at each
+--gate_thresholds value, ranked gates), width+depth-dynamic inference (those x exit thresholds) and confidence
 cascades (every chain of two or three static subnets of increasing cost x thresholds,
 ``tradeoff.cascade_chains``; one threshold for every stage of a chain).
 
@@ -213,8 +214,9 @@ def cascade_outcomes(statics: list[Outcome], task: TaskSpec, labels: np.ndarray,
 
 def search_groups(args: RunArgs, gates, can_exit: bool) -> list[list[Plan]]:
     """The settings to try, grouped by the pass they are replayed from (same routes, same logits):
-    per width, static and d-dynamic; per class -> width map, w- and wd-dynamic; then the static
-    subnets of the shallower depths.  An exiting plan is replayed at every threshold."""
+    per width, static and d-dynamic; per class -> width map, w- and wd-dynamic (argmax gates); per
+    --gate_thresholds value, w- and wd-dynamic on the gates' own class widths (ranked gates); then
+    the static subnets of the shallower depths.  An exiting plan is replayed at every threshold."""
     widths = sorted(set(args.width_mult_list))
     exits = [True] if can_exit else []
     norm = args.normalized_entropy
@@ -225,6 +227,12 @@ def search_groups(args: RunArgs, gates, can_exit: bool) -> list[list[Plan]]:
         groups += [[Plan(mode=Mode.W_DYNAMIC, widths=m)]
                    + [Plan(mode=Mode.WD_DYNAMIC, widths=m, early_exit=True, normalized_entropy=norm) for _ in exits]
                    for m in width_maps(widths, gates.settings.num_classes)]
+    if gates is not None:  # ranked gates: the gates' own classes, the threshold as the cost knob
+        own = tuple(gates.settings.class_widths)
+        groups += [[Plan(mode=Mode.W_DYNAMIC, widths=own, gate_threshold=t)]
+                   + [Plan(mode=Mode.WD_DYNAMIC, widths=own, early_exit=True, normalized_entropy=norm,
+                           gate_threshold=t) for _ in exits]
+                   for t in args.gate_thresholds]
     groups += [[Plan(mode=Mode.STATIC, widths=(w,), depth_mult=d)] for d in sorted(set(args.depth_mult_list) - {1.0})
                for w in widths]
     return groups
