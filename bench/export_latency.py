@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--dynamic_only", action="store_true", help="with --dynamic_config: skip the static table")
     parser.add_argument("--dynamic_graphs", default="segments,layers",
                         help="with --dynamic_config: the export forms to time side by side")
+    parser.add_argument("--int8", action="store_true",
+                        help="with --dynamic_config: also the segment export's INT8 form (onnxruntime)")
     args = parser.parse_args()
     if args.replot:
         saved = json.load(open(os.path.join(args.out, "latency.json")))
@@ -149,35 +151,41 @@ def main() -> None:
 
 def dynamic_latency(args, export_dir: str, batches: dict, macs: dict) -> None:
     """The dynamic setting, exported in each ``--dynamic_graphs`` form, against the full model and the static
-    subnets, on dev inputs, 1 thread; writes ``OUT/latency-dynamic.md``.  Its MACs ratio is its dev mean
-    (manifest), like the static ones'."""
+    subnets, on dev inputs, 1 thread, on each runtime a form runs on (segments with their ONNX form and, with
+    ``--int8``, their INT8 form on onnxruntime; per-layer graphs on Paddle Inference only); writes
+    ``OUT/latency-dynamic.md``.  Its MACs ratio is its dev mean (manifest), like the static ones'."""
     setting = json.load(open(args.dynamic_config))[args.task]
     mode = setting["mode"]
     shares = {t: macs[t]["dev"] for t in args.subnets}
-    folders = {}
+    folders, runs_on = {}, {t: ("paddle", "onnx") for t in args.subnets}
     for form in args.dynamic_graphs.split(","):
-        out = os.path.join(args.out, f"export-{form}")
+        onnx = form == "segments"  # segment graphs have an ONNX form (and an INT8 one)
+        out = os.path.join(args.out, f"export-{form}" + ("-onnx" if onnx else "") + ("-int8" if onnx and args.int8 else ""))
         if not os.path.isfile(os.path.join(out, mode, "manifest.json")):
             cmd = [sys.executable, "run_ofa_glue.py", "--task", args.task, "--stage", "export", "--model_dir",
                    args.gated_model, "--output_dir", out, "--inference_config", args.dynamic_config,
                    "--dynamic_graphs", form, "--overwrite_output_dir"] + (["--data_dir", args.data_dir] if args.data_dir else [])
+            cmd += (["--format", "onnx"] if onnx else []) + (["--quantize", "int8"] if onnx and args.int8 else [])
             print(f"exported {mode} ({form}) in {run(cmd, os.path.join(args.out, f'export-{form}.log')):.0f} s", flush=True)
-        manifest = json.load(open(os.path.join(out, mode, "manifest.json")))
-        name = f"{mode} ({form})"
-        folders[name] = os.path.join(out, mode)
-        shares[name] = manifest["dev_mean_macs"] / manifest["dev_full_mean_macs"]
+        kinds = [(f"{mode} ({form})", mode, ("paddle", "onnx") if onnx else ("paddle",))]
+        kinds += [(f"{mode} ({form}, INT8)", mode + "_int8", ("onnx",))] if onnx and args.int8 else []
+        for name, folder, runtimes in kinds:
+            manifest = json.load(open(os.path.join(out, folder, "manifest.json")))
+            folders[name], runs_on[name] = os.path.join(out, folder), runtimes
+            shares[name] = manifest["dev_mean_macs"] / manifest["dev_full_mean_macs"]
     names = args.subnets + list(folders)
     lines = ["| runtime | setting | full (ms) | " + " | ".join(names[1:]) + " |", "|" + "---|" * (3 + len(names) - 1)]
-    for onednn in (True, False):
-        predictors = {t: Predictor(folders.get(t) or os.path.join(export_dir, t), num_threads=1, onednn=onednn)
-                      for t in names}
+    for runtime, onednn in RUNTIMES:
+        here = [t for t in names if runtime in runs_on[t]]
+        predictors = {t: Predictor(folders.get(t) or os.path.join(export_dir, t), num_threads=1, onednn=bool(onednn),
+                                   runtime=runtime) for t in here}
+        label = "onnxruntime" if runtime == "onnx" else f"paddle {'oneDNN' if onednn else 'plain'}"
         for setting_name in ("b1_dev", "b32_dev"):
             rounds = args.rounds if setting_name.startswith("b1_") else max(5, args.rounds // 5)
             medians = time_setting(predictors, batches[setting_name], rounds)
             full = medians["w1_d1"]
-            cells = [f"{medians[t] / full:.2f} / {shares[t]:.2f}" for t in names[1:]]
-            lines.append(f"| paddle {'oneDNN' if onednn else 'plain'} | {setting_name} | {full * 1e3:.2f} | "
-                         + " | ".join(cells) + " |")
+            cells = [f"{medians[t] / full:.2f} / {shares[t]:.2f}" if t in medians else "-" for t in names[1:]]
+            lines.append(f"| {label} | {setting_name} | {full * 1e3:.2f} | " + " | ".join(cells) + " |")
             print(lines[-1], flush=True)
     text = (f"Dynamic predictor ({mode}: {setting}) against the static subnets, 1 thread: latency ratio to the full "
             "model / mean dev MACs ratio, medians over rounds in which the models took turns.\n\n")

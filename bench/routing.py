@@ -175,7 +175,9 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"gate variants, of {', '.join(VARIANTS)}")
     parser.add_argument("--seeds", default="1,2,3", help="search seeds: one search/held-out split each")
     parser.add_argument("--budgets", default="0.3,0.4,0.5", help="MACs budgets (shares of the full model)")
-    parser.add_argument("--figure", help="where to write the figure (default: <out>/routing.png)")
+    parser.add_argument("--report", help="where to write the tables and the figure, without extension "
+                                         "(default: <out>/routing, i.e. routing.md, routing.json, routing.png)")
+    parser.add_argument("--figure", help="where to write the figure (default: <report>.png)")
     parser.add_argument("--search_name", default="search",
                         help="the searches' folder prefix: <out>/<name>-<variant>-s<seed> (a new name re-runs them, "
                              "e.g. after the search learned new settings)")
@@ -196,10 +198,11 @@ def main() -> None:
             searches[variant][seed] = load(os.path.join(out, "search_results.json"))
     metric = gates[variants[0]]["metric"]
     table = summarise(searches, budgets)
-    atomic_write(os.path.join(args.out, "routing.json"), json.dumps({"task": args.task, "table": table}, indent=1))
+    report = args.report or os.path.join(args.out, "routing")
+    atomic_write(report + ".json", json.dumps({"task": args.task, "table": table}, indent=1))
     text = markdown(args.task, table, gates, searches, budgets, metric)
-    atomic_write(os.path.join(args.out, "routing.md"), text)
-    figure(args.task, searches, args.figure or os.path.join(args.out, "routing.png"), metric)
+    atomic_write(report + ".md", text)
+    figure(args.task, searches, args.figure or report + ".png", metric)
     print(text)
 
 

@@ -13,9 +13,11 @@ result without any integer MatMul is refused rather than shipped as "INT8".
 """
 from __future__ import annotations
 
+import glob
 import logging
 import os
-from typing import Any
+import shutil
+from typing import Any, Sequence
 
 from ofa_flexbert.errors import UserError
 
@@ -61,3 +63,31 @@ def quantize_onnx(float_onnx: str, int8_onnx: str, verbose: bool = False) -> dic
             "calibration": "none (dynamic: activation ranges are measured on each input)",
             "integer_matmuls": integer, "float_matmuls": ops.count("MatMul"),  # e.g. attention's activation products
             "onnxruntime": onnxruntime.__version__}
+
+
+def combined(records: Sequence[dict[str, Any]], graphs: int) -> dict[str, Any]:
+    """One quantization record for an export of several graphs (a cascade's stages, a segment export's graphs):
+    the method of each, the MatMuls summed, and how many of the ``graphs`` were quantized."""
+    return {**records[0], "integer_matmuls": sum(r["integer_matmuls"] for r in records),
+            "float_matmuls": sum(r["float_matmuls"] for r in records), "graphs_quantized": len(records),
+            "graphs": graphs}
+
+
+def quantize_folder(float_dir: str, int8_dir: str, verbose: bool = False) -> dict[str, Any]:
+    """The INT8 form of every ``*.onnx`` graph in ``float_dir`` (a segment export's ``segments/``), written
+    under the same names in ``int8_dir``; a graph without MatMuls (the embeddings' lookups and norms, when no
+    gate decides there) is copied as it is, since there is nothing to quantize in it."""
+    import onnx
+
+    os.makedirs(int8_dir, exist_ok=True)
+    paths = sorted(glob.glob(os.path.join(float_dir, "*.onnx")))
+    records = []
+    for path in paths:
+        target = os.path.join(int8_dir, os.path.basename(path))
+        if not any(node.op_type == "MatMul" for node in onnx.load(path).graph.node):
+            shutil.copyfile(path, target)
+            continue
+        records.append(quantize_onnx(path, target, verbose))
+    if not records:
+        raise UserError(f"--quantize int8: no graph in {float_dir} has a MatMul to quantize; nothing was written")
+    return combined(records, len(paths))

@@ -254,6 +254,40 @@ def test_a_dynamic_export_routes_each_input_as_the_infer_stage_does_at_any_batch
         assert not (out / "wd_dynamic" / "layers").exists()
 
 
+@pytest.mark.slow
+def test_an_int8_segment_export_quantizes_every_segment_graph_and_routes_as_the_float_one_mostly(toy_gated,
+                                                                                             wd_dynamic, tmp_path):
+    """--quantize int8 on a gated, exiting setting writes wd_dynamic_int8: the segment graphs' ONNX models with
+    integer MatMuls (all 17: the embeddings' graph holds gate 0), for onnxruntime; its check compares the dev metric
+    with the float export's and records the routes kept; the Predictor runs it unchanged and routes at least 90%
+    of dev as the float export does on onnxruntime (a random toy model: near-ties flip decisions)."""
+    from ofa_flexbert.deploy.predictor import Predictor
+    from ofa_flexbert.glue.data import get_task, read_split
+
+    _, _, gates = toy_gated
+    data_dir, config, _, _ = wd_dynamic
+    out = tmp_path / "export"
+    assert main(stage_argv("export", data_dir, gates, out, "--inference_config", str(config), "--quantize", "int8")) == 0
+    manifest = read(out / "wd_dynamic_int8" / "manifest.json")
+    assert (manifest["kind"], manifest["runtime"]) == ("segments", "onnx")
+    assert manifest["setting"] == read(out / "wd_dynamic" / "manifest.json")["setting"]
+    assert (manifest["quantization"]["graphs"], manifest["quantization"]["graphs_quantized"]) == (17, 17)
+    assert sorted(p.name for p in (out / "wd_dynamic_int8" / "segments").iterdir()) == \
+        sorted(p.name for p in (out / "wd_dynamic" / "segments").glob("*.onnx"))
+    check = manifest["check"]
+    assert check["points_lost"] == pytest.approx(100 * (check["float_metric"] - check["int8_metric"]))
+    assert check["same_routes"] >= 0.9 and check["same_predictions"] >= 0.9
+    rows = read(out / "export_results.json")["exports"]
+    assert [(r["tag"], r["quantization"]) for r in rows] == [("wd_dynamic", None), ("wd_dynamic_int8", "int8")]
+
+    texts = [ex.text_a for ex in read_split(get_task("sst-2"), data_dir, "dev")]
+    int8 = Predictor(str(out / "wd_dynamic_int8"), batch_size=7)
+    assert int8.runtime == "onnx"
+    got = routed_rows(int8, texts)
+    want = routed_rows(Predictor(str(out / "wd_dynamic"), batch_size=7, runtime="onnx"), texts)
+    assert np.mean([g == w for g, w in zip(got, want)]) >= 0.9
+
+
 def fresh_predictor_run(export, data_dir) -> dict:
     """In a fresh process: a Predictor on ``export`` runs one batch of 32 dev sentences (as the serving
     batcher sends it); returns its dynamic runner's calls (segment exports) and which of the dygraph
@@ -412,9 +446,10 @@ def test_an_int8_cascade_below_the_tolerance_is_refused_and_nothing_is_written(t
     gated = tmp_path / "wd.json"
     gated.write_text(json.dumps({"sst-2": {"mode": "wd_dynamic", "width_mult_list": [0.25, 0.5, 0.75, 1.0],
                                            "early_exit": True, "exit_threshold": 0.5}}))
-    assert main(stage_argv("export", data_dir, gates, out, "--inference_config", str(gated), "--quantize", "int8")) == 2
-    assert capsys.readouterr().err == ("error: --quantize int8: static subnets and cascades (chains of them) are "
-                                       "quantized; the --inference_config setting is wd_dynamic\n")
+    assert main(stage_argv("export", data_dir, gates, out, "--inference_config", str(gated), "--quantize", "int8",
+                           "--dynamic_graphs", "layers")) == 2
+    assert capsys.readouterr().err == ("error: --quantize int8: a wd_dynamic export of per-layer graphs "
+                                       "(--dynamic_graphs layers) has no ONNX form to quantize; segment graphs have one\n")
     assert sorted(os.listdir(out)) == ["earlier.txt"]
 
 

@@ -35,9 +35,9 @@ from ofa_flexbert.app.console import quiet_native
 from ofa_flexbert.engine.encoder import classify
 from ofa_flexbert.errors import UserError
 from ofa_flexbert.deploy.graphs import ONNX_OPSET, save_onnx, save_static
-from ofa_flexbert.deploy.layout import MANIFEST, ONNX_FILE, route_description, write_manifest
+from ofa_flexbert.deploy.layout import MANIFEST, ONNX_FILE, SEGMENTS, route_description, write_manifest
 from ofa_flexbert.deploy.narrow import parameter_count, shrink
-from ofa_flexbert.deploy.quantize import int8_tag, quantize_onnx
+from ofa_flexbert.deploy.quantize import combined, int8_tag, quantize_folder, quantize_onnx
 from ofa_flexbert.glue.metrics import compute_metrics
 from ofa_flexbert.store.outputs import package_versions, recorded_depth_rule, write_export_results, write_run_info
 from ofa_flexbert.deploy.predictor import Predictor
@@ -198,27 +198,37 @@ def export_int8(job: ExportJob, float_dir: str, int8_dir: str, manifest: dict[st
     threads = math_threads(args.num_threads)
     float_logits = runtime_logits(float_dir, job.batches, threads, "onnx")
     int8_logits = runtime_logits(int8_dir, job.batches, threads, "onnx")
+    quantized["check"], quantized["dev_metrics"] = int8_verdict(job, tag, float_logits, int8_logits,
+                                                                ("model", "float subnet"))
+    quantized["onnx"] = {"file": ONNX_FILE, "max_abs_logit_diff": float(np.abs(int8_logits - expected).max()),
+                         "same_predictions": same_predictions(int8_logits, expected, job.task)}  # as a float export's
+    write_manifest(int8_dir, quantized)
+    return quantized
+
+
+def int8_verdict(job: ExportJob, tag: str, float_logits: np.ndarray, int8_logits: np.ndarray,
+                 names: tuple[str, str]) -> tuple[dict[str, Any], dict[str, float]]:
+    """(check, INT8 dev metrics) of an INT8 export against its float form, both on onnxruntime; a one-line
+    refusal naming both figures when it loses more than --quant_tolerance points of the primary metric
+    (``names``: what the INT8 and the float exports are called in it)."""
+    args, task = job.args, job.task
     metric = task.primary_metric
     float_metric = compute_metrics(task, float_logits, job.labels)[metric]
     int8_metrics = compute_metrics(task, int8_logits, job.labels)
     drop = 100.0 * (float_metric - int8_metrics[metric])
     if drop > args.quant_tolerance:
-        raise UserError(f"export {tag}: the INT8 model's dev {metric} {int8_metrics[metric]:.4f} is {drop:.2f} points "
-                        f"below the float subnet's {float_metric:.4f} (--quant_tolerance {args.quant_tolerance:g}); "
-                        "nothing was written")
-    quantized["check"] = {"split": task.dev_splits[0], "examples": int(len(expected)), "runtime": "onnxruntime",
-                          "metric": metric, "float_metric": float_metric, "int8_metric": int8_metrics[metric],
-                          "points_lost": drop, "quant_tolerance": args.quant_tolerance,
-                          "same_predictions": same_predictions(int8_logits, float_logits, task)}
-    quantized["onnx"] = {"file": ONNX_FILE, "max_abs_logit_diff": float(np.abs(int8_logits - expected).max()),
-                         "same_predictions": same_predictions(int8_logits, expected, task)}  # as a float export's
-    quantized["dev_metrics"] = int8_metrics
-    write_manifest(int8_dir, quantized)
-    return quantized
+        raise UserError(f"export {tag}: the INT8 {names[0]}'s dev {metric} {int8_metrics[metric]:.4f} is {drop:.2f} "
+                        f"points below the {names[1]}'s {float_metric:.4f} (--quant_tolerance "
+                        f"{args.quant_tolerance:g}); nothing was written")
+    return {"split": task.dev_splits[0], "examples": int(len(int8_logits)), "runtime": "onnxruntime",
+            "metric": metric, "float_metric": float_metric, "int8_metric": int8_metrics[metric],
+            "points_lost": drop, "quant_tolerance": args.quant_tolerance,
+            "same_predictions": same_predictions(int8_logits, float_logits, task)}, int8_metrics
 
 
-def export_dynamic(job: ExportJob, setting: dict[str, Any]) -> dict[str, Any]:
-    """A gated or early-exit setting into ``OUT/<mode>``, checked like a static export, routes included.
+def export_dynamic(job: ExportJob, setting: dict[str, Any]) -> list[dict[str, Any]]:
+    """A gated or early-exit setting into ``OUT/<mode>``, checked like a static export, routes included
+    (with --quantize int8 also ``OUT/<mode>_int8``, :func:`export_int8_segments`).
 
     ``--dynamic_graphs segments`` (the default): the embeddings' graph and one per (segment, width), the
     gates and exit heads inside them (``deploy.segments``); ``layers``: a graph per (layer, width) and
@@ -241,7 +251,7 @@ def export_dynamic(job: ExportJob, setting: dict[str, Any]) -> dict[str, Any]:
     expected, routes = run_dynamic(reference, batches)
     config = model.bert.config
     segmented = args.dynamic_graphs == "segments"
-    with staging(args.output_dir, tag) as tmp:
+    with staging(args.output_dir, tag) as tmp, staging(args.output_dir, int8_tag(tag)) as int8_tmp:
         with quiet_native(args.verbose):
             if segmented:
                 graphs, layer_parameters, layout = write_segments(fresh, plan, reference, tmp, args.format == "onnx")
@@ -268,11 +278,53 @@ def export_dynamic(job: ExportJob, setting: dict[str, Any]) -> dict[str, Any]:
         manifest["check"] = check
         manifest["dev_metrics"] = compute_metrics(task, deployed, labels)
         write_manifest(tmp, manifest)
+        quantized = export_int8_segments(job, tmp, int8_tmp, manifest, lengths) if args.quantize == "int8" else None
         replace_dir(tmp, os.path.join(args.output_dir, tag))
+        if quantized is not None:
+            replace_dir(int8_tmp, os.path.join(args.output_dir, quantized["tag"]))
     logger.info(f"exported {tag} to {os.path.join(args.output_dir, tag)}: {manifest['format']}; "
                 f"{check['same_routes']:.1%} of dev routes and max |Δlogits| {check['max_abs_logit_diff']:.1e} "
                 "against the flexible model")
-    return manifest
+    if quantized is None:
+        return [manifest]
+    q = quantized["check"]
+    logger.info(f"exported {quantized['tag']} to {os.path.join(args.output_dir, quantized['tag'])}: INT8 segment "
+                f"graphs on onnxruntime, dev {task.primary_metric} {q['int8_metric']:.4f} against the float export's "
+                f"{q['float_metric']:.4f}; {q['same_routes']:.1%} of dev routes and {q['same_predictions']:.1%} of "
+                "predictions the same")
+    return [manifest, quantized]
+
+
+def export_int8_segments(job: ExportJob, float_dir: str, int8_dir: str, manifest: dict[str, Any],
+                         lengths: list[int]) -> dict[str, Any]:
+    """The INT8 form of a checked segment export, into ``int8_dir``: every segment graph's ONNX model
+    quantized (``deploy.quantize.quantize_folder``), the tokenizer, and the float manifest for onnxruntime.
+
+    Checked as an INT8 cascade is: the dev metric against the float export's on onnxruntime, refused
+    beyond --quant_tolerance; INT8 gate and off-ramp logits can move a decision, so the share of dev
+    routes that are the float export's is recorded, and the mean MACs are the INT8 routes' own."""
+    args = job.args
+    tag = int8_tag(manifest["tag"])
+    record = quantize_folder(os.path.join(float_dir, SEGMENTS), os.path.join(int8_dir, SEGMENTS), args.verbose)
+    job.tokenizer.save_pretrained(int8_dir)
+    quantized = {**{k: v for k, v in manifest.items() if k not in ("check", "dev_metrics")}, "tag": tag,
+                 "runtime": "onnx", "format": manifest["format"].replace(" (and ONNX)", "") + " (ONNX, INT8)",
+                 "quantization": record}
+    write_manifest(int8_dir, quantized)  # the predictor reads it
+    threads = math_threads(args.num_threads)
+
+    def run(folder: str, record: dict[str, Any]):
+        runner = routed_predictor(folder, record, threads, True, "onnx")
+        parts = [runner.run(ids, types) for ids, types in job.batches]
+        return np.concatenate([p[0] for p in parts]), [r for p in parts for r in p[1]], runner
+
+    float_logits, float_routes, _ = run(float_dir, manifest)
+    int8_logits, int8_routes, runner = run(int8_dir, quantized)
+    check, quantized["dev_metrics"] = int8_verdict(job, tag, float_logits, int8_logits, ("export", "float export"))
+    quantized["check"] = {**check, "same_routes": float(np.mean([a == b for a, b in zip(int8_routes, float_routes)]))}
+    quantized["dev_mean_macs"] = float(np.mean([runner.macs(r, t) for r, t in zip(int8_routes, lengths)]))
+    write_manifest(int8_dir, quantized)
+    return quantized
 
 
 def write_layers(fresh, model, plan: Plan, gates, ramps, export_dir: str) -> tuple[int, int, dict[str, Any]]:
@@ -444,13 +496,12 @@ def export_int8_cascade(job: ExportJob, float_dir: str, int8_dir: str, manifest:
     the mean MACs are the INT8 cascade's own."""
     from ofa_flexbert.deploy.cascade_predictor import CascadePredictor
 
-    args, task = job.args, job.task
+    args = job.args
     tag = int8_tag(manifest["tag"])
     job.tokenizer.save_pretrained(int8_dir)
     quantized = {**{k: v for k, v in manifest.items() if k not in ("check", "dev_metrics")}, "tag": tag,
                  "stages": [m["tag"] for m in stages], "runtime": "onnx",
-                 "quantization": {**stages[0]["quantization"], "integer_matmuls": sum(
-                     m["quantization"]["integer_matmuls"] for m in stages)}}
+                 "quantization": combined([m["quantization"] for m in stages], len(stages))}
     write_manifest(int8_dir, quantized)  # the predictor reads it
     threads = math_threads(args.num_threads)
     pad = job.tokenizer.pad_token_id
@@ -462,21 +513,9 @@ def export_int8_cascade(job: ExportJob, float_dir: str, int8_dir: str, manifest:
 
     float_logits, float_runs, _ = run_cascade(float_dir, manifest)
     int8_logits, int8_runs, int8_cascade = run_cascade(int8_dir, quantized)
-    metric = task.primary_metric
-    float_metric = compute_metrics(task, float_logits, job.labels)[metric]
-    int8_metrics = compute_metrics(task, int8_logits, job.labels)
-    drop = 100.0 * (float_metric - int8_metrics[metric])
-    if drop > args.quant_tolerance:
-        raise UserError(f"export {tag}: the INT8 cascade's dev {metric} {int8_metrics[metric]:.4f} is {drop:.2f} "
-                        f"points below the float cascade's {float_metric:.4f} (--quant_tolerance "
-                        f"{args.quant_tolerance:g}); nothing was written")
-    quantized["check"] = {"split": task.dev_splits[0], "examples": int(len(int8_logits)), "runtime": "onnxruntime",
-                          "metric": metric, "float_metric": float_metric, "int8_metric": int8_metrics[metric],
-                          "points_lost": drop, "quant_tolerance": args.quant_tolerance,
-                          "same_predictions": same_predictions(int8_logits, float_logits, task),
-                          "same_stage": float(np.mean([len(a.routes) == len(b.routes)
-                                                       for a, b in zip(int8_runs, float_runs)]))}
-    quantized["dev_metrics"] = int8_metrics
+    check, quantized["dev_metrics"] = int8_verdict(job, tag, float_logits, int8_logits, ("cascade", "float cascade"))
+    quantized["check"] = {**check, "same_stage": float(np.mean([len(a.routes) == len(b.routes)
+                                                                for a, b in zip(int8_runs, float_runs)]))}
     quantized["dev_mean_macs"] = float(np.mean([int8_cascade.macs(r, t) for r, t in zip(int8_runs, job.lengths)]))
     write_manifest(int8_dir, quantized)
     return quantized
@@ -560,9 +599,9 @@ def run(args: RunArgs) -> StageReport:
     task, tokenizer = start(args)
     setting = dynamic_setting(args, task.name)
     if args.quantize == "int8":
-        if setting is not None and setting["mode"] != Mode.CASCADE:
-            raise UserError(f"--quantize int8: static subnets and cascades (chains of them) are quantized; the "
-                            f"--inference_config setting is {setting['mode']}")
+        if setting is not None and setting["mode"] != Mode.CASCADE and args.dynamic_graphs != "segments":
+            raise UserError(f"--quantize int8: a {setting['mode']} export of per-layer graphs (--dynamic_graphs "
+                            "layers) has no ONNX form to quantize; segment graphs have one")
         args = dataclasses.replace(args, format="onnx")  # the INT8 model is the float ONNX model quantized
     subnets = [] if setting else requested_subnets(args, task.name)
     tags = [setting["mode"]] if setting else [subnet_tag(w, d) for w, d in subnets]
@@ -576,7 +615,7 @@ def run(args: RunArgs) -> StageReport:
     if setting is None:
         exports = [m for w, d in subnets for m in export_one(job, w, d)]
     else:
-        exports = export_cascade(job, setting) if setting["mode"] == Mode.CASCADE else [export_dynamic(job, setting)]
+        exports = (export_cascade if setting["mode"] == Mode.CASCADE else export_dynamic)(job, setting)
     rows = [{"tag": m["tag"], "path": os.path.join(args.output_dir, m["tag"]),
              "width_mult": m.get("width_mult"), "depth_mult": m.get("depth_mult"),
              "parameters": m["parameters"], "parameter_share": m["parameters"] / m["full_parameters"],
