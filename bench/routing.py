@@ -31,7 +31,8 @@ from ofa_flexbert.adaptive.tradeoff import best_under_budget, hull_value, pareto
 
 VARIANTS = {"reference": ["--gate_features", "target"], "no-leak": ["--gate_features", "all_widths"],
             "no-leak+agree": ["--gate_features", "all_widths", "--gate_target", "agree"],
-            "agree-2gates": ["--gate_features", "all_widths", "--gate_target", "agree", "--num_gates", "2"]}
+            "agree-2gates": ["--gate_features", "all_widths", "--gate_target", "agree", "--num_gates", "2"],
+            "agree+probe": ["--gate_features", "all_widths", "--gate_target", "agree", "--gate_inputs", "pooled+probe"]}
 GATED = (Mode.W_DYNAMIC, Mode.WD_DYNAMIC)
 
 

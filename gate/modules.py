@@ -2,13 +2,15 @@
 
 Architecture as in the reference (docs/reference.md, Gate architecture): Linear(H, H) -> ReLU ->
 Linear(H, K), weights N(0, 0.02), zero biases, no dropout.  What differs: gate 0 reads the
-masked mean of the embedding output.  The reference's reads position 0 of the embeddings,
+masked mean of the embedding output; with --gate_inputs pooled+probe a gate also reads its
+:class:`Probe`'s prediction (the first Linear then takes H + C + 1 inputs).  The reference's reads position 0 of the embeddings,
 ``LayerNorm(E[CLS] + P[0] + T[0])``, the same vector for every input, so its first block's
 width could never depend on the input (docs/reference.md, Gate placement).  Later gates read the model's own pooled vector
 (``cls`` or ``mean``) of the layer they follow.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import numpy as np
@@ -20,17 +22,41 @@ from ofa_flexbert.engine.routes import Width, config_width
 from .settings import GateSettings, choose_classes
 
 
-class WidthGate(paddle.nn.Layer):
-    """One gate: hidden vector [n, H] -> class logits [n, K]."""
+class Probe(paddle.nn.Layer):
+    """The model's final head (pooler + classifier), frozen, read by a gate: vector [n, H] -> its class
+    probabilities and their entropy divided by ln C, [n, C + 1].  Why: how sure the head already is
+    after these layers is what early exit and the cascade decide on, and the pooled vector carries it
+    only implicitly; with the prefix depth rule the head after layer j is the depth-(j+1) subnet's."""
 
-    def __init__(self, hidden: int, classes: int):
+    def __init__(self, hidden: int, labels: int):
+        super().__init__()
+        self.pooler = paddle.nn.Linear(hidden, hidden)
+        self.classifier = paddle.nn.Linear(hidden, labels)
+        for param in self.parameters():
+            param.stop_gradient = True
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        log_p = paddle.nn.functional.log_softmax(self.classifier(paddle.tanh(self.pooler(x))), axis=-1)
+        probs = log_p.exp()
+        spread = -(probs * log_p).sum(axis=-1, keepdim=True) / math.log(int(log_p.shape[-1]))
+        return paddle.concat([probs, spread], axis=-1)
+
+
+class WidthGate(paddle.nn.Layer):
+    """One gate: hidden vector [n, H] (with a probe: and what the probe makes of it) -> class logits [n, K]."""
+
+    def __init__(self, hidden: int, classes: int, probe_labels: int = 0):
         super().__init__()
         init = paddle.ParamAttr(initializer=paddle.nn.initializer.Normal(std=0.02))
         zero = paddle.ParamAttr(initializer=paddle.nn.initializer.Constant(0.0))
-        self.dense = paddle.nn.Linear(hidden, hidden, weight_attr=init, bias_attr=zero)
+        self.probe = Probe(hidden, probe_labels) if probe_labels else None
+        extra = probe_labels + 1 if probe_labels else 0
+        self.dense = paddle.nn.Linear(hidden + extra, hidden, weight_attr=init, bias_attr=zero)
         self.out = paddle.nn.Linear(hidden, classes, weight_attr=init, bias_attr=zero)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if self.probe is not None:
+            x = paddle.concat([x, self.probe(x)], axis=-1)
         return self.out(paddle.nn.functional.relu(self.dense(x)))
 
 
@@ -42,11 +68,19 @@ class Gates(paddle.nn.Layer):
         self.settings = settings
         self.hidden = hidden
         self.record: dict = {}  # how they were trained, as gates.json says (gate_training, gate_target, ...)
-        self.gates = paddle.nn.LayerList([WidthGate(hidden, settings.num_classes) for _ in range(settings.num_gates)])
+        self.gates = paddle.nn.LayerList([WidthGate(hidden, settings.num_classes, settings.probe_labels)
+                                          for _ in range(settings.num_gates)])
 
     def forward(self, features: Sequence[paddle.Tensor]) -> list[paddle.Tensor]:
         """Logits [n, K] of gate g on ``features[g]`` [n, H], for every gate."""
         return [gate(x) for gate, x in zip(self.gates, features)]
+
+    def copy_probes(self, model) -> None:
+        """Each gate's probe becomes a copy of ``model``'s final pooler and classifier (as an off-ramp is)."""
+        for gate in self.gates:
+            if gate.probe is not None:
+                gate.probe.pooler.set_state_dict(model.bert.pooler.dense.state_dict())
+                gate.probe.classifier.set_state_dict(model.classifier.state_dict())
 
 
 def gate_input(state: Between) -> paddle.Tensor:

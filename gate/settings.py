@@ -31,13 +31,17 @@ class GateSettings:
     input right" (the last class also means "none does").  ``class_widths`` maps class k to
     the width the input then runs at (the reference's ``--width_mult_list`` at inference; four
     equal values make a static subnet).  ``num_gates`` gates each decide the width of the next
-    ``num_layers / num_gates`` layers; gate 0 reads the embeddings.
+    ``num_layers / num_gates`` layers; gate 0 reads the embeddings.  ``probe_labels`` C > 0
+    (--gate_inputs pooled+probe): each gate also reads what a probe -- a frozen copy of the model's
+    final head, C labels -- predicts from the same vector (its class probabilities and normalised
+    entropy), the signal early exit and the cascade stop on.
     """
 
     num_gates: int
     num_layers: int
     gate_setting: tuple[float, ...]
     class_widths: tuple[float, ...]
+    probe_labels: int = 0
 
     def __post_init__(self):
         check_num_gates(self.num_gates, self.num_layers)
@@ -51,6 +55,8 @@ class GateSettings:
         for w in (*self.gate_setting, *self.class_widths):
             if not 0.0 < w <= 1.0:
                 raise ValueError(f"gate widths must be in (0, 1], got {w:g}")
+        if self.probe_labels == 1:
+            raise ValueError("--gate_inputs pooled+probe: the probe's entropy needs a classification task (2 or more labels)")
 
     @property
     def num_classes(self) -> int:
@@ -64,23 +70,32 @@ class GateSettings:
         """The encoder step (layers run so far) at which each gate decides: 0, R, 2R, ..."""
         return [g * self.layers_per_gate for g in range(self.num_gates)]
 
+    @property
+    def probe_inputs(self) -> int:
+        """What the probe adds to a gate's input: C probabilities and the entropy (0 without a probe)."""
+        return self.probe_labels + 1 if self.probe_labels else 0
+
     def to_json(self) -> dict[str, Any]:
         return {"num_gates": self.num_gates, "num_layers": self.num_layers,
-                "gate_setting": list(self.gate_setting), "class_widths": list(self.class_widths)}
+                "gate_setting": list(self.gate_setting), "class_widths": list(self.class_widths),
+                "probe_labels": self.probe_labels}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "GateSettings":
+        """The settings ``to_json`` wrote; files from before the probe existed have none."""
         return cls(int(data["num_gates"]), int(data["num_layers"]), tuple(float(w) for w in data["gate_setting"]),
-                   tuple(float(w) for w in data["class_widths"]))
+                   tuple(float(w) for w in data["class_widths"]), int(data.get("probe_labels", 0)))
 
 
 def gate_macs(settings: GateSettings, hidden: int, length: int, pooling: str, layers_run: int = 0) -> int:
-    """MACs the gates add to one ``length``-token input: each gate's MLP (H·H + H·K) and what it
-    reads -- gate 0 the masked mean of the embeddings (T·H), later gates the model's pooled vector
-    (T·H for mean pooling, nothing for [CLS]).  With ``layers_run`` > 0 only the gates that decide
-    before one of those layers ran (an input that left early, or a shallower route, skips the rest)."""
+    """MACs the gates add to one ``length``-token input: each gate's MLP ((H + P)·H + H·K, P the probe's
+    inputs), its probe (H·H + H·C, with one) and what it reads -- gate 0 the masked mean of the embeddings
+    (T·H), later gates the model's pooled vector (T·H for mean pooling, nothing for [CLS]).  With
+    ``layers_run`` > 0 only the gates that decide before one of those layers ran (an input that left
+    early, or a shallower route, skips the rest)."""
     ran = [s for s in settings.gate_steps() if not layers_run or s < layers_run]
-    mlp = hidden * hidden + hidden * settings.num_classes
+    probe = hidden * hidden + hidden * settings.probe_labels if settings.probe_labels else 0
+    mlp = (hidden + settings.probe_inputs) * hidden + hidden * settings.num_classes + probe
     reads = sum(length * hidden if s == 0 or pooling == "mean" else 0 for s in ran)
     return len(ran) * mlp + reads
 

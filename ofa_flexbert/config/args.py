@@ -19,6 +19,7 @@ QUANTIZE_MODES = ("none", "int8")  # --quantize (deploy/quantize.py)
 DYNAMIC_GRAPHS = ("segments", "layers")  # --dynamic_graphs: how a gated / early-exit export is cut (deploy/segments.py)
 GATE_TRAINING = ("targets", "routes")  # what --stage gate trains the gates on (stages/gate.py)
 GATE_TARGETS = ("correct", "agree")  # an input's target width (gate/targets.py)
+GATE_INPUTS = ("pooled", "pooled+probe")  # what each gate reads (gate/modules.py)
 GATE_FEATURES = ("all_widths", "target")  # the features target training shows each gate (stages/gate_targets.py)
 COSTS = ("macs", "latency")  # what --stage search ranks settings by (adaptive/latency.py)
 STAGES = ("finetune", "width", "depth", "final", "gate", "infer", "search", "export", "profile", "all")
@@ -172,6 +173,10 @@ class RunArgs:
                                "width tells nothing) or target (the reference: only at its target's width, which "
                                "gives the target away; docs/decisions.md)", "all_widths",
                                group="gates", stages=("gate",), fingerprint=True, legacy="target")
+    gate_inputs: str = _flag("gate stage: what each gate reads: pooled (the pooled vector of the layer it follows) or "
+                             "pooled+probe (also what a frozen copy of the final head predicts from it: class "
+                             "probabilities and entropy, early exit's signal; classification tasks)", "pooled",
+                             group="gates", stages=("gate",), fingerprint=True)
     gate_macs_target: float = _flag("gate stage, --gate_training routes: the gated model's mean MACs, as a share of "
                                     "the full model's, above which the penalty applies", 0.5,
                                     group="gates", stages=("gate",), fingerprint=True)

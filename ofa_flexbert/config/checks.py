@@ -8,7 +8,7 @@ from ofa_flexbert.engine.routes import DEPTH_RULES, POOLINGS
 from ofa_flexbert.errors import UserError
 from gate.settings import check_gate_threshold
 
-from .args import COSTS, DYNAMIC_GRAPHS, EXPORT_FORMATS, FIELDS, QUANTIZE_MODES, GATE_FEATURES, GATE_TARGETS, GATE_TRAINING, STAGES, RunArgs
+from .args import COSTS, DYNAMIC_GRAPHS, EXPORT_FORMATS, FIELDS, QUANTIZE_MODES, GATE_FEATURES, GATE_INPUTS, GATE_TARGETS, GATE_TRAINING, STAGES, RunArgs
 
 
 def parse_budget(text: str) -> tuple[float, bool]:
@@ -54,6 +54,8 @@ def validate(args: RunArgs) -> None:
         raise UserError(f"--gate_training: expected one of {', '.join(GATE_TRAINING)}, got '{args.gate_training}'")
     if args.gate_target not in GATE_TARGETS:
         raise UserError(f"--gate_target: expected one of {', '.join(GATE_TARGETS)}, got '{args.gate_target}'")
+    if args.gate_inputs not in GATE_INPUTS:
+        raise UserError(f"--gate_inputs: expected one of {', '.join(GATE_INPUTS)}, got '{args.gate_inputs}'")
     if args.gate_features not in GATE_FEATURES:
         raise UserError(f"--gate_features: expected one of {', '.join(GATE_FEATURES)}, got '{args.gate_features}'")
     if not 0.0 < args.gate_macs_target <= 1.0:

@@ -89,6 +89,32 @@ def test_settings_refuse_a_gate_count_that_does_not_divide_the_layers():
     # gate MACs: 3 MLPs (H*H + H*K) + the embeddings' mean (T*H) + 2 pooled reads (T*H each with mean pooling)
     assert gate_macs(settings, 8, 5, "mean") == 3 * (64 + 24) + 3 * 40
     assert gate_macs(settings, 8, 5, "cls") == 3 * (64 + 24) + 40
+    # with a 2-label probe: the MLP reads H + 3 inputs, and each gate runs the probe (H*H + H*C)
+    probed = GateSettings(3, 6, (0.25, 0.5, 1.0), (0.25, 0.5, 1.0), probe_labels=2)
+    assert gate_macs(probed, 8, 5, "mean") == 3 * ((8 + 3) * 8 + 24 + 64 + 16) + 3 * 40
+    assert GateSettings.from_json(probed.to_json()) == probed
+    assert GateSettings.from_json({k: v for k, v in settings.to_json().items() if k != "probe_labels"}) == settings
+    with pytest.raises(ValueError, match=r"^--gate_inputs pooled\+probe: the probe's entropy needs a classification"):
+        GateSettings(3, 6, (0.25, 0.5, 1.0), (0.25, 0.5, 1.0), probe_labels=1)
+
+
+def test_a_probe_reads_what_the_final_head_predicts_and_stays_frozen():
+    """The probe's output is the model's own head on the vector: its softmax and entropy / ln C, computed
+    here by an off-ramp copied from the same head; the gate's first layer reads H + C + 1 values."""
+    model = tiny_model("mean")
+    settings = GateSettings(2, 4, (0.5, 1.0), (0.5, 1.0), probe_labels=2)
+    gates = Gates(32, settings)
+    gates.copy_probes(model)
+    x = paddle.to_tensor(np.random.RandomState(1).normal(size=(6, 32)).astype("float32"))
+    head = OffRamps.from_model(model, [0]).head(0)(x).numpy()
+    probs = np.exp(head - head.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    spread = -(probs * np.log(probs)).sum(axis=1) / np.log(2)
+    got = gates.gates[1].probe(x).numpy()
+    np.testing.assert_allclose(got, np.concatenate([probs, spread[:, None]], axis=1), rtol=1e-5, atol=1e-6)
+    assert gates.gates[0].dense.weight.shape == [32 + 3, 32]
+    assert all(p.stop_gradient for g in gates.gates for p in g.probe.parameters())
+    assert not any(p.stop_gradient for g in gates.gates for p in (g.dense.weight, g.out.weight))
 
 
 def test_a_ranked_gate_picks_the_narrowest_class_whose_cumulative_probability_reaches_the_threshold():
@@ -249,6 +275,28 @@ def test_gate_stage_refuses_a_gate_count_that_does_not_divide_the_layers(toy_wid
     assert capsys.readouterr().err.strip().endswith(
         "--num_gates 3: must divide the model's 4 layers (one of 1, 2, 4)")
     assert not os.path.exists(tmp_path / "out" / "gates.json")
+
+
+@pytest.mark.slow
+def test_probe_gates_train_keep_their_probe_and_export_routes_as_infer(toy_width_model, tmp_path):
+    """--gate_inputs pooled+probe: the saved probes are still the backbone's head after training, gates.json
+    records them, and a w-dynamic segment export (the probes inside its graphs) passes its route check."""
+    from ofa_flexbert.store.models import load_model
+
+    data_dir, width_dir = toy_width_model
+    out = tmp_path / "gates"
+    assert main(stage_argv("gate", data_dir, width_dir, out, "--max_steps", "20", "--logging_steps", "20",
+                           "--learning_rate", "1e-3", "--gate_inputs", "pooled+probe")) == 0
+    assert json.loads((out / "gates.json").read_text())["probe_labels"] == 2
+    gates, model = load_gates(str(out)), load_model(width_dir, 2)
+    for gate in gates.gates:
+        np.testing.assert_array_equal(gate.probe.classifier.weight.numpy(), model.classifier.weight.numpy())
+        np.testing.assert_array_equal(gate.probe.pooler.weight.numpy(), model.bert.pooler.dense.weight.numpy())
+    config = tmp_path / "w.json"
+    config.write_text(json.dumps({"sst-2": {"mode": "w_dynamic", "width_mult_list": [0.25, 0.5, 0.75, 1.0]}}))
+    assert main(stage_argv("export", data_dir, out, tmp_path / "export", "--inference_config", str(config))) == 0
+    check = json.loads((tmp_path / "export" / "w_dynamic" / "manifest.json").read_text())["check"]
+    assert check["same_routes"] == 1.0 and check["max_abs_logit_diff"] <= 1e-5
 
 
 @pytest.mark.slow

@@ -175,11 +175,16 @@ def export_one(job: ExportJob, width: float, depth: float) -> dict[str, Any]:
                 f"model on {len(expected)} dev examples")
     if args.quantize != "int8":
         return [manifest]
-    check = quantized["check"]
-    logger.info(f"exported {quantized['tag']} to {os.path.join(args.output_dir, quantized['tag'])}: INT8 on "
-                f"onnxruntime, dev {task.primary_metric} {check['int8_metric']:.4f} against the float subnet's "
-                f"{check['float_metric']:.4f}; {check['same_predictions']:.1%} of dev predictions the same")
+    log_int8(args.output_dir, task, quantized, "INT8", "float subnet")
     return [manifest, quantized]
+
+
+def log_int8(output_dir: str, task, quantized: dict[str, Any], what: str, float_name: str, kept: str = "") -> None:
+    """The one line an INT8 export's check ends with: its dev metric against the float form's, what it kept."""
+    q = quantized["check"]
+    logger.info(f"exported {quantized['tag']} to {os.path.join(output_dir, quantized['tag'])}: {what} on onnxruntime, "
+                f"dev {task.primary_metric} {q['int8_metric']:.4f} against the {float_name}'s {q['float_metric']:.4f}; "
+                f"{kept}{q['same_predictions']:.1%} of dev predictions the same")
 
 
 def export_int8(job: ExportJob, float_dir: str, int8_dir: str, manifest: dict[str, Any],
@@ -287,11 +292,8 @@ def export_dynamic(job: ExportJob, setting: dict[str, Any]) -> list[dict[str, An
                 "against the flexible model")
     if quantized is None:
         return [manifest]
-    q = quantized["check"]
-    logger.info(f"exported {quantized['tag']} to {os.path.join(args.output_dir, quantized['tag'])}: INT8 segment "
-                f"graphs on onnxruntime, dev {task.primary_metric} {q['int8_metric']:.4f} against the float export's "
-                f"{q['float_metric']:.4f}; {q['same_routes']:.1%} of dev routes and {q['same_predictions']:.1%} of "
-                "predictions the same")
+    log_int8(args.output_dir, task, quantized, "INT8 segment graphs", "float export",
+             f"{quantized['check']['same_routes']:.1%} of dev routes and ")
     return [manifest, quantized]
 
 
@@ -477,11 +479,8 @@ def export_cascade(job: ExportJob, setting: dict[str, Any]) -> list[dict[str, An
                 f"max |Δlogits| {check['onednn_max_abs_logit_diff']:.1e} there")
     if quantized is None:
         return [manifest]
-    q = quantized["check"]
-    logger.info(f"exported {quantized['tag']} to {os.path.join(args.output_dir, quantized['tag'])}: INT8 stages on "
-                f"onnxruntime, dev {task.primary_metric} {q['int8_metric']:.4f} against the float cascade's "
-                f"{q['float_metric']:.4f}; {q['same_stage']:.1%} of dev inputs answered by the same stage, "
-                f"{q['same_predictions']:.1%} of predictions the same")
+    log_int8(args.output_dir, task, quantized, "INT8 stages", "float cascade",
+             f"{quantized['check']['same_stage']:.1%} of dev inputs answered by the same stage and ")
     return [manifest, quantized]
 
 

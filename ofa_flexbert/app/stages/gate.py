@@ -63,11 +63,11 @@ from .gate_targets import GateStrategy
 logger = logging.getLogger("ofa_flexbert")
 
 
-def gate_settings(args: RunArgs, num_layers: int) -> GateSettings:
+def gate_settings(args: RunArgs, num_layers: int, num_labels: int) -> GateSettings:
     """The gates the flags ask for, or the one-line error naming the flag that is wrong."""
     try:
         return GateSettings(args.num_gates or num_layers, num_layers, tuple(args.gate_setting),
-                            tuple(args.width_mult_list))
+                            tuple(args.width_mult_list), num_labels if args.gate_inputs == "pooled+probe" else 0)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
@@ -96,10 +96,11 @@ def run(args: RunArgs) -> StageReport:
     data = load_task_data(args, task, tokenizer)
     backbone = freeze(load_model(args.model_dir, task.num_labels, require_classifier=True))
     backbone.bert.config.pooling = check_pooling(args)
-    settings = gate_settings(args, backbone.bert.config.num_hidden_layers)
+    settings = gate_settings(args, backbone.bert.config.num_hidden_layers, task.num_labels)
     ramps = off_ramps(args, task, backbone)
     paddle.seed(args.seed)
     gates = Gates(backbone.bert.config.hidden_size, settings)
+    gates.copy_probes(backbone)
     dev_loader = next(iter(data.dev_loaders.values()))
     tolerance = args.regression_tolerance
     dev_data = collect(backbone, dev_loader, settings, task, tolerance, args.gate_target, "dev", ramps)
