@@ -194,7 +194,7 @@ def test_the_fingerprint_flags_are_those_of_earlier_checkpoints():
     plus the gate flags added since (a checkpoint without them resumes at their defaults)."""
     from ofa_flexbert.config import FINGERPRINT
 
-    assert set(FINGERPRINT) - {"gate_target", "gate_features"} == {
+    assert set(FINGERPRINT) - {"gate_target", "gate_features", "gate_inputs"} == {
         "task", "seed", "shuffle", "group_by_length", "data_aug", "distill", "per_gpu_train_batch_size",
         "max_seq_length", "gradient_accumulation_steps", "learning_rate", "warmup_steps", "weight_decay",
         "max_grad_norm", "adam_epsilon", "logging_steps", "width_mult_list", "depth_mult_list", "depth_rule",
