@@ -220,17 +220,18 @@ def routed_rows(predictor, texts) -> list[dict]:
 @pytest.mark.parametrize("graphs, runtime", [("segments", "paddle"), ("layers", "paddle"), ("segments", "onnx")])
 def test_a_dynamic_export_routes_each_input_as_the_infer_stage_does_at_any_batch_size(toy_gated, wd_dynamic,
                                                                                      tmp_path, graphs, runtime):
-    """wd-dynamic exported as segment graphs (the default; also with --format onnx, run on onnxruntime) or
-    per-(layer, width) graphs: the Predictor, at batch 7 (and 1 and 32 for segments on Paddle Inference),
-    gives every dev input the route, MACs and prediction that --stage infer gives it (its own batch size)."""
+    """wd-dynamic exported as segment graphs (the default; also with --format onnx, run on onnxruntime, and
+    --quantize int8: see :func:`check_int8_segments`) or per-(layer, width) graphs: the Predictor, at batch 7
+    (and 1 and 32 for segments on Paddle Inference), gives every dev input the route, MACs and prediction that
+    --stage infer gives it (its own batch size)."""
     from ofa_flexbert.glue.data import get_task, read_split
     from ofa_flexbert.deploy.predictor import Predictor
 
     _, _, gates = toy_gated
     data_dir, config, inferred, infer_macs = wd_dynamic
     out = tmp_path / "export"
-    assert main(stage_argv("export", data_dir, gates, out, "--inference_config", str(config),
-                           "--dynamic_graphs", graphs, *(["--format", "onnx"] if runtime == "onnx" else []))) == 0
+    assert main(stage_argv("export", data_dir, gates, out, "--inference_config", str(config), "--dynamic_graphs",
+                           graphs, *(["--format", "onnx", "--quantize", "int8"] if runtime == "onnx" else []))) == 0
     manifest = read(out / "wd_dynamic" / "manifest.json")
     assert manifest["kind"] == {"segments": "segments", "layers": "dynamic"}[graphs]
     assert manifest["check"]["same_routes"] == 1.0 and manifest["check"]["max_abs_logit_diff"] <= 1e-5
@@ -252,22 +253,17 @@ def test_a_dynamic_export_routes_each_input_as_the_infer_stage_does_at_any_batch
         assert [(s["start"], s["end"]) for s in manifest["segments"]] == [(0, 1), (1, 2), (2, 3), (3, 4)]
         assert manifest["format"] == f"{1 + 4 * 4} segment graphs"  # embeddings + 4 segments x 4 widths
         assert not (out / "wd_dynamic" / "layers").exists()
+    if runtime == "onnx":
+        check_int8_segments(out, texts)
 
 
-@pytest.mark.slow
-def test_an_int8_segment_export_quantizes_every_segment_graph_and_routes_as_the_float_one_mostly(toy_gated,
-                                                                                             wd_dynamic, tmp_path):
-    """--quantize int8 on a gated, exiting setting writes wd_dynamic_int8: the segment graphs' ONNX models with
+def check_int8_segments(out, texts) -> None:
+    """--quantize int8 on a gated, exiting setting wrote wd_dynamic_int8: the segment graphs' ONNX models with
     integer MatMuls (all 17: the embeddings' graph holds gate 0), for onnxruntime; its check compares the dev metric
     with the float export's and records the routes kept; the Predictor runs it unchanged and routes at least 90%
     of dev as the float export does on onnxruntime (a random toy model: near-ties flip decisions)."""
     from ofa_flexbert.deploy.predictor import Predictor
-    from ofa_flexbert.glue.data import get_task, read_split
 
-    _, _, gates = toy_gated
-    data_dir, config, _, _ = wd_dynamic
-    out = tmp_path / "export"
-    assert main(stage_argv("export", data_dir, gates, out, "--inference_config", str(config), "--quantize", "int8")) == 0
     manifest = read(out / "wd_dynamic_int8" / "manifest.json")
     assert (manifest["kind"], manifest["runtime"]) == ("segments", "onnx")
     assert manifest["setting"] == read(out / "wd_dynamic" / "manifest.json")["setting"]
@@ -280,7 +276,6 @@ def test_an_int8_segment_export_quantizes_every_segment_graph_and_routes_as_the_
     rows = read(out / "export_results.json")["exports"]
     assert [(r["tag"], r["quantization"]) for r in rows] == [("wd_dynamic", None), ("wd_dynamic_int8", "int8")]
 
-    texts = [ex.text_a for ex in read_split(get_task("sst-2"), data_dir, "dev")]
     int8 = Predictor(str(out / "wd_dynamic_int8"), batch_size=7)
     assert int8.runtime == "onnx"
     got = routed_rows(int8, texts)
@@ -345,7 +340,8 @@ CASCADE = {"sst-2": {"mode": "cascade", "width_mult_list": [0.25, 0.5, 1.0], "ca
 @pytest.mark.slow
 def test_a_cascade_export_answers_each_input_as_the_infer_stage_does_on_both_runtimes(toy_gated, tmp_path):
     """A cascade exported as its static subnets: the Predictor (batch 7, Paddle Inference and onnxruntime)
-    gives every dev input the stages, MACs and prediction --stage infer --cascade gives it."""
+    gives every dev input the stages, MACs and prediction --stage infer --cascade gives it.  Exported with
+    --quantize int8 too (:func:`check_int8_cascade`)."""
     from ofa_flexbert.glue.data import get_task, read_split
     from ofa_flexbert.deploy.predictor import Predictor
 
@@ -353,7 +349,8 @@ def test_a_cascade_export_answers_each_input_as_the_infer_stage_does_on_both_run
     config = tmp_path / "cascade.json"
     config.write_text(json.dumps(CASCADE))
     out, infer_out = tmp_path / "export", tmp_path / "infer"
-    assert main(stage_argv("export", data_dir, gates, out, "--inference_config", str(config), "--format", "onnx")) == 0
+    assert main(stage_argv("export", data_dir, gates, out, "--inference_config", str(config), "--format", "onnx",
+                           "--quantize", "int8")) == 0
     assert main(stage_argv("infer", data_dir, gates, infer_out, "--inference_config", str(config))) == 0
     manifest = read(out / "cascade" / "manifest.json")
     assert manifest["kind"] == "cascade" and manifest["stages"] == ["w0.25_d0.5", "w0.5_d1", "w1_d1"]
@@ -372,22 +369,16 @@ def test_a_cascade_export_answers_each_input_as_the_infer_stage_does_on_both_run
         assert np.mean([g == w for g, w in zip(got, want)]) >= (1.0 if runtime == "paddle" else 0.99), runtime
     assert summary["macs"] == pytest.approx(manifest["dev_mean_macs"], rel=1e-12)
     assert fresh_predictor_run(out / "cascade", data_dir)["modules"] == []  # no dygraph model code either
+    check_int8_cascade(out, [ex.text_a for ex in examples])
 
 
-@pytest.mark.slow
-def test_an_int8_cascade_is_the_cascade_of_its_stages_int8_exports_checked_as_a_whole(toy_gated, tmp_path):
-    """--quantize int8 on a cascade writes the float cascade and cascade_int8: the same thresholds over the
+def check_int8_cascade(out, texts) -> None:
+    """--quantize int8 on a cascade wrote the float cascade and cascade_int8: the same thresholds over the
     stages' INT8 exports (each an ordinary one), for onnxruntime; its check compares the whole cascade's dev
     metric with the float cascade's, and the Predictor runs it unchanged, agreeing with the float cascade on at
     least 90% of dev (a random toy model: near-ties flip, and an input may stop at another stage)."""
     from ofa_flexbert.deploy.predictor import Predictor
-    from ofa_flexbert.glue.data import get_task, read_split
 
-    data_dir, _, gates = toy_gated
-    config = tmp_path / "cascade.json"
-    config.write_text(json.dumps(CASCADE))
-    out = tmp_path / "export"
-    assert main(stage_argv("export", data_dir, gates, out, "--inference_config", str(config), "--quantize", "int8")) == 0
     stages = ["w0.25_d0.5", "w0.5_d1", "w1_d1"]
     assert read(out / "cascade" / "manifest.json")["stages"] == stages
     assert sorted(p.name for p in (out / "cascade").iterdir() if p.is_dir()) == stages  # float stages only
@@ -404,7 +395,6 @@ def test_an_int8_cascade_is_the_cascade_of_its_stages_int8_exports_checked_as_a_
     rows = read(out / "export_results.json")["exports"]
     assert [(r["tag"], r["quantization"]) for r in rows] == [("cascade", None), ("cascade_int8", "int8")]
 
-    texts = [ex.text_a for ex in read_split(get_task("sst-2"), data_dir, "dev")]
     int8 = Predictor(str(out / "cascade_int8"), batch_size=7)
     assert int8.runtime == "onnx"
     got = int8.predict_logits(texts).argmax(axis=1)
@@ -416,7 +406,8 @@ def test_an_int8_cascade_is_the_cascade_of_its_stages_int8_exports_checked_as_a_
 def test_an_int8_cascade_below_the_tolerance_is_refused_and_nothing_is_written(toy_gated, tmp_path, capsys,
                                                                                monkeypatch):
     """Beyond --quant_tolerance the whole export is refused in one line naming both figures, the float cascade
-    too.  The toy's INT8 stages lose nothing, so the INT8 cascade's logits are swapped as the check reads them."""
+    too.  The toy's INT8 stages lose nothing, so the INT8 cascade's logits are swapped as the check reads them
+    (a cascade of two small subnets: only the refusal is tested here)."""
     from ofa_flexbert.deploy.cascade_predictor import CascadePredictor
 
     real_init, real_run = CascadePredictor.__init__, CascadePredictor.run
@@ -433,7 +424,8 @@ def test_an_int8_cascade_below_the_tolerance_is_refused_and_nothing_is_written(t
     monkeypatch.setattr(CascadePredictor, "run", run)
     data_dir, _, gates = toy_gated
     config = tmp_path / "cascade.json"
-    config.write_text(json.dumps(CASCADE))
+    config.write_text(json.dumps({"sst-2": {"mode": "cascade", "width_mult_list": [0.25, 0.5],
+                                            "cascade_depths": [0.5, 1.0], "cascade_thresholds": [0.45]}}))
     out = tmp_path / "export"
     out.mkdir()
     (out / "earlier.txt").write_text("kept")
