@@ -406,8 +406,9 @@ def check_int8_cascade(out, texts) -> None:
 def test_an_int8_cascade_below_the_tolerance_is_refused_and_nothing_is_written(toy_gated, tmp_path, capsys,
                                                                                monkeypatch):
     """Beyond --quant_tolerance the whole export is refused in one line naming both figures, the float cascade
-    too.  The toy's INT8 stages lose nothing, so the INT8 cascade's logits are swapped as the check reads them
-    (a cascade of two small subnets: only the refusal is tested here)."""
+    too.  The toy's INT8 stages lose under a point (none with AVX-512 VNNI kernels, 0.5 with AVX2 ones: the
+    stages' own checks pass at 5), so the INT8 cascade's logits are swapped as the check reads them, which
+    costs the cascade far more than 5 points (a cascade of two small subnets: only the refusal is tested)."""
     from ofa_flexbert.deploy.cascade_predictor import CascadePredictor
 
     real_init, real_run = CascadePredictor.__init__, CascadePredictor.run
@@ -430,10 +431,10 @@ def test_an_int8_cascade_below_the_tolerance_is_refused_and_nothing_is_written(t
     out.mkdir()
     (out / "earlier.txt").write_text("kept")
     assert main(stage_argv("export", data_dir, gates, out, "--inference_config", str(config), "--quantize", "int8",
-                           "--quant_tolerance", "0")) == 2
+                           "--quant_tolerance", "5")) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: export cascade_int8: the INT8 cascade's dev acc ") and err.count("\n") == 1
-    assert "points below the float cascade's" in err and err.endswith("(--quant_tolerance 0); nothing was written\n")
+    assert "points below the float cascade's" in err and err.endswith("(--quant_tolerance 5); nothing was written\n")
     assert sorted(os.listdir(out)) == ["earlier.txt"]
     gated = tmp_path / "wd.json"
     gated.write_text(json.dumps({"sst-2": {"mode": "wd_dynamic", "width_mult_list": [0.25, 0.5, 0.75, 1.0],
