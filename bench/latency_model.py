@@ -10,7 +10,9 @@ taking turns (the order rotating each round); a figure is the median over rounds
 per input spent in the runtime calls (tokenising excluded).  The prediction is the cost table's for
 the same batches and, for a segment or cascade export, for the routes it took (``adaptive.latency``).  Writes
 ``RESULTS/latency_model.json`` and ``RESULTS/latency_model.md``: measured, predicted, and the error.
-The table must have been profiled with the same --num_threads and --onednn as given here.
+The table must have been profiled with the same --num_threads and --onednn as given here, and on the
+runtime the exports run on (--runtime; an INT8 export runs on onnxruntime whatever it says: time INT8
+exports against a table of ``--stage profile --quantize int8``).
 """
 from __future__ import annotations
 
@@ -99,11 +101,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--num_threads", type=int, default=1)
     parser.add_argument("--onednn", choices=("on", "off"), default="on")
+    parser.add_argument("--runtime", choices=("paddle", "onnx"), default=None,
+                        help="the float exports' runtime (default paddle; an INT8 export's is onnx)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N dev inputs (0: all)")
     parser.add_argument("--search", help="a search_results.json: each export's held-out metric there, beside it")
     args = parser.parse_args()
     table = read_cost_table(args.cost_table)
-    onednn = args.onednn == "on"
+    onednn = args.onednn == "on" and table.meta.get("runtime") != "onnxruntime"
     if table.meta.get("num_threads") != args.num_threads or bool(table.meta.get("onednn")) != onednn:
         raise SystemExit(f"{args.cost_table} was profiled at {table.meta.get('num_threads')} thread(s), oneDNN "
                          f"{table.meta.get('onednn')}; time with the same settings")
@@ -116,8 +120,8 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     results = []
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-        predictors = {e: Predictor(e, num_threads=args.num_threads, onednn=onednn, batch_size=batch_size)
-                      for e in exports}
+        predictors = {e: Predictor(e, num_threads=args.num_threads, onednn=onednn, batch_size=batch_size,
+                                   runtime=args.runtime) for e in exports}
         groups, batches, lengths = batches_of(predictors[exports[0]], texts, pairs, batch_size)
         routes = {e: run_all(p, batches)[1] for e, p in predictors.items()}  # warm-up, and the routes taken
         times: dict[str, list[float]] = {e: [] for e in exports}

@@ -52,9 +52,25 @@ class Mode(str, Enum):
 
 
 MODES = tuple(m.value for m in Mode)
+QUANTIZED = "int8"  # an entry's ``quantize`` when the setting is deployed as its INT8 export (deploy/quantize.py)
+# The families settings are compared in (fronts, plots, tables): each mode, and static subnets in their INT8
+# form (--stage search --quantize int8), which cost other milliseconds and score other metrics than their twins.
+Family = tuple[Mode, Optional[str]]
+FAMILIES: tuple[Family, ...] = tuple((m, None) for m in Mode) + ((Mode.STATIC, QUANTIZED),)
+
+
+def family_of(row: dict[str, Any]) -> Family:
+    """The family of a search row (or an --inference_config entry): its mode and its ``quantize``."""
+    return Mode(row["mode"]), row.get("quantize")
+
+
+def family_label(family: Family) -> str:
+    """``static grid``, ``wd-dynamic``, ``static grid INT8``: a family's name in tables and plots."""
+    mode, quantize = family
+    return mode.label + (f" {quantize.upper()}" if quantize else "")
 # The keys of an --inference_config entry: the flags that make a setting (the reference's file format).
 ENTRY_KEYS = ("mode", "width_mult_list", "depth_mult", "early_exit", "exit_threshold", "normalized_entropy",
-              "gate_threshold", "cascade_depths", "cascade_thresholds")
+              "gate_threshold", "cascade_depths", "cascade_thresholds", "quantize")
 
 
 @dataclass(frozen=True)
@@ -62,7 +78,8 @@ class Plan:
     """What runs: the mode, class k -> width (one width for a static or d-dynamic plan), the depth,
     the exit rule, the gates' rule (``gate_threshold`` None: argmax; else the cumulative-probability
     threshold of ``gate.settings.choose_classes``) and --fixed_gate (every gate decision replaced by
-    this width; gates do not run).
+    this width; gates do not run).  ``quantize``: ``"int8"`` when the setting is meant to run as its INT8
+    export (``--stage export`` then writes that form too; ``--stage infer`` runs the float model).
 
     A cascade's ``widths`` are its subnets' widths in the order they run, ``depths`` their depths
     (one each) and ``thresholds`` the entropy below which an input stops after subnet s (one per
@@ -79,9 +96,12 @@ class Plan:
     gate_threshold: Optional[float] = None
     depths: tuple[float, ...] = ()
     thresholds: tuple[float, ...] = ()
+    quantize: Optional[str] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", Mode(self.mode))
+        if self.quantize not in (None, QUANTIZED):
+            raise ValueError(f"quantize must be {QUANTIZED} or absent, got {self.quantize!r}")
         object.__setattr__(self, "widths", tuple(float(w) for w in self.widths))
         object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
         check_gate_threshold(self.gate_threshold)
@@ -119,7 +139,8 @@ class Plan:
                    exit_threshold=float(entry.get("exit_threshold", 0.0)),
                    normalized_entropy=bool(entry.get("normalized_entropy", False)),
                    gate_threshold=None if entry.get("gate_threshold") is None else float(entry["gate_threshold"]),
-                   depths=tuple(entry.get("cascade_depths", ())), thresholds=tuple(entry.get("cascade_thresholds", ())))
+                   depths=tuple(entry.get("cascade_depths", ())), thresholds=tuple(entry.get("cascade_thresholds", ())),
+                   quantize=entry.get("quantize"))
 
     def to_entry(self) -> dict[str, Any]:
         """The --inference_config entry of this plan: the exit rule only when inputs exit, the gate
@@ -133,6 +154,8 @@ class Plan:
         if self.mode is Mode.CASCADE:
             entry.update(cascade_depths=list(self.depths), cascade_thresholds=list(self.thresholds),
                          normalized_entropy=self.normalized_entropy)
+        if self.quantize is not None:
+            entry["quantize"] = self.quantize
         return entry
 
     def describe(self) -> str:
@@ -140,7 +163,7 @@ class Plan:
         one short phrase."""
         if self.mode is Mode.CASCADE:
             return (f"{self.mode} " + ",".join(f"{w:g}" + (f"d{d:g}" if d != 1.0 else "") for w, d in self.stages)
-                    + " t=" + ",".join(f"{t:g}" for t in self.thresholds))
+                    + " t=" + ",".join(f"{t:g}" for t in self.thresholds) + (f" {self.quantize}" if self.quantize else ""))
         text = f"{self.mode} " + ",".join(f"{w:g}" for w in self.widths)
         if self.depth_mult != 1.0:
             text += f" d{self.depth_mult:g}"
@@ -148,6 +171,8 @@ class Plan:
             text += f" g={self.gate_threshold:g}"
         if self.early_exit:
             text += f" t={self.exit_threshold:g}"
+        if self.quantize:
+            text += f" {self.quantize}"
         return text
 
 

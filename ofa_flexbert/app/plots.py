@@ -8,13 +8,14 @@ from __future__ import annotations
 import io
 from typing import Any, Optional, Sequence
 
-from ofa_flexbert.adaptive.setting import Mode
+from ofa_flexbert.adaptive.setting import FAMILIES, Mode, QUANTIZED, family_label, family_of
 from ofa_flexbert.store.atomic import write_bytes
 
-# how each inference mode is drawn on a trade-off plot, in legend order: (colour, marker, joined by a line)
-MODE_STYLE = {Mode.STATIC: ("0.45", "s", False), Mode.D_DYNAMIC: ("tab:blue", "o", True),
-              Mode.W_DYNAMIC: ("tab:orange", "^", True), Mode.WD_DYNAMIC: ("tab:green", "D", True),
-              Mode.CASCADE: ("tab:purple", "v", True)}
+# how each family of settings is drawn on a trade-off plot, in legend order: (colour, marker, joined by a line)
+FAMILY_STYLE = {(Mode.STATIC, None): ("0.45", "s", False), (Mode.D_DYNAMIC, None): ("tab:blue", "o", True),
+                (Mode.W_DYNAMIC, None): ("tab:orange", "^", True), (Mode.WD_DYNAMIC, None): ("tab:green", "D", True),
+                (Mode.CASCADE, None): ("tab:purple", "v", True), (Mode.STATIC, QUANTIZED): ("tab:brown", "P", False)}
+assert set(FAMILY_STYLE) == set(FAMILIES)
 
 
 def axes(xlabel: str, ylabel: str, title: str):
@@ -57,18 +58,18 @@ def pareto(rows: Sequence[dict[str, Any]], best: Optional[int], path: str, title
     """The search stage's figure: held-out metric against the share of the full model's MACs (or of its
     predicted latency, ``key``, with --cost latency).
 
-    Every static subnet is drawn; of the dynamic modes, each mode's front (chosen on the search
+    Every static subnet is drawn (in its INT8 form too, when searched); of the dynamic modes, each mode's front (chosen on the search
     half, ``mode_front``), joined in order of cost.  The setting written as the inference config
     is starred; perfect gates (``oracle``), a ceiling rather than a setting, are a hollow marker.
     """
     fig, ax = axes(COST_AXES[key], f"{metric} (held-out half)", title)
-    for mode, (colour, marker, joined) in MODE_STYLE.items():
+    for family, (colour, marker, joined) in FAMILY_STYLE.items():
         points = sorted((r["held_out"][key], r["held_out"]["metric"]) for r in rows
-                        if r["mode"] == mode and (r["mode_front"] or mode is Mode.STATIC))
+                        if family_of(r) == family and (r["mode_front"] or family[0] is Mode.STATIC))
         if points:
             xs, ys = zip(*points)
-            ax.plot(xs, ys, marker=marker, color=colour, label=mode.label, linestyle="-" if joined else "none",
-                    markersize=4)
+            ax.plot(xs, ys, marker=marker, color=colour, label=family_label(family),
+                    linestyle="-" if joined else "none", markersize=4)
     if oracle is not None and key in oracle["held_out"]:
         ax.plot([oracle["held_out"][key]], [oracle["held_out"]["metric"]], marker="o", markersize=8,
                 markerfacecolor="none", color="black", linestyle="none", label="perfect gates (ceiling)")

@@ -133,7 +133,7 @@ def front_table(report: StageReport) -> str:
         latency = (f"{r['held_out']['latency_ms']:.2f}", f"{r['held_out']['latency_share']:.0%}") if timed else ()
         widths = ",".join(f"{w:g}" for w in r["width_mult_list"]) + (
             f" g={r['gate_threshold']:g}" if r.get("gate_threshold") is not None else "")
-        rows.append((r["mode"], widths, f"{r['depth_mult']:g}", threshold,
+        rows.append((r["mode"] + (f" {r['quantize']}" if r.get("quantize") else ""), widths, f"{r['depth_mult']:g}", threshold,
                      f"{r['held_out']['metric']:.4f}", f"{r['held_out']['macs_share']:.0%}", *latency,
                      f"{r['held_out']['mean_layers']:.2f}", f"{r['dev']['metric']:.4f}"))
     title = (f"search {report.task}: Pareto front chosen on the search half of dev; {report.metric} and MACs "

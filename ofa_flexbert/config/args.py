@@ -234,6 +234,9 @@ class RunArgs:
     cost_table: Optional[str] = _flag("search stage: the cost_table.json --stage profile measured (--cost latency "
                                       "needs it; without --cost latency the rows still get predicted milliseconds)",
                                       None, group="inference", stages=("search",))
+    int8_cost_table: Optional[str] = _flag("search stage, --quantize int8: the cost_table.json of --stage profile "
+                                           "--quantize int8, which prices the INT8 subnets (the float settings keep "
+                                           "--cost_table)", None, group="inference", stages=("search",))
     latency_budget: str = _flag("search stage, --cost latency: the best setting under this share of the full model's "
                                 "predicted latency (e.g. 0.4) or milliseconds per input (e.g. 12ms) is written as "
                                 "inference_config.json", "0.5", group="inference", stages=("search",))
@@ -249,6 +252,9 @@ class RunArgs:
     profile_repeats: int = _flag("profile stage: timed calls per probe and shape, over three passes of the grid "
                                  "(the median is kept)", 9,
                                  group="profile", stages=("profile",))
+    runtime: str = _flag("profile stage: the runtime the probe graphs are timed on: paddle (Paddle Inference) or "
+                         "onnx (onnxruntime, their ONNX form; what --format onnx exports run on)", "paddle",
+                         group="profile", stages=("profile",))
     onednn: str = _flag("profile stage: time Paddle Inference's reference kernels (off, what serve uses; the table "
                         "predicts them within a few percent) or oneDNN (on, what predict uses; its table under-"
                         "predicts batches of changing shapes by a fifth to two thirds: docs/benchmarks.md)", "off",
@@ -266,7 +272,10 @@ class RunArgs:
                         "model.onnx for onnxruntime, checked against it)", "paddle", group="export", stages=("export",))
     quantize: str = _flag("export stage: int8 also writes <tag>_int8/, the subnet's ONNX model quantized by "
                           "onnxruntime (INT8 weights, dynamic activations), checked on dev against the float "
-                          "subnet; implies --format onnx", "none", group="export", stages=("export",))
+                          "subnet; implies --format onnx. profile stage: the probes quantized the same way and timed "
+                          "on onnxruntime (a table for --int8_cost_table). search stage: every static subnet's INT8 "
+                          "form joins the search, priced by --int8_cost_table", "none", group="export",
+                          stages=("export", "profile", "search"))
     dynamic_graphs: str = _flag("export stage, gated or early-exit settings: segments (one graph per run of layers "
                                 "between two decisions, at each width, with the gate and exit heads inside; numpy "
                                 "between them) or layers (one graph per layer and width, the decisions in dygraph: "

@@ -70,7 +70,15 @@ def validate(args: RunArgs) -> None:
         raise UserError(f"--cost: expected one of {', '.join(COSTS)}, got '{args.cost}'")
     if args.stage == "search" and args.cost == "latency" and not args.cost_table:
         raise UserError("--cost latency: needs --cost_table (the cost_table.json written by --stage profile)")
+    if args.stage == "search" and args.quantize == "int8" and (args.cost != "latency" or not args.int8_cost_table):
+        raise UserError("--quantize int8: the search prices INT8 subnets by time, not MACs (they have their float "
+                        "twins' MACs); give --cost latency, --cost_table and --int8_cost_table (--stage profile "
+                        "--quantize int8)")
+    if args.stage == "search" and args.int8_cost_table and args.quantize != "int8":
+        raise UserError("--int8_cost_table: prices the INT8 subnets that only --quantize int8 adds to the search")
     parse_budget(args.latency_budget)
+    if args.runtime not in EXPORT_FORMATS:
+        raise UserError(f"--runtime: expected one of {', '.join(EXPORT_FORMATS)}, got '{args.runtime}'")
     if args.onednn not in ("on", "off"):
         raise UserError(f"--onednn: expected on or off, got '{args.onednn}'")
     for name in ("latency_batch_size", "profile_repeats"):

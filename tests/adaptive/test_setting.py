@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from ofa_flexbert.adaptive.setting import ENTRY_KEYS, Mode, Plan, entry_of, read_inference_config
+from ofa_flexbert.adaptive.setting import (ENTRY_KEYS, FAMILIES, Mode, Plan, entry_of, family_label, family_of,
+                                          read_inference_config)
 from ofa_flexbert.errors import UserError
 
 
@@ -38,7 +39,7 @@ def test_entry_round_trip_and_the_exit_rule_only_when_inputs_exit():
     assert plan.describe() == "wd_dynamic 0.25,0.5,0.75,1 t=0.2"
     assert Plan(mode="static", widths=(0.5,), depth_mult=0.5).describe() == "static 0.5 d0.5"
     row = {**entry, "gate_threshold": 0.4, "held_out": {"metric": 0.9}, "front": True}
-    assert set(entry_of(row)) == set(ENTRY_KEYS) - {"cascade_depths", "cascade_thresholds"}
+    assert set(entry_of(row)) == set(ENTRY_KEYS) - {"cascade_depths", "cascade_thresholds", "quantize"}
 
 
 def test_the_gate_threshold_is_written_only_when_gates_run_with_it():
@@ -50,6 +51,19 @@ def test_the_gate_threshold_is_written_only_when_gates_run_with_it():
                                         gate_threshold=0.4).to_entry()  # no gates run
     with pytest.raises(ValueError, match=r"^--gate_threshold: a cumulative probability in \(0, 1\], got 1.5$"):
         Plan(mode="w_dynamic", widths=(0.25, 1.0), gate_threshold=1.5)
+
+
+def test_an_int8_setting_is_written_as_such_and_is_a_family_of_its_own():
+    int8 = Plan(mode="static", widths=(0.5,), depth_mult=0.75, quantize="int8")
+    assert int8.to_entry() == {"mode": "static", "width_mult_list": [0.5], "depth_mult": 0.75, "early_exit": False,
+                               "quantize": "int8"}
+    assert Plan.from_entry(int8.to_entry()) == int8 and int8.describe() == "static 0.5 d0.75 int8"
+    assert "quantize" not in Plan(mode="static", widths=(0.5,)).to_entry()  # float: files as before
+    assert family_of(int8.to_entry()) == (Mode.STATIC, "int8") != family_of(Plan(mode="static", widths=(0.5,)).to_entry())
+    assert [family_label(f) for f in FAMILIES] == ["static grid", "w-dynamic", "d-dynamic", "wd-dynamic", "cascade",
+                                                   "static grid INT8"]
+    with pytest.raises(ValueError, match=r"^quantize must be int8 or absent, got 'int4'$"):
+        Plan(mode="static", widths=(0.5,), quantize="int4")
 
 
 def test_read_inference_config_names_file_line_task_and_key(tmp_path):

@@ -132,11 +132,78 @@ def test_search_ranks_by_predicted_latency_and_chooses_under_a_latency_budget(to
     assert results["cost"] == "latency" and results["latency_batch_size"] == 8
 
 
+@pytest.fixture(scope="module")
+def int8_cost_table(toy_gated, tmp_path_factory):
+    """--stage profile --quantize int8 of the toy gated model on a small grid: (its folder, the table)."""
+    from ofa_flexbert.store.outputs import read_cost_table
+
+    data_dir, _, gates = toy_gated
+    out = tmp_path_factory.mktemp("profile") / "prof-int8"
+    assert main(stage_argv("profile", data_dir, gates, out, "--profile_batch_sizes", "1,4", "--profile_lengths",
+                           "8,16", "--profile_repeats", "3", "--num_threads", "1", "--quantize", "int8")) == 0
+    return out, read_cost_table(str(out))
+
+
+@pytest.mark.slow
+def test_an_int8_profile_times_the_quantized_probes_on_onnxruntime(cost_table, int8_cost_table):
+    """The same probes as the float table's, on a 2 x 2 grid, recorded as INT8 onnxruntime timings (no oneDNN)."""
+    (_, table), (_, int8) = cost_table, int8_cost_table
+    assert int8.probes == table.probes and all(len(points) == 4 for points in int8.points.values())
+    assert (int8.meta["runtime"], int8.meta["quantize"], int8.meta["onednn"]) == ("onnxruntime", "int8", False)
+    assert (table.meta["runtime"], table.meta["quantize"]) == ("paddle_inference", "none")
+
+
+@pytest.mark.slow
+def test_search_places_int8_subnets_priced_by_their_table_and_export_writes_the_chosen_form(
+        toy_gated, cost_table, int8_cost_table, tmp_path, capsys):
+    """--quantize int8: every static subnet gets an INT8 twin (same widths, depth and MACs) priced from
+    --int8_cost_table; its metric is the INT8 graph's own: the w0.5 twin's dev metric equals the INT8 check
+    of ``--stage export`` run on an --inference_config naming that INT8 setting (which exports it as INT8).
+    Pricing: with a copy of the float table passed as the INT8 one, each twin costs exactly what its float
+    subnet costs (the same calls, from the table it was given).  A float table given as the INT8 one is refused."""
+    data_dir, _, gates = toy_gated
+    folder, _ = cost_table
+    as_int8 = tmp_path / "float-as-int8"
+    as_int8.mkdir()
+    data = json.loads((folder / "cost_table.json").read_text())
+    data["meta"]["quantize"] = "int8"
+    (as_int8 / "cost_table.json").write_text(json.dumps(data))
+    out = tmp_path / "search"
+    latency = ["--cost", "latency", "--cost_table", str(folder), "--latency_batch_size", "4", "--quantize", "int8"]
+    assert main(stage_argv("search", data_dir, gates, out, *latency, "--int8_cost_table", str(as_int8))) == 0
+    rows = json.loads((out / "search_results.json").read_text())["points"]
+    floats = {(tuple(r["width_mult_list"]), r["depth_mult"]): r for r in rows if r["mode"] == "static"
+              and "quantize" not in r}
+    twins = [r for r in rows if r.get("quantize") == "int8"]
+    assert len(floats) == 12 and len(twins) == 12 and all(r["mode"] == "static" for r in twins)
+    for r in twins:
+        twin = floats[(tuple(r["width_mult_list"]), r["depth_mult"])]
+        assert r["dev"]["macs"] == twin["dev"]["macs"] and r["dev"]["latency_ms"] == twin["dev"]["latency_ms"]
+    assert any(r["mode_front"] for r in twins)  # a family of its own: its front is drawn and logged
+    config = tmp_path / "int8.json"
+    config.write_text(json.dumps({"sst-2": {**{k: floats[((0.5,), 1.0)][k] for k in ("mode", "width_mult_list",
+                                                                                    "depth_mult")}, "quantize": "int8"}}))
+    export = tmp_path / "export"
+    assert main(stage_argv("export", data_dir, gates, export, "--inference_config", str(config))) == 0
+    manifest = json.loads((export / "w0.5_d1_int8" / "manifest.json").read_text())
+    chosen = next(r for r in twins if r["width_mult_list"] == [0.5] and r["depth_mult"] == 1.0)
+    assert chosen["dev"]["metric"] == manifest["check"]["int8_metric"]
+    capsys.readouterr()
+    assert main(stage_argv("search", data_dir, gates, tmp_path / "refused", *latency, "--int8_cost_table",
+                           str(folder))) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --int8_cost_table {folder}: profiled without --quantize int8; "
+                                               "--int8_cost_table takes an INT8 table (--stage profile --quantize int8)")
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--cost", "latency"], "error: --cost latency: needs --cost_table (the cost_table.json written by --stage profile)"),
     (["--cost", "time"], "error: --cost: expected one of macs, latency, got 'time'"),
     (["--latency_budget", "2"], "error: --latency_budget: a share must be in (0, 1], got '2'"),
     (["--profile_lengths", "0"], "error: --profile_lengths: needs positive integers, got 0"),
+    (["--quantize", "int8"], "error: --quantize int8: the search prices INT8 subnets by time, not MACs (they have "
+     "their float twins' MACs); give --cost latency, --cost_table and --int8_cost_table (--stage profile --quantize int8)"),
+    (["--int8_cost_table", "t"], "error: --int8_cost_table: prices the INT8 subnets that only --quantize int8 adds to "
+     "the search"),
 ])
 def test_bad_latency_flags_get_one_line(tmp_path, capsys, flags, message):
     assert main(["--task", "sst-2", "--stage", "search", "--model_dir", str(tmp_path), "--output_dir",

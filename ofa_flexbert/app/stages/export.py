@@ -73,6 +73,17 @@ def dynamic_setting(args: RunArgs, task: str) -> Optional[dict[str, Any]]:
     return entry
 
 
+def quantize_as_chosen(args: RunArgs, task: str) -> RunArgs:
+    """``args`` with --quantize int8 when the --inference_config entry is an INT8 setting (``--stage search
+    --quantize int8`` chose it): the export a user deploys is then the one that was priced and measured."""
+    if not args.inference_config or args.quantize == "int8":
+        return args
+    if read_inference_config(args.inference_config, task).get("quantize") != "int8":
+        return args
+    logger.info(f"export {task}: {args.inference_config} names an INT8 setting: --quantize int8")
+    return dataclasses.replace(args, quantize="int8")
+
+
 def requested_subnets(args: RunArgs, task: str) -> list[tuple[float, float]]:
     """The (width, depth) pairs to export: --width_mult/--depth_mult, or a static --inference_config."""
     if args.inference_config:
@@ -596,6 +607,7 @@ def onnx_versions() -> dict[str, str]:
 def run(args: RunArgs) -> StageReport:
     """``--stage export``: each requested subnet into ``<output_dir>/<tag>/``; export_results.json lists them."""
     task, tokenizer = start(args)
+    args = quantize_as_chosen(args, task.name)
     setting = dynamic_setting(args, task.name)
     if args.quantize == "int8":
         if setting is not None and setting["mode"] != Mode.CASCADE and args.dynamic_graphs != "segments":

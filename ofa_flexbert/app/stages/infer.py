@@ -64,6 +64,9 @@ def with_inference_config(args: RunArgs, task: str) -> RunArgs:
     for key in ("early_exit", "exit_threshold", "normalized_entropy", "gate_threshold"):
         if key in entry:
             values[key] = entry[key]
+    if entry.get("quantize"):
+        logger.info(f"infer {task}: {args.inference_config} names the {entry['quantize'].upper()} form of the setting; "
+                    "infer runs the float model (--stage export --inference_config checks and writes that form)")
     return dataclasses.replace(args, **values)
 
 

@@ -7,7 +7,9 @@
 The probes (``adaptive.latency``: a pass-through call, the embeddings, one encoder layer per
 --width_mult_list width, a classification head) are traced from --model_dir into a temporary folder
 the way ``--stage export`` traces graphs, loaded in Paddle Inference with --num_threads and --onednn
-as a predictor would load them, and timed at every (--profile_batch_sizes x --profile_lengths) shape:
+as a predictor would load them (with ``--runtime onnx``: converted to ONNX and run on onnxruntime; with
+``--quantize int8`` also quantized as ``--stage export --quantize int8`` quantizes, so that the search
+can price INT8 subnets, ``--int8_cost_table``), and timed at every (--profile_batch_sizes x --profile_lengths) shape:
 the grid is walked three times, each time two warm-up calls per probe and shape (oneDNN builds kernels
 per shape) and a third of --profile_repeats timed calls; the median of them is kept.  The probes take
 turns at each shape, so a machine that slows down mid-run slows them alike.
@@ -24,7 +26,7 @@ import os
 import platform
 import tempfile
 import time
-from typing import Any
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -42,6 +44,7 @@ from .preamble import evaluation_model
 logger = logging.getLogger("ofa_flexbert")
 
 WARMUP = 2
+RUNTIME_NAMES = {"paddle": "paddle_inference", "onnx": "onnxruntime"}  # a cost table's meta["runtime"]
 PASSES = 3  # the grid is walked this many times, --profile_repeats / PASSES calls per probe and shape each time
 
 
@@ -67,56 +70,74 @@ def probe_inputs(name: str, rows: int, span: int, hidden_size: int, vocab_size: 
     return LAYER_INPUT_NAMES, (hidden, np.zeros((rows, 1, 1, span), dtype="float32"))
 
 
-def time_probes(predictors: dict[str, Any], shapes: list[tuple[int, int]], hidden_size: int, vocab_size: int,
+def probe_runners(folder: str, probes: dict[str, tuple[str, int]], threads: int, onednn: bool, runtime: str,
+                  quantize: bool, verbose: bool) -> dict[str, Callable]:
+    """Per probe, ``run(names, arrays)`` on the runtime a predictor of that kind would use: the saved Paddle
+    graphs on Paddle Inference, or their ONNX form (``deploy.graphs.save_onnx``) on onnxruntime, quantized
+    as ``--quantize int8`` quantizes an export (``deploy.quantize.quantize_folder``) when ``quantize``."""
+    from ofa_flexbert.deploy.graphs import save_onnx
+    from ofa_flexbert.deploy.quantize import quantize_folder
+    from ofa_flexbert.deploy.runtime import graph_runner
+
+    names = {name: os.path.basename(prefix) for name, (prefix, _) in probes.items()}
+    if runtime == "paddle":
+        return {name: graph_runner(folder, base, threads, onednn) for name, base in names.items()}
+    for base in names.values():
+        save_onnx(folder, base)
+    if quantize:
+        quantize_folder(folder, os.path.join(folder, "int8"), verbose)
+        folder = os.path.join(folder, "int8")
+    return {name: graph_runner(folder, base, threads, runtime="onnx") for name, base in names.items()}
+
+
+def time_probes(runners: dict[str, Callable], shapes: list[tuple[int, int]], hidden_size: int, vocab_size: int,
                 calls: int, seed: int) -> dict[str, list[list[float]]]:
     """Per probe, ``[rows, span, median ms]`` at every shape.  The grid is walked :data:`PASSES` times and
     the probes take turns at each shape, so a slow spell on the machine falls on several shapes and
     probes alike instead of on one; ``calls`` timed calls per probe and shape in each pass."""
-    from ofa_flexbert.deploy.runtime import run_graph_outputs
-
     rng = np.random.default_rng(seed)
     inputs = {(name, shape): probe_inputs(name, *shape, hidden_size, vocab_size, rng) for shape in shapes
-              for name in predictors}
+              for name in runners}
     times: dict[tuple[str, tuple[int, int]], list[float]] = {key: [] for key in inputs}
     with tqdm(total=PASSES * len(shapes), desc="profile", unit="shape", leave=False) as bar:
         for _ in range(PASSES):
             for shape in shapes:
-                for name, predictor in predictors.items():
+                for name, run_probe in runners.items():
                     names, arrays = inputs[(name, shape)]
                     for _ in range(WARMUP):
-                        run_graph_outputs(predictor, names, arrays)
+                        run_probe(names, arrays)
                     for _ in range(calls):
                         begin = time.perf_counter()
-                        run_graph_outputs(predictor, names, arrays)
+                        run_probe(names, arrays)
                         times[(name, shape)].append((time.perf_counter() - begin) * 1000.0)
                 bar.update(1)
     return {name: [[rows, span, float(np.median(times[(name, (rows, span))]))] for rows, span in shapes]
-            for name in predictors}
+            for name in runners}
 
 
 def run(args: RunArgs) -> StageReport:
     """``--stage profile``: time the probes, fit them, write cost_table.json to --output_dir."""
     from ofa_flexbert.deploy.graphs import save_probes
-    from ofa_flexbert.deploy.runtime import paddle_predictor
 
     started = time.time()
     task, _ = start(args)
     pooling = check_pooling(args)
-    threads, onednn = math_threads(args.num_threads), args.onednn == "on"
+    quantize = args.quantize == "int8"
+    runtime = "onnx" if quantize else args.runtime  # INT8 is onnxruntime's (deploy/quantize.py)
+    threads, onednn = math_threads(args.num_threads), args.onednn == "on" and runtime == "paddle"
     lengths = sorted({min(t, args.max_seq_length) for t in args.profile_lengths})
     shapes = [(b, t) for b in sorted(set(args.profile_batch_sizes)) for t in lengths]
     config = evaluation_model(args.model_dir, task, pooling).bert.config
     with tempfile.TemporaryDirectory(prefix="ofa_flexbert_probes_") as folder:
         with quiet_native(args.verbose):
             probes = save_probes(lambda: evaluation_model(args.model_dir, task, pooling), args.width_mult_list, folder)
-            predictors = {name: paddle_predictor(folder, threads, onednn, prefix=os.path.basename(prefix))
-                          for name, (prefix, _) in probes.items()}
+            runners = probe_runners(folder, probes, threads, onednn, runtime, quantize, args.verbose)
         calls = max(1, -(-args.profile_repeats // PASSES))
-        points = time_probes(predictors, shapes, config.hidden_size, config.vocab_size, calls, args.seed)
+        points = time_probes(runners, shapes, config.hidden_size, config.vocab_size, calls, args.seed)
     meta = {"task": task.name, "source_model": os.path.abspath(args.model_dir), "hidden_size": config.hidden_size,
             "num_layers": config.num_hidden_layers, "num_attention_heads": config.num_attention_heads,
             "pooling": pooling, "probe_layers": {name: layers for name, (_, layers) in probes.items() if layers},
-            "runtime": "paddle_inference", "onednn": onednn, "num_threads": threads,
+            "runtime": RUNTIME_NAMES[runtime], "quantize": "int8" if quantize else "none", "onednn": onednn, "num_threads": threads,
             "batch_sizes": sorted(set(args.profile_batch_sizes)), "lengths": lengths, "repeats": PASSES * calls,
             "passes": PASSES, "warmup": WARMUP, "cpu": cpu_name(), "cores": os.cpu_count(), "versions": package_versions(),
             "model": "per probe, the median ms at each (batch size, length); bilinear between (adaptive/latency.py)"}
@@ -127,10 +148,12 @@ def run(args: RunArgs) -> StageReport:
         logger.info(f"profile {task.name}: {name}: {small[2]:.3f} ms at {small[0]}x{small[1]}, "
                     f"{large[2]:.2f} ms at {large[0]}x{large[1]}")
     seconds = round(time.time() - started, 1)
+    kernels = (("INT8 " if quantize else "") + "onnxruntime" if runtime == "onnx"
+               else "oneDNN" if onednn else "reference kernels")
     if onednn:
         logger.warning(f"profile {task.name}: a oneDNN table under-predicts real batches, whose shapes change from "
                        "call to call (docs/benchmarks.md, the latency model); --onednn off is the accurate one")
     logger.info(f"profile {task.name}: {len(shapes)} shapes x {len(points)} probes ({threads} thread(s), "
-                f"{'oneDNN' if onednn else 'reference kernels'}) in {seconds:.0f} s; {path}")
+                f"{kernels}) in {seconds:.0f} s; {path}")
     write_run_info(args, task.name, {"complete": True, "cost_table": path})
     return StageReport("profile", task.name, args.output_dir, task.primary_metric, seconds=seconds)

@@ -29,6 +29,14 @@ logged.  Nothing is lost by it: the best setting under a budget is on its family
 Cost: MACs, or with --cost latency the milliseconds per input that --stage profile's table
 (--cost_table) predicts for the calls each setting's export makes on the predictor's batches
 (``adaptive.latency``); fronts, the plot and the choice (--latency_budget) then use it.
+
+INT8 (--quantize int8, with --cost latency): every static subnet also joins in its INT8 form, a family
+of its own (``setting.FAMILIES``): its metric is measured by running its quantized ONNX graph on dev
+(:func:`quantized_statics`), its milliseconds predicted from --int8_cost_table (``--stage profile
+--quantize int8``), its share of the float full model's.  Chosen, it is written with ``"quantize":
+"int8"``, and ``--stage export --inference_config`` exports that form.  Only static subnets: a cascade's
+or a segment export's INT8 metric would need a pass of its own per setting (thousands), and the float
+replay cannot stand in for it (dynamic quantization moves entropies and gate scores).
 """
 from __future__ import annotations
 
@@ -45,7 +53,7 @@ from tqdm import tqdm
 
 from ofa_flexbert.adaptive.latency import ChainShape, CostTable, check_table, group_ids, per_input_ms, segment_shape
 from ofa_flexbert.adaptive.runner import DynamicModel
-from ofa_flexbert.adaptive.setting import Mode, Plan, entry_of
+from ofa_flexbert.adaptive.setting import FAMILIES, QUANTIZED, Mode, Plan, entry_of, family_of
 from gate.io import load_gates, load_off_ramps
 from gate.modules import FeatureRecorder
 from gate.diagnostics import at_class
@@ -55,6 +63,7 @@ from gate.targets import good_enough, smallest_enough
 from ofa_flexbert.app import plots
 from ofa_flexbert.engine.accounting import sequence_lengths, subnet_macs
 from ofa_flexbert.config import RunArgs, parse_budget
+from ofa_flexbert.errors import UserError
 from ofa_flexbert.deploy.grouping import length_groups
 from ofa_flexbert.deploy.segments import plan_segments
 from ofa_flexbert.glue.tasks import TaskSpec
@@ -105,19 +114,21 @@ class Pricing:
     lengths: np.ndarray
     groups: dict[str, np.ndarray]  # per part: each input's batch (``latency.group_ids``), -1 outside the part
     full_ms: dict[str, float]
+    int8_table: Optional[CostTable] = None  # prices INT8 settings (--int8_cost_table); shares stay the float model's
 
     @classmethod
     def of(cls, table: CostTable, batch_size: int, lengths: list[int], parts: dict[str, np.ndarray],
-           full: tuple[int, int]) -> "Pricing":
+           full: tuple[int, int], int8_table: Optional[CostTable] = None) -> "Pricing":
         array = np.asarray(lengths, dtype="int64")
         groups = {name: group_ids([[int(idx[i]) for i in g] for g in length_groups(array[idx].tolist(), batch_size)],
                                   len(array)) for name, idx in parts.items()}
         model = ChainShape((full,), np.zeros(len(array), dtype="int64"))
         return cls(table, array, groups,
-                   {name: per_input_ms(table, model, gid, array) for name, gid in groups.items()})
+                   {name: per_input_ms(table, model, gid, array) for name, gid in groups.items()}, int8_table)
 
-    def ms(self, shape, part: str) -> float:
-        return per_input_ms(self.table, shape, self.groups[part], self.lengths)
+    def ms(self, shape, part: str, quantized: bool = False) -> float:
+        table = self.int8_table if quantized else self.table
+        return per_input_ms(table, shape, self.groups[part], self.lengths)
 
 
 def shape_of(plan: Plan, routes: list[Route], layers_run: np.ndarray, gates, ramps) -> Any:
@@ -265,7 +276,7 @@ def summarise(outcome: Outcome, task: TaskSpec, labels: np.ndarray, full: np.nda
                      "macs_share": float(outcome.macs[idx].mean() / full[idx].mean()),
                      "mean_layers": float(outcome.layers[idx].mean())}
         if pricing is not None and outcome.shape is not None:
-            ms = pricing.ms(outcome.shape, name)
+            ms = pricing.ms(outcome.shape, name, outcome.plan.quantize is not None)
             row[name].update(latency_ms=ms, latency_share=ms / pricing.full_ms[name])
     return row
 
@@ -304,6 +315,9 @@ def run(args: RunArgs) -> StageReport:
             outcomes = replay(plan, recorded, counter, lengths, ramps, thresholds, gates)
             statics.extend(o for o in outcomes if o.plan.mode is Mode.STATIC)
             rows.extend(summarise(o, task, labels, full, parts, pricing) for o in outcomes)
+    if args.quantize == "int8":
+        quantized = quantized_statics(args, task, statics, loader, rule)
+        rows.extend(summarise(o, task, labels, full, parts, pricing) for o in quantized)
     if not task.is_regression:
         price = (lambda o: pricing.ms(o.shape, "search")) if args.cost == "latency" else None
         cascades = cascade_outcomes(statics, task, labels, search_idx, thresholds, args.normalized_entropy, price)
@@ -315,6 +329,44 @@ def run(args: RunArgs) -> StageReport:
                          time.time() - started, ceiling)
 
 
+def quantized_statics(args: RunArgs, task: TaskSpec, statics: list[Outcome], loader, rule: str) -> list[Outcome]:
+    """Every static subnet in its INT8 form: exported and quantized as ``--stage export --quantize int8`` does
+    (the subnet's graph, its ONNX form, onnxruntime's dynamic quantization), in a temporary folder, and run on
+    onnxruntime over dev in the batches the export's check runs -- its logits are the INT8 model's own, not
+    the float model's with a noise term.  MACs, layers and the calls made are its float twin's (the same
+    graph); its time is --int8_cost_table's."""
+    import tempfile
+
+    from ofa_flexbert.app.console import quiet_native
+    from ofa_flexbert.deploy.graphs import save_onnx, save_static
+    from ofa_flexbert.deploy.layout import ONNX_FILE
+    from ofa_flexbert.deploy.narrow import shrink
+    from ofa_flexbert.deploy.quantize import quantize_onnx
+    from ofa_flexbert.deploy.runtime import StaticGraph
+    from .begin import math_threads
+    from .export import _batches, fresh_model
+
+    pooling, threads = check_pooling(args), math_threads(args.num_threads)
+    batches = _batches(loader)
+    outcomes = []
+    with tempfile.TemporaryDirectory(prefix="ofa_flexbert_int8_") as folder:
+        for o in tqdm(statics, desc=f"search {task.name}: INT8", unit="subnet", leave=False):
+            model = fresh_model(args, task, pooling)
+            shrink(model, Route.uniform(model.bert.config, o.plan.widths[0], o.plan.depth_mult, rule))
+            float_dir, int8_dir = os.path.join(folder, "float"), os.path.join(folder, "int8")
+            for path in (float_dir, int8_dir):
+                os.makedirs(path, exist_ok=True)
+            with quiet_native(args.verbose):
+                save_static(model, float_dir)
+                save_onnx(float_dir)
+            quantize_onnx(os.path.join(float_dir, ONNX_FILE), os.path.join(int8_dir, ONNX_FILE), args.verbose)
+            graph = StaticGraph(int8_dir, threads, runtime="onnx")
+            logits = np.concatenate([graph(ids, types) for ids, types in batches])
+            outcomes.append(dataclasses.replace(o, plan=o.plan.replace(quantize=QUANTIZED), logits=logits))
+    logger.info(f"search {task.name}: {len(outcomes)} static subnets quantized to INT8 and run on onnxruntime")
+    return outcomes
+
+
 def latency_pricing(args: RunArgs, config, lengths: list[int], parts: dict[str, np.ndarray]) -> Optional[Pricing]:
     """The latency model for this search when --cost_table names a table (checked against the model: its
     hidden size and a layer probe at every --width_mult_list width), else None."""
@@ -322,16 +374,33 @@ def latency_pricing(args: RunArgs, config, lengths: list[int], parts: dict[str, 
         return None
     from ofa_flexbert.engine.routes import config_width
 
-    table = read_cost_table(args.cost_table)
-    heads = {config_width(config, w).heads for w in args.width_mult_list} | {config.num_attention_heads}
-    check_table(table, args.cost_table, config.hidden_size, sorted(heads))
-    pricing = Pricing.of(table, args.latency_batch_size, lengths, parts,
-                         (config.num_attention_heads, config.num_hidden_layers))
-    meta = table.meta
-    logger.info(f"search: latency predicted from {args.cost_table} ({meta.get('num_threads', '?')} thread(s), "
-                f"{'oneDNN' if meta.get('onednn') else 'reference kernels'}, {meta.get('cpu', 'unknown CPU')}) at "
-                f"batch size {args.latency_batch_size}: the full model {pricing.full_ms['dev']:.2f} ms per dev input")
+    heads = sorted({config_width(config, w).heads for w in args.width_mult_list} | {config.num_attention_heads})
+    tables = {}
+    for flag, path, int8 in (("--cost_table", args.cost_table, False), ("--int8_cost_table", args.int8_cost_table, True)):
+        if not path:
+            continue
+        tables[int8] = table = read_cost_table(path)
+        check_table(table, path, config.hidden_size, heads)
+        if (table.meta.get("quantize") == QUANTIZED) != int8:
+            raise UserError(f"{flag} {path}: profiled {'without' if int8 else 'with'} --quantize int8; "
+                            f"{'--int8_cost_table' if int8 else '--cost_table'} takes "
+                            f"{'an INT8' if int8 else 'a float'} table (--stage profile"
+                            f"{' --quantize int8' if int8 else ''})")
+        meta = table.meta
+        logger.info(f"search: {'INT8 ' if int8 else ''}latency predicted from {path} ({kernels(meta)}, "
+                    f"{meta.get('num_threads', '?')} thread(s), {meta.get('cpu', 'unknown CPU')}) at batch size "
+                    f"{args.latency_batch_size}")
+    pricing = Pricing.of(tables[False], args.latency_batch_size, lengths, parts,
+                         (config.num_attention_heads, config.num_hidden_layers), tables.get(True))
+    logger.info(f"search: the full model {pricing.full_ms['dev']:.2f} ms per dev input (predicted)")
     return pricing
+
+
+def kernels(meta: dict[str, Any]) -> str:
+    """What a cost table timed, in a few words (``reference kernels``, ``oneDNN``, ``INT8 onnxruntime``)."""
+    if meta.get("runtime") == "onnxruntime":
+        return ("INT8 " if meta.get("quantize") == QUANTIZED else "") + "onnxruntime"
+    return "oneDNN" if meta.get("onednn") else "reference kernels"
 
 
 def cost_key(args: RunArgs) -> tuple[str, float]:
@@ -344,16 +413,17 @@ def cost_key(args: RunArgs) -> tuple[str, float]:
 
 
 def mark_fronts(rows: list[dict[str, Any]], key: str = "macs_share") -> None:
-    """``front``: on the Pareto front of all settings; ``mode_front``: on its own mode's front.
-    Both chosen on the search half, by ``key`` (MACs or predicted latency share)."""
+    """``front``: on the Pareto front of all settings; ``mode_front``: on its own family's front (its mode's,
+    INT8 static subnets apart, ``setting.FAMILIES``).  Both chosen on the search half, by ``key`` (MACs or
+    predicted latency share)."""
     def front(idx: list[int]) -> set[int]:
         return {idx[i] for i in pareto_front([rows[j]["search"][key] for j in idx],
                                              [rows[j]["search"]["metric"] for j in idx])}
 
     overall = front(list(range(len(rows))))
     per_mode: set[int] = set()
-    for mode in Mode:
-        per_mode |= front([i for i, r in enumerate(rows) if r["mode"] == mode])
+    for family in FAMILIES:
+        per_mode |= front([i for i, r in enumerate(rows) if family_of(r) == family])
     for i, row in enumerate(rows):
         row["front"], row["mode_front"] = i in overall, i in per_mode
 
@@ -411,8 +481,9 @@ def log_fronts(output_dir: str, rows: list[dict[str, Any]], key: str = "macs_sha
     from visualdl import LogWriter
 
     with LogWriter(logdir=os.path.join(output_dir, "vdl", "search")) as writer:
-        for mode in Mode:
+        for family in FAMILIES:
             points = sorted((r["held_out"][key], r["held_out"]["metric"]) for r in rows
-                            if r["mode"] == mode and r["mode_front"])
+                            if family_of(r) == family and r["mode_front"])
+            tag = f"search/{family[0]}" + (f"_{family[1]}" if family[1] else "")
             for share, metric in points:
-                writer.add_scalar(tag=f"search/{mode}", step=int(round(share * 1000)), value=metric)
+                writer.add_scalar(tag=tag, step=int(round(share * 1000)), value=metric)
