@@ -15,6 +15,11 @@ PROFILE = ["--profile_batch_sizes", "1,4,16", "--profile_lengths", "8,16,32", "-
            "--num_threads", "1", "--onednn", "on"]
 
 
+# Three exit (and cascade) thresholds instead of the default 40: what these tests check does not depend on
+# how many are tried, and each costs a replay of every exiting plan and of ~300 cascade chains.
+FEW_THRESHOLDS = ["--exit_thresholds", "0.2,0.4,0.6"]
+
+
 @pytest.fixture(scope="module")
 def cost_table(toy_gated, tmp_path_factory):
     """--stage profile of the toy gated model: (its folder, the table)."""
@@ -119,7 +124,7 @@ def test_search_ranks_by_predicted_latency_and_chooses_under_a_latency_budget(to
     folder, _ = cost_table
     out = tmp_path / "search"
     assert main(stage_argv("search", data_dir, gates, out, "--cost", "latency", "--cost_table", str(folder),
-                           "--latency_budget", "0.6", "--latency_batch_size", "8")) == 0
+                           "--latency_budget", "0.6", "--latency_batch_size", "8", *FEW_THRESHOLDS)) == 0
     results = json.loads((out / "search_results.json").read_text())
     rows = results["points"]
     assert all("latency_ms" in r["search"] and "latency_share" in r["held_out"] for r in rows)
@@ -169,7 +174,8 @@ def test_search_places_int8_subnets_priced_by_their_table_and_export_writes_the_
     data["meta"]["quantize"] = "int8"
     (as_int8 / "cost_table.json").write_text(json.dumps(data))
     out = tmp_path / "search"
-    latency = ["--cost", "latency", "--cost_table", str(folder), "--latency_batch_size", "4", "--quantize", "int8"]
+    latency = ["--cost", "latency", "--cost_table", str(folder), "--latency_batch_size", "4", "--quantize", "int8",
+               *FEW_THRESHOLDS]
     assert main(stage_argv("search", data_dir, gates, out, *latency, "--int8_cost_table", str(as_int8))) == 0
     rows = json.loads((out / "search_results.json").read_text())["points"]
     floats = {(tuple(r["width_mult_list"]), r["depth_mult"]): r for r in rows if r["mode"] == "static"
@@ -193,6 +199,12 @@ def test_search_places_int8_subnets_priced_by_their_table_and_export_writes_the_
                            str(folder))) == 2
     assert capsys.readouterr().err.strip() == (f"error: --int8_cost_table {folder}: profiled without --quantize int8; "
                                                "--int8_cost_table takes an INT8 table (--stage profile --quantize int8)")
+    data["meta"]["num_threads"] = 2
+    (as_int8 / "cost_table.json").write_text(json.dumps(data))
+    assert main(stage_argv("search", data_dir, gates, tmp_path / "refused2", *latency, "--int8_cost_table",
+                           str(as_int8))) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --int8_cost_table {as_int8}: profiled with another thread "
+                                               f"count (2) than --cost_table {folder} (1); profile both alike")
 
 
 @pytest.mark.parametrize("flags, message", [

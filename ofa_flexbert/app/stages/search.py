@@ -390,10 +390,26 @@ def latency_pricing(args: RunArgs, config, lengths: list[int], parts: dict[str, 
         logger.info(f"search: {'INT8 ' if int8 else ''}latency predicted from {path} ({kernels(meta)}, "
                     f"{meta.get('num_threads', '?')} thread(s), {meta.get('cpu', 'unknown CPU')}) at batch size "
                     f"{args.latency_batch_size}")
+    if True in tables:
+        compare_tables(tables[False].meta, tables[True].meta, args.cost_table, args.int8_cost_table)
     pricing = Pricing.of(tables[False], args.latency_batch_size, lengths, parts,
                          (config.num_attention_heads, config.num_hidden_layers), tables.get(True))
     logger.info(f"search: the full model {pricing.full_ms['dev']:.2f} ms per dev input (predicted)")
     return pricing
+
+
+def compare_tables(float_meta: dict[str, Any], int8_meta: dict[str, Any], float_path: str, int8_path: str) -> None:
+    """Float and INT8 settings are ranked against each other, so their tables must time the same machine
+    setting: other thread counts or CPUs are refused in one line; another runtime (float settings on
+    Paddle Inference, INT8 ones on onnxruntime) is allowed -- it is what a user deploying both would
+    compare -- and said in one line (docs/decisions.md, INT8)."""
+    for key, what in (("num_threads", "thread count"), ("cpu", "CPU")):
+        if float_meta.get(key) != int8_meta.get(key):
+            raise UserError(f"--int8_cost_table {int8_path}: profiled with another {what} ({int8_meta.get(key)}) "
+                            f"than --cost_table {float_path} ({float_meta.get(key)}); profile both alike")
+    if float_meta.get("runtime") != int8_meta.get("runtime"):
+        logger.warning(f"search: float settings are priced on {kernels(float_meta)}, INT8 ones on "
+                       f"{kernels(int8_meta)} (--stage profile --runtime onnx prices both on onnxruntime)")
 
 
 def kernels(meta: dict[str, Any]) -> str:
