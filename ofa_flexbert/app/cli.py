@@ -91,7 +91,7 @@ def run_serve(argv: list[str]) -> int:
     from ofa_flexbert.serve.api import Limits
     from ofa_flexbert.serve.server import ServeOptions, serve
 
-    quiet_libraries(ns.verbose)
+    quiet_libraries(ns.verbose, loaded_only=True)
     limits = Limits(ns.max_batch_size, ns.max_wait_ms, ns.max_request_rows, ns.max_request_bytes)
     return serve(ServeOptions(ns.export_dir, ns.host, ns.port, ns.num_threads, ns.runtime, ns.onednn == "on",
                               limits, verbose_requested(ns.verbose)))
@@ -104,10 +104,9 @@ def run_predict(argv: list[str]) -> int:
         raise UserError("--batch_size and --num_threads: must be positive integers")
     from ofa_flexbert.deploy.predictor import Predictor, read_inputs
 
-    quiet_libraries(False)
-
     predictor = Predictor(ns.export_dir, num_threads=ns.num_threads, onednn=ns.onednn == "on",
                           batch_size=ns.batch_size, runtime=ns.runtime)
+    quiet_libraries(False, loaded_only=True)  # a per-layer dynamic export's dygraph model imports PaddleNLP
     texts, pairs = read_inputs(ns.input, predictor.takes_pairs)
     labels = predictor.task.labels
     logits, routes = predictor.run(texts, pairs)
@@ -169,7 +168,11 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def entry() -> None:
-    """The console script: exit the way a launched worker must (:func:`distributed.exit_process`)."""
-    from ofa_flexbert.train.distributed import exit_process
+    """The console script: exit the way a launched worker must (:func:`distributed.exit_process`) when a
+    stage ran; ``predict`` and ``serve`` never load the training code (nor paddle, on onnxruntime)."""
+    code = main()
+    if "ofa_flexbert.train.distributed" in sys.modules:  # a stage ran, maybe as a launched rank
+        from ofa_flexbert.train.distributed import exit_process
 
-    exit_process(main())
+        exit_process(code)
+    sys.exit(code)

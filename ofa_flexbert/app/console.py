@@ -3,7 +3,8 @@
 Our log lines (the ``ofa_flexbert`` logger) are printed by a handler of ours in one short format --
 the message, ``warning:``/``error:`` before it when it is one.  Paddle installs a handler on the root
 logger at import (``paddle.distributed.utils.log_utils``), which would print them a second time in its
-format (timestamp, ``[    INFO]``, file and line); :func:`configure_console` keeps it off our lines.
+format (timestamp, ``[    INFO]``, file and line); :func:`keep_root_handlers_off_our_lines` keeps it off
+our lines (at start-up, and again when a stage has imported paddle).
 
 PaddleNLP logs, in colour, every file it loads or saves and advice such as "If your task is
 similar to the task the model of the checkpoint was trained on ..." -- about half of a demo's
@@ -47,7 +48,16 @@ def configure_console() -> None:
         handler.setFormatter(ConsoleFormatter())
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    for handler in logging.getLogger().handlers:  # paddle's (a plain StreamHandler), or a script's basicConfig
+    keep_root_handlers_off_our_lines()
+
+
+def keep_root_handlers_off_our_lines() -> None:
+    """The root logger's plain stream handlers (paddle's, or a script's basicConfig) skip our records.
+
+    Paddle adds its handler when it is imported, which ``predict`` and ``serve`` on onnxruntime never do
+    and a stage does after the console was configured, so every stage calls this again once paddle is in
+    (``stages.begin.setup``)."""
+    for handler in logging.getLogger().handlers:
         if type(handler) is logging.StreamHandler and not any(isinstance(f, _NotOurs) for f in handler.filters):
             handler.addFilter(_NotOurs())
 
@@ -57,8 +67,12 @@ def verbose_requested(flag: bool) -> bool:
     return flag or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
 
 
-def quiet_libraries(verbose: bool) -> None:
-    """PaddleNLP's logger at ERROR (DEBUG, its own default, when ``verbose``)."""
+def quiet_libraries(verbose: bool, loaded_only: bool = False) -> None:
+    """PaddleNLP's logger at ERROR (DEBUG, its own default, when ``verbose``).  ``loaded_only``: only if
+    PaddleNLP is already imported -- a predictor process does not import it (deploy/tokenizer.py), and
+    importing it to quiet it would cost the 3 s and 280 MB the predictor's own tokenizer saves."""
+    if loaded_only and "paddlenlp" not in sys.modules:
+        return
     from paddlenlp.utils.log import logger
 
     logger.set_level("DEBUG" if verbose_requested(verbose) else "ERROR")

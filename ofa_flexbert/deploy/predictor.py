@@ -6,8 +6,10 @@
     predictor.predict(["He left."], pairs=["He is gone."])  # sentence pairs (MRPC, RTE, ...)
 
 Text is tokenised with the tokenizer saved beside the model, truncated to the model's
-``max_seq_length`` exactly as training data was (``data.encode``), batched by length and padded; the
-static graph reads padding from the pad id, so a row's result does not depend on its batch.
+``max_seq_length`` exactly as training data was (``tokenizer.WordPieceTokenizer``: PaddleNLP's rules
+without importing PaddleNLP), batched by length and padded; the static graph reads padding from the
+pad id, so a row's result does not depend on its batch.  A predictor process imports neither PaddleNLP
+nor PaddleSlim, and one on onnxruntime not even paddle (tested in a fresh process).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from ofa_flexbert.glue.data import Example, encode, get_task
+from ofa_flexbert.glue.tasks import get_task
 from ofa_flexbert.errors import UserError
 from .grouping import length_groups
 from .layout import read_manifest
@@ -46,7 +48,7 @@ class Predictor:
 
     def __init__(self, export_dir: str, num_threads: int = 1, onednn: bool = True, batch_size: int = 32,
                  runtime: Optional[str] = None):
-        from paddlenlp.transformers import BertTokenizer
+        from .tokenizer import WordPieceTokenizer
 
         self.export_dir = export_dir
         self.manifest = read_manifest(export_dir)
@@ -61,7 +63,7 @@ class Predictor:
         self.task = get_task(self.manifest["task"])
         self.batch_size = batch_size
         self.runtime = runtime
-        self.tokenizer = BertTokenizer.from_pretrained(export_dir)
+        self.tokenizer = WordPieceTokenizer(export_dir)
         self.dynamic = None  # a runner of routes: .run(ids, types) -> (logits, per-row route), .macs(route, length)
         kind = self.manifest.get("kind")
         if kind == "dynamic" and runtime != "paddle":
@@ -98,9 +100,7 @@ class Predictor:
         """Token ids of each input, truncated as the model's training data was."""
         if pairs is not None and len(pairs) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
-        examples = [Example(t, None if pairs is None else p, None) for t, p in
-                    zip(texts, pairs if pairs is not None else [None] * len(texts))]
-        return list(encode(examples, self.task, self.tokenizer, int(self.manifest["max_seq_length"])))
+        return self.tokenizer.encode(texts, pairs, int(self.manifest["max_seq_length"]))
 
     def pad(self, chunk: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
         """One padded ``(input_ids, token_type_ids)`` batch of encoded rows (pad id, type 0)."""

@@ -133,6 +133,20 @@ def test_cli_bad_input_is_one_line_and_exit_2_without_traceback(toy, tmp_path):
                              "mrpc, sts-b, qqp, mnli, qnli, rte, wnli\n")
 
 
+@pytest.mark.slow
+def test_a_stage_run_from_the_script_prints_each_of_our_lines_once_in_our_format(toy, tmp_path):
+    """The script configures the console before the stage imports paddle, whose root handler would print our
+    lines a second time in its own format ("[time] [    INFO] file:line - ..."); each stage keeps it off
+    them once paddle is in (stages.begin.setup)."""
+    data_dir, model_dir = toy
+    result = run_cli(*finetune_argv(data_dir, model_dir, tmp_path / "out", "--max_steps", "1", "--logging_steps", "1"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert [line for line in lines if "INFO]" in line or " - finetune" in line] == []
+    assert any(line.startswith("MKL fast path: ") for line in lines)  # our first line, printed once
+    assert sum(line.startswith("MKL fast path: ") for line in lines) == 1
+
+
 def write_rows(path, rows):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as fh:

@@ -286,16 +286,17 @@ def check_int8_segments(out, texts) -> None:
 def fresh_predictor_run(export, data_dir) -> dict:
     """In a fresh process: a Predictor on ``export`` runs one batch of 32 dev sentences (as the serving
     batcher sends it); returns its dynamic runner's calls (segment exports) and which of the dygraph
-    model code (the engine's forward, the gate and off-ramp modules), the stages and training it imported."""
-    probe = ("import sys, json\n"
+    model code (the engine's forward, the gate and off-ramp modules), the stages and training, PaddleNLP
+    and PaddleSlim it imported.  The sentences are read with the csv module: the GLUE readers import paddle."""
+    probe = ("import csv, sys, json\n"
              "from ofa_flexbert.deploy.predictor import Predictor\n"
-             "from ofa_flexbert.glue.data import get_task, read_split\n"
-             f"texts = [e.text_a for e in read_split(get_task('sst-2'), {str(data_dir)!r}, 'dev')][:32]\n"
+             f"with open({str(os.path.join(str(data_dir), 'dev.tsv'))!r}) as f:\n"
+             "    texts = [row[0] for row in csv.reader(f, delimiter='\\t', quoting=csv.QUOTE_NONE)][1:33]\n"
              f"p = Predictor({str(export)!r}, batch_size=32)\n"
              "p.dynamic.run(*p.pad(p.encode(texts)))\n"
              "print(json.dumps({'calls': getattr(p.dynamic, 'calls', None), 'modules': sorted(m for m in sys.modules "
-             "if m in ('ofa_flexbert.engine.encoder', 'gate.modules', 'gate.ramps', 'visualdl') "
-             "or m.startswith(('ofa_flexbert.app', 'ofa_flexbert.train')))}))\n")
+             "if m in ('ofa_flexbert.engine.encoder', 'gate.modules', 'gate.ramps', 'visualdl', 'paddlenlp', "
+             "'paddleslim') or m.startswith(('ofa_flexbert.app', 'ofa_flexbert.train')))}))\n")
     return json.loads(fresh_python(probe))
 
 
@@ -304,8 +305,8 @@ def test_rows_that_exit_leave_the_batch_and_the_segment_predictor_imports_no_tra
                                                                                           tmp_path):
     """d-dynamic exported as segments: after an off-ramp the next graph call gets only the rows that stayed;
     a fresh process that loads and runs the export imports none of the dygraph model code (the engine's
-    forward, the gate and off-ramp modules) nor the stages.  (paddleslim it does import: PaddleNLP's own
-    package import pulls it in for the tokenizer, static Predictor alike; docs/decisions.md.)"""
+    forward, the gate and off-ramp modules), the stages, PaddleNLP or PaddleSlim (the tokenizer is
+    ``deploy.tokenizer``'s, on HF tokenizers)."""
     _, _, gates = toy_gated
     data_dir = wd_dynamic[0]
     config = tmp_path / "d.json"

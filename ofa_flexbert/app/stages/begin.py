@@ -17,7 +17,7 @@ import paddle
 
 import patches
 
-from ofa_flexbert.app.console import quiet_libraries
+from ofa_flexbert.app.console import keep_root_handlers_off_our_lines, quiet_libraries
 from ofa_flexbert.config import RunArgs, no_effect_notes
 from ofa_flexbert.errors import UserError
 from ofa_flexbert.glue.tasks import TaskSpec, get_task
@@ -37,6 +37,7 @@ def setup(args: RunArgs) -> TaskSpec:
     """
     patches.apply()
     quiet_libraries(args.verbose)
+    keep_root_handlers_off_our_lines()  # paddle's root handler came with paddle, maybe after the console was set up
     device = "cpu" if args.cpu else args.device
     if device:
         try:
