@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ofa_flexbert.errors import UserError
+from .setting import QUANTIZED
 
 CALL, EMBEDDINGS, HEAD = "call", "embeddings", "head"
 LAYER_PREFIX = "layer_h"
@@ -136,6 +137,14 @@ class CostTable:
         if any(len(p) != 3 for v in points.values() for p in v):
             raise ValueError("every point is [batch size, length, ms]")
         return cls(points, dict(data.get("meta") or {}))
+
+
+def table_kernels(meta: dict) -> str:
+    """What a cost table timed, in a few words (``reference kernels``, ``oneDNN``, ``INT8 onnxruntime``),
+    from its ``meta`` as ``--stage profile`` writes it: the one wording of the profile's and the search's lines."""
+    if meta.get("runtime") == "onnxruntime":
+        return ("INT8 " if meta.get("quantize") == QUANTIZED else "") + "onnxruntime"
+    return "oneDNN" if meta.get("onednn") else "reference kernels"
 
 
 def check_table(table: CostTable, path: str, hidden_size: int, heads: Sequence[int]) -> None:

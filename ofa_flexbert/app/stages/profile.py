@@ -31,7 +31,8 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from ofa_flexbert.adaptive.latency import CostTable, EMBEDDINGS
+from ofa_flexbert.adaptive.latency import CostTable, EMBEDDINGS, table_kernels
+from ofa_flexbert.adaptive.setting import QUANTIZED
 from ofa_flexbert.app.console import quiet_native
 from ofa_flexbert.app.report import StageReport
 from ofa_flexbert.config import RunArgs
@@ -137,7 +138,7 @@ def run(args: RunArgs) -> StageReport:
     meta = {"task": task.name, "source_model": os.path.abspath(args.model_dir), "hidden_size": config.hidden_size,
             "num_layers": config.num_hidden_layers, "num_attention_heads": config.num_attention_heads,
             "pooling": pooling, "probe_layers": {name: layers for name, (_, layers) in probes.items() if layers},
-            "runtime": RUNTIME_NAMES[runtime], "quantize": "int8" if quantize else "none", "onednn": onednn, "num_threads": threads,
+            "runtime": RUNTIME_NAMES[runtime], "quantize": QUANTIZED if quantize else "none", "onednn": onednn, "num_threads": threads,
             "batch_sizes": sorted(set(args.profile_batch_sizes)), "lengths": lengths, "repeats": PASSES * calls,
             "passes": PASSES, "warmup": WARMUP, "cpu": cpu_name(), "cores": os.cpu_count(), "versions": package_versions(),
             "model": "per probe, the median ms at each (batch size, length); bilinear between (adaptive/latency.py)"}
@@ -148,12 +149,10 @@ def run(args: RunArgs) -> StageReport:
         logger.info(f"profile {task.name}: {name}: {small[2]:.3f} ms at {small[0]}x{small[1]}, "
                     f"{large[2]:.2f} ms at {large[0]}x{large[1]}")
     seconds = round(time.time() - started, 1)
-    kernels = (("INT8 " if quantize else "") + "onnxruntime" if runtime == "onnx"
-               else "oneDNN" if onednn else "reference kernels")
     if onednn:
         logger.warning(f"profile {task.name}: a oneDNN table under-predicts real batches, whose shapes change from "
                        "call to call (docs/benchmarks.md, the latency model); --onednn off is the accurate one")
     logger.info(f"profile {task.name}: {len(shapes)} shapes x {len(points)} probes ({threads} thread(s), "
-                f"{kernels}) in {seconds:.0f} s; {path}")
+                f"{table_kernels(meta)}) in {seconds:.0f} s; {path}")
     write_run_info(args, task.name, {"complete": True, "cost_table": path})
     return StageReport("profile", task.name, args.output_dir, task.primary_metric, seconds=seconds)

@@ -34,9 +34,9 @@ INT8 (--quantize int8, with --cost latency): every static subnet also joins in i
 of its own (``setting.FAMILIES``): its metric is measured by running its quantized ONNX graph on dev
 (:func:`quantized_statics`), its milliseconds predicted from --int8_cost_table (``--stage profile
 --quantize int8``), its share of the float full model's.  Chosen, it is written with ``"quantize":
-"int8"``, and ``--stage export --inference_config`` exports that form.  Only static subnets: a cascade's
-or a segment export's INT8 metric would need a pass of its own per setting (thousands), and the float
-replay cannot stand in for it (dynamic quantization moves entropies and gate scores).
+"int8"``, and ``--stage export --inference_config`` exports that form.  Only static subnets: a cascade is
+replayed exactly from its stages' logits because float logits do not depend on the batch, while INT8
+activations are scaled per batch and a cascade re-batches its rows (docs/decisions.md, INT8).
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
-from ofa_flexbert.adaptive.latency import ChainShape, CostTable, check_table, group_ids, per_input_ms, segment_shape
+from ofa_flexbert.adaptive.latency import ChainShape, CostTable, check_table, table_kernels, group_ids, per_input_ms, segment_shape
 from ofa_flexbert.adaptive.runner import DynamicModel
 from ofa_flexbert.adaptive.setting import FAMILIES, QUANTIZED, Mode, Plan, entry_of, family_of
 from gate.io import load_gates, load_off_ramps
@@ -387,7 +387,7 @@ def latency_pricing(args: RunArgs, config, lengths: list[int], parts: dict[str, 
                             f"{'an INT8' if int8 else 'a float'} table (--stage profile"
                             f"{' --quantize int8' if int8 else ''})")
         meta = table.meta
-        logger.info(f"search: {'INT8 ' if int8 else ''}latency predicted from {path} ({kernels(meta)}, "
+        logger.info(f"search: {'INT8 ' if int8 else ''}latency predicted from {path} ({table_kernels(meta)}, "
                     f"{meta.get('num_threads', '?')} thread(s), {meta.get('cpu', 'unknown CPU')}) at batch size "
                     f"{args.latency_batch_size}")
     if True in tables:
@@ -408,15 +408,8 @@ def compare_tables(float_meta: dict[str, Any], int8_meta: dict[str, Any], float_
             raise UserError(f"--int8_cost_table {int8_path}: profiled with another {what} ({int8_meta.get(key)}) "
                             f"than --cost_table {float_path} ({float_meta.get(key)}); profile both alike")
     if float_meta.get("runtime") != int8_meta.get("runtime"):
-        logger.warning(f"search: float settings are priced on {kernels(float_meta)}, INT8 ones on "
-                       f"{kernels(int8_meta)} (--stage profile --runtime onnx prices both on onnxruntime)")
-
-
-def kernels(meta: dict[str, Any]) -> str:
-    """What a cost table timed, in a few words (``reference kernels``, ``oneDNN``, ``INT8 onnxruntime``)."""
-    if meta.get("runtime") == "onnxruntime":
-        return ("INT8 " if meta.get("quantize") == QUANTIZED else "") + "onnxruntime"
-    return "oneDNN" if meta.get("onednn") else "reference kernels"
+        logger.warning(f"search: float settings are priced on {table_kernels(float_meta)}, INT8 ones on "
+                       f"{table_kernels(int8_meta)} (--stage profile --runtime onnx prices both on onnxruntime)")
 
 
 def cost_key(args: RunArgs) -> tuple[str, float]:
