@@ -212,6 +212,7 @@ def test_search_places_int8_subnets_priced_by_their_table_and_export_writes_the_
     (["--cost", "time"], "error: --cost: expected one of macs, latency, got 'time'"),
     (["--latency_budget", "2"], "error: --latency_budget: a share must be in (0, 1], got '2'"),
     (["--profile_lengths", "0"], "error: --profile_lengths: needs positive integers, got 0"),
+    (["--runtime", "tpu"], "error: --runtime: expected one of paddle, onnx, got 'tpu'"),
     (["--quantize", "int8"], "error: --quantize int8: the search prices INT8 subnets by time, not MACs (they have "
      "their float twins' MACs); give --cost latency, --cost_table and --int8_cost_table (--stage profile --quantize int8)"),
     (["--int8_cost_table", "t"], "error: --int8_cost_table: prices the INT8 subnets that only --quantize int8 adds to "
