@@ -119,12 +119,6 @@ def choose_classes(logits: np.ndarray, threshold: Optional[float] = None) -> np.
     return np.where(enough.any(axis=-1), enough.argmax(axis=-1), logits.shape[-1] - 1)
 
 
-def check_gate_threshold(threshold: Optional[float], flag: str = "--gate_threshold") -> None:
-    """A gate threshold is a probability in (0, 1] (None: the argmax)."""
-    if threshold is not None and not 0.0 < threshold <= 1.0:
-        raise ValueError(f"{flag}: a cumulative probability in (0, 1], got {threshold:g}")
-
-
 @dataclass(frozen=True)
 class RouteCosts:
     """MACs of one ``length``-token input under gated routes, in the parts a gate's choice moves:

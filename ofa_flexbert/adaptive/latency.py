@@ -15,19 +15,26 @@ grid within 20%).  The probes are the parts every exported graph is made of:
 * ``embeddings``: token ids to hidden states and mask (a segment export's first graph, a static graph's start);
 * ``layer_h<heads>``: the encoder's layers at a width (its heads name it, as the export's graph files do),
   the whole stack, so that weights are read as a real graph reads them (``meta["probe_layers"]``: how many);
+  ``layer_h<heads>_l<k>``: the first k of them, one per shallower depth of the profiled --depth_mult_list;
 * ``head``: pooling, pooler and classifier on the hidden states (a gate's MLP and an off-ramp have its shape).
 
 A graph of k layers at one width with m heads inside costs its start (``call``, or ``embeddings`` when it
 starts from ids) plus the *marginal* cost of each part: its probe's time less ``call``'s, per layer for
-the layer probes (:meth:`CostTable.cost`).  A setting is a set of such calls on the predictor's batches
+the layer probes (:meth:`CostTable.cost`).  A layer's marginal cost depends on how many layers' weights the
+predictor's loop reads between two calls of the same graph (a call's ``depth``): at batch 1 a layer's time
+is mostly reading its weights, and three layers' weights may stay in a cache that six layers' overflow
+(measured on onnxruntime: a 3-layer full-width graph at a third of the 6-layer one's time, not half).  So it
+is read from the layer probes of that width at the depths around it, linear in depth between them
+(:meth:`CostTable.layer_marginal`); a table with the whole stack only prices every depth alike.  A setting is a set of such calls on the predictor's batches
 (:class:`ChainShape`, :class:`SegmentShape`: the loops of the static/cascade and segment predictors,
 vectorised over batches), and its latency per input is their sum divided by the inputs.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -36,19 +43,22 @@ from .setting import QUANTIZED
 
 CALL, EMBEDDINGS, HEAD = "call", "embeddings", "head"
 LAYER_PREFIX = "layer_h"
+_LAYER_PROBE = re.compile(rf"^{LAYER_PREFIX}(\d+)(?:_l(\d+))?$")
 
 
-def layer_probe(heads: int) -> str:
-    """The probe name of one encoder layer at ``heads`` attention heads."""
-    return f"{LAYER_PREFIX}{heads}"
+def layer_probe(heads: int, layers: Optional[int] = None) -> str:
+    """The probe name of encoder layers at ``heads`` attention heads: the whole stack (``layer_h<heads>``),
+    or with ``layers`` a stack of that many (``layer_h<heads>_l<layers>``)."""
+    return f"{LAYER_PREFIX}{heads}" if layers is None else f"{LAYER_PREFIX}{heads}_l{layers}"
 
 
 @dataclass(frozen=True)
 class Calls:
     """Graph calls a predictor makes, one entry per call: its width (``heads``, the same in each of its
     ``layers``), the heads inside it (``outputs``: gates, off-ramps, the final head), ``rows`` padded to
-    ``span`` tokens, whether it starts from token ids (``embeddings``), and ``index``: the segment (or
-    chain stage) it runs, -1 for a segment export's embeddings."""
+    ``span`` tokens, whether it starts from token ids (``embeddings``), ``index``: the segment (or
+    chain stage) it runs, -1 for a segment export's embeddings, and ``depth``: the encoder layers of
+    every graph the predictor's loop calls, whose weights compete for the cache with this call's."""
 
     heads: np.ndarray
     layers: np.ndarray
@@ -57,11 +67,11 @@ class Calls:
     span: np.ndarray
     embeddings: np.ndarray
     index: np.ndarray
+    depth: np.ndarray
 
     @classmethod
     def join(cls, parts: Sequence["Calls"]) -> "Calls":
-        names = ("heads", "layers", "outputs", "rows", "span", "embeddings", "index")
-        return cls(*(np.concatenate([getattr(p, n) for p in parts]) for n in names))
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(cls)))
 
     def as_tuples(self) -> list[tuple[int, int, int, int, int, bool, int]]:
         """(heads, layers, outputs, rows, span, embeddings, index) per call, for reading and tests."""
@@ -69,10 +79,11 @@ class Calls:
                 zip(self.heads, self.layers, self.outputs, self.rows, self.span, self.embeddings, self.index)]
 
 
-def _calls(heads, layers, outputs, rows, span, embeddings, index) -> Calls:
+def _calls(heads, layers, outputs, rows, span, embeddings, index, depth) -> Calls:
     n = len(rows)
     full = lambda v, dtype="int64": np.broadcast_to(np.asarray(v, dtype=dtype), (n,)).copy()  # noqa: E731
-    return Calls(full(heads), full(layers), full(outputs), full(rows), full(span), full(embeddings, "bool"), full(index))
+    return Calls(full(heads), full(layers), full(outputs), full(rows), full(span), full(embeddings, "bool"),
+                 full(index), full(depth))
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,12 @@ class CostTable:
                 raise ValueError(f"probe '{name}' needs a full grid of at least 2 batch sizes x 2 lengths")
             grids[name] = (rows, spans, values)
         object.__setattr__(self, "_grids", grids)
+        stacks: dict[int, list[tuple[int, str]]] = {}
+        for name in self.points:
+            match = _LAYER_PROBE.match(name)
+            if match:
+                stacks.setdefault(int(match.group(1)), []).append((self.probe_layers(name), name))
+        object.__setattr__(self, "_stacks", {heads: sorted(found) for heads, found in stacks.items()})
 
     @property
     def probes(self) -> set[str]:
@@ -113,11 +130,34 @@ class CostTable:
                  + values[i, j + 1] * (1 - u) * v + values[i + 1, j + 1] * u * v)
         return np.maximum(value, 0.0)
 
+    def probe_layers(self, probe: str) -> int:
+        """The encoder layers in ``probe`` (``meta["probe_layers"]``; 1 when not recorded)."""
+        return max(1, int((self.meta.get("probe_layers") or {}).get(probe, 1)))
+
+    def probed_depths(self, heads: int) -> list[int]:
+        """The stack depths the layer probes at ``heads`` were timed at (empty: no probe at that width)."""
+        return [layers for layers, _ in self._stacks.get(heads, [])]  # type: ignore[attr-defined]
+
     def marginal(self, probe: str, rows, span) -> np.ndarray:
         """What ``probe``'s part adds to a graph that holds it: its time less a call's (per layer, for a
-        probe of several layers: ``meta["probe_layers"]``)."""
-        layers = max(1, int((self.meta.get("probe_layers") or {}).get(probe, 1)))
-        return np.maximum(self.ms(probe, rows, span) - self.ms(CALL, rows, span), 0.0) / layers
+        probe of several layers)."""
+        return np.maximum(self.ms(probe, rows, span) - self.ms(CALL, rows, span), 0.0) / self.probe_layers(probe)
+
+    def layer_marginal(self, heads: int, depth, rows, span) -> np.ndarray:
+        """What one encoder layer at ``heads`` adds to a call whose loop reads ``depth`` layers' weights (see
+        the module docstring): the per-layer marginal of the layer probes at that width, linear in depth
+        between the two probed depths around ``depth``, the nearest probe's beyond them."""
+        stacks = self._stacks[heads]  # type: ignore[attr-defined]
+        depth, rows, span = np.broadcast_arrays(*(np.asarray(v, dtype="float64") for v in (depth, rows, span)))
+        per_layer = np.stack([self.marginal(name, rows.ravel(), span.ravel()) for _, name in stacks])  # [probes, n]
+        if len(stacks) == 1:
+            return per_layer[0].reshape(rows.shape)
+        probed = np.array([layers for layers, _ in stacks], dtype="float64")
+        d = np.clip(depth.ravel(), probed[0], probed[-1])
+        i = np.clip(np.searchsorted(probed, d, side="right") - 1, 0, len(probed) - 2)
+        u = (d - probed[i]) / (probed[i + 1] - probed[i])
+        at = np.arange(d.size)
+        return (per_layer[i, at] * (1 - u) + per_layer[i + 1, at] * u).reshape(rows.shape)
 
     def cost(self, calls: Calls) -> np.ndarray:
         """The predicted time of each call (see the module docstring)."""
@@ -125,7 +165,8 @@ class CostTable:
         total = total + calls.outputs * self.marginal(HEAD, calls.rows, calls.span)
         for heads in np.unique(calls.heads[calls.layers > 0]):
             at = (calls.heads == heads) & (calls.layers > 0)
-            total[at] += calls.layers[at] * self.marginal(layer_probe(int(heads)), calls.rows[at], calls.span[at])
+            total[at] += calls.layers[at] * self.layer_marginal(int(heads), calls.depth[at], calls.rows[at],
+                                                                calls.span[at])
         return total
 
     def to_json(self) -> dict[str, Any]:
@@ -196,10 +237,11 @@ class ChainShape:
     answered: np.ndarray
 
     def calls(self, gid: np.ndarray, lengths: np.ndarray) -> Calls:
+        depth = sum(layers for _, layers in self.stages)  # a cascade's stages take turns on every batch
         parts = []
         for s, (heads, layers) in enumerate(self.stages):
             _, _, rows, span = _batched(gid, lengths, self.answered >= s, np.zeros_like(gid))
-            parts.append(_calls(heads, layers, 1, rows, span, True, s))
+            parts.append(_calls(heads, layers, 1, rows, span, True, s, depth))
         return Calls.join(parts)
 
 
@@ -222,11 +264,12 @@ class SegmentShape:
         return dataclasses.replace(self, runs=np.searchsorted(np.array(self.ends), np.asarray(layers_run)) + 1)
 
     def calls(self, gid: np.ndarray, lengths: np.ndarray) -> Calls:
+        depth = sum(layers for layers, _ in self.segments)  # the route: its segments take turns on every batch
         _, _, rows, span = _batched(gid, lengths, np.ones(len(gid), dtype=bool), np.zeros_like(gid))
-        parts = [_calls(0, 0, int(self.gated), rows, span, True, -1)]
+        parts = [_calls(0, 0, int(self.gated), rows, span, True, -1, depth)]
         for j, (layers, outputs) in enumerate(self.segments):
             _, heads, rows, span = _batched(gid, lengths, self.runs > j, self.widths[:, j])
-            parts.append(_calls(heads, layers, outputs, rows, span, False, j))
+            parts.append(_calls(heads, layers, outputs, rows, span, False, j, depth))
         return Calls.join(parts)
 
 

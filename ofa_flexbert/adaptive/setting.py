@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Optional
 
+from ofa_flexbert.config.checks import check_gate_threshold
 from ofa_flexbert.errors import UserError
-from gate.settings import check_gate_threshold
 
 
 class Mode(str, Enum):

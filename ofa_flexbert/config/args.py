@@ -104,9 +104,11 @@ class RunArgs:
     data_aug: bool = _flag("append augmented data (train_aug.tsv or train_<TASK>_aug_with_logits.tsv)", False,
                            group="training", stages=TRAINING, fingerprint=True)
     width_mult_list: list[float] = _flag("width multipliers, each in (0, 1]", default_factory=lambda: [0.25, 0.5, 0.75, 1.0],
-                                         group="subnets", stages=("width", "depth", "final", "gate", "infer", "search"), fingerprint=True)
+                                         group="subnets", stages=("width", "depth", "final", "gate", "infer", "search", "profile"),
+                                         fingerprint=True)
     depth_mult_list: list[float] = _flag("depth multipliers, each in (0, 1]", default_factory=lambda: [1.0],
-                                         group="subnets", stages=("depth", "final", "infer", "search"), fingerprint=True)
+                                         group="subnets", stages=("depth", "final", "infer", "search", "profile"),
+                                         fingerprint=True)
     width_lambda1: float = _flag("width stage: weight of the logit distillation loss", 1.0,
                                  group="width", stages=("width",), fingerprint=True)
     width_lambda2: float = _flag("width stage: weight of the hidden-state distillation loss", 0.1,

@@ -2,11 +2,10 @@
 accepted flags that change nothing (one log line each, never silence)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from ofa_flexbert.engine.routes import DEPTH_RULES, POOLINGS
 from ofa_flexbert.errors import UserError
-from gate.settings import check_gate_threshold
 
 from .args import COSTS, DYNAMIC_GRAPHS, EXPORT_FORMATS, FIELDS, QUANTIZE_MODES, GATE_FEATURES, GATE_INPUTS, GATE_TARGETS, GATE_TRAINING, STAGES, RunArgs
 
@@ -155,6 +154,13 @@ def _shown(value: Any) -> str:
     if isinstance(value, list):
         return " " + ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
     return f" {value:g}" if isinstance(value, float) else f" {value}"
+
+
+def check_gate_threshold(threshold: Optional[float], flag: str = "--gate_threshold") -> None:
+    """A gate threshold (``gate.settings.choose_classes``) is a cumulative probability in (0, 1]; None: the
+    argmax.  Here, below the gates, because the flags and an inference setting's ``Plan`` both check it."""
+    if threshold is not None and not 0.0 < threshold <= 1.0:
+        raise ValueError(f"{flag}: a cumulative probability in (0, 1], got {threshold:g}")
 
 
 def no_effect_notes(args: RunArgs) -> list[str]:

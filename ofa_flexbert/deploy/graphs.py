@@ -7,7 +7,7 @@ was trained with.  Where each file goes is :mod:`layout`'s business.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import paddle
 
@@ -124,12 +124,15 @@ class HeadGraph(paddle.nn.Layer):
         return logits + 0.0 * paddle.sum(mask)  # CLS pooling reads no mask, and a graph may not ignore an input
 
 
-def save_probes(load_fresh: Callable[[], Any], widths: list[float], directory: str) -> dict[str, tuple[str, int]]:
+def save_probes(load_fresh: Callable[[], Any], widths: list[float], directory: str,
+                depths: Sequence[int] = ()) -> dict[str, tuple[str, int]]:
     """The latency model's probe graphs (``adaptive.latency``) under ``directory``; returns probe name ->
     (file prefix, encoder layers in it): ``call``, ``embeddings``, ``head``, and per width every encoder
     layer narrowed to it (``layer_h<heads>``, a :class:`SegmentGraph` of the whole stack, each width from a
-    fresh model).  The whole stack, not one layer: at batch 1 a layer's time is mostly reading its
-    weights, and one layer called again and again would read them from cache, as no real graph does."""
+    fresh model) and the first k of them for each shallower depth k in ``depths`` (``layer_h<heads>_l<k>``).
+    Whole stacks, not one layer: at batch 1 a layer's time is mostly reading its weights, and one layer
+    called again and again would read them from cache, as no real graph does; and stacks of each depth,
+    because a shallower graph's weights may stay in a cache that the whole stack's overflow."""
     from ofa_flexbert.adaptive.latency import CALL, EMBEDDINGS, HEAD, layer_probe
 
     model = load_fresh()
@@ -145,14 +148,16 @@ def save_probes(load_fresh: Callable[[], Any], widths: list[float], directory: s
     for multiplier in sorted(set(widths)):
         model = model or load_fresh()
         width = config_width(model.bert.config, multiplier)
-        name, layers = layer_probe(width.heads), len(model.bert.encoder.layers)
-        if name not in probes:
+        layers = len(model.bert.encoder.layers)
+        if layer_probe(width.heads) not in probes:
             for layer in model.bert.encoder.layers:
                 narrow_layer(layer, width)
-            graph = SegmentGraph(model, Segment(0, layers, tuple(range(layers))))
-            graph.eval()
-            probes[name] = (os.path.join(directory, name), layers)
-            trace_and_save(graph, spec, probes[name][0])
+            shallower = sorted({int(k) for k in depths if 0 < int(k) < layers})
+            for name, k in [(layer_probe(width.heads), layers)] + [(layer_probe(width.heads, k), k) for k in shallower]:
+                graph = SegmentGraph(model, Segment(0, k, tuple(range(k))))
+                graph.eval()
+                probes[name] = (os.path.join(directory, name), k)
+                trace_and_save(graph, spec, probes[name][0])
         model = None
     return probes
 

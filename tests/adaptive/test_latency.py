@@ -22,9 +22,21 @@ def linear_table() -> CostTable:
                       layer_probe(4): grid(lambda b, t: 0.6 + 0.02 * b * t)}, {"hidden_size": 32})
 
 
-def calls(*rows):
-    return Calls.join([Calls(*(np.array([v], dtype="bool" if k == 5 else "int64") for k, v in enumerate(r)))
+def calls(*rows, depth: int = 1):
+    """Calls from (heads, layers, outputs, rows, span, embeddings, index) tuples, all at one ``depth``."""
+    return Calls.join([Calls(*(np.array([v], dtype="bool" if k == 5 else "int64") for k, v in enumerate((*r, depth))))
                        for r in rows])
+
+
+def deep_table() -> CostTable:
+    """A width of 2 heads probed as the whole stack of 6 layers (4.1 ms: 4.0 beyond the call, 0.667 a layer)
+    and as stacks of 3 (1.1 ms: 1/3 a layer) and 2 layers (0.9: 0.4 a layer -- more than at 3, as a cache can
+    make it); a width of 4 heads only whole (6 layers, 6.1 ms: 1 a layer) -- at every shape, to read easily."""
+    flat = lambda v: grid(lambda b, t: v)  # noqa: E731
+    return CostTable({CALL: flat(0.1), EMBEDDINGS: flat(0.3), HEAD: flat(0.15), layer_probe(2): flat(4.1),
+                      layer_probe(2, 3): flat(1.1), layer_probe(2, 2): flat(0.9), layer_probe(4): flat(6.1)},
+                     {"probe_layers": {layer_probe(2): 6, layer_probe(2, 3): 3, layer_probe(2, 2): 2,
+                                       layer_probe(4): 6}})
 
 
 def test_a_probe_is_its_measured_time_on_the_grid_and_bilinear_between_and_beyond():
@@ -47,6 +59,29 @@ def test_a_graph_costs_its_start_plus_each_part_s_time_beyond_a_call():
                                           0.33 + 0.05])
     restored = CostTable.from_json(json.loads(json.dumps(table.to_json())))
     assert restored.cost(calls((4, 2, 1, 3, 10, False, 0))).tolist() == got[:1].tolist()
+
+
+@pytest.mark.parametrize("depth, per_layer", [(6, 4 / 6), (3, 1 / 3), (2, 0.4), (1, 0.4), (9, 4 / 6),
+                                              (4, 1 / 3 + (4 / 6 - 1 / 3) / 3), (5, 1 / 3 + 2 * (4 / 6 - 1 / 3) / 3)])
+def test_a_layer_costs_what_the_probes_at_the_depths_around_its_loop_s_depth_say(depth, per_layer):
+    """A probed depth: its probe's per-layer marginal; between two: linear in depth; beyond: the nearest's."""
+    table = deep_table()
+    assert table.layer_marginal(2, depth, 1, 8).item() == pytest.approx(per_layer)
+    got = table.cost(calls((2, 3, 1, 1, 8, True, 0), depth=depth))  # three of the layers in the call
+    assert got.tolist() == pytest.approx([0.3 + 0.05 + 3 * per_layer])
+    # a width profiled whole only is priced alike at every depth (tables written before per-depth probes)
+    assert table.layer_marginal(4, depth, 1, 8).item() == pytest.approx(1.0)
+
+
+def test_a_static_subnet_is_priced_at_its_own_depth_a_cascade_and_a_route_at_their_loop_s():
+    table, one = deep_table(), group_ids([[0]], 1)
+    assert ChainShape(((2, 3),), np.zeros(1, dtype="int64")).calls(one, np.array([8])).depth.tolist() == [3]
+    assert per_input_ms(table, ChainShape(((2, 3),), np.zeros(1, dtype="int64")), one, np.array([8])) == \
+        pytest.approx(0.3 + 0.05 + 3 * (1 / 3))
+    cascade = ChainShape(((2, 2), (2, 3)), np.array([1]))  # both stages ran: 5 layers take turns
+    assert cascade.calls(one, np.array([8])).depth.tolist() == [5, 5]
+    route = SegmentShape(((1, 1), (2, 1)), np.array([[2, 2]]), np.array([2]), gated=True)
+    assert route.calls(one, np.array([8])).depth.tolist() == [3, 3, 3]
 
 
 def test_a_cascade_runs_each_stage_on_the_rows_that_reach_it_padding_trimmed():

@@ -11,7 +11,8 @@ from gate.io import load_gates, load_off_ramps, save_gates, save_off_ramps
 from gate.loss import class_weights, gate_loss, temperature, training_rows
 from gate.modules import GateRouter, Gates, gate_input
 from gate.ramps import ExitCheck, OffRamps, chain, default_ramp_layers, entropy
-from gate.settings import GateSettings, check_gate_threshold, choose_classes, gate_macs
+from gate.settings import GateSettings, choose_classes, gate_macs
+from ofa_flexbert.config.checks import check_gate_threshold
 from gate.targets import smallest_enough
 from ofa_flexbert.engine.encoder import classify
 from ofa_flexbert.errors import UserError

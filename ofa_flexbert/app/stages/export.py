@@ -44,7 +44,7 @@ from ofa_flexbert.deploy.predictor import Predictor
 from ofa_flexbert.engine.routes import Route, subnet_tag
 from .begin import math_threads, start
 from .inputs import check_pooling
-from .preamble import decision_modules, dev_data, evaluation_model
+from .preamble import decision_modules, dev_data, evaluation_model, id_batches
 from ofa_flexbert.app.report import StageReport
 
 logger = logging.getLogger("ofa_flexbert")
@@ -115,10 +115,6 @@ def check_targets(args: RunArgs, tags: list[str]) -> None:
         if os.path.exists(os.path.join(args.output_dir, tag)):
             raise UserError(f"--output_dir {args.output_dir}: already holds an export of {tag}; "
                             "pass --overwrite_output_dir to replace it")
-
-
-def _batches(loader) -> list[tuple[np.ndarray, np.ndarray]]:
-    return [(batch["input_ids"].numpy(), batch["token_type_ids"].numpy()) for batch in loader]
 
 
 @dataclass
@@ -204,7 +200,7 @@ def export_int8(job: ExportJob, float_dir: str, int8_dir: str, manifest: dict[st
     manifest recording the quantization and its check -- the primary dev metric against the float subnet's
     on onnxruntime, refused beyond ``--quant_tolerance`` points -- and, in ``onnx`` as for a float export,
     its logit difference from the flexible model (it has no Paddle graph, so no Paddle checks)."""
-    args, task = job.args, job.task
+    args = job.args
     tag = int8_tag(manifest["tag"])
     record = quantize_onnx(os.path.join(float_dir, ONNX_FILE), os.path.join(int8_dir, ONNX_FILE), args.verbose)
     job.tokenizer.save_pretrained(int8_dir)
@@ -621,7 +617,7 @@ def run(args: RunArgs) -> StageReport:
     rule = recorded_depth_rule(args.model_dir) or "prefix"
     started = time.time()
     dev = dev_data(args, task, tokenizer)
-    job = ExportJob(args, task, tokenizer, pooling, rule, _batches(dev.loader),
+    job = ExportJob(args, task, tokenizer, pooling, rule, id_batches(dev.loader),
                     np.array([row["labels"] for row in dev.dataset]), sequence_lengths(dev.loader), dev.pairs)
     if setting is None:
         exports = [m for w, d in subnets for m in export_one(job, w, d)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from gate.io import load_gates, load_off_ramps
 
 from ofa_flexbert.adaptive.setting import Plan
@@ -36,6 +38,12 @@ def dev_data(args: RunArgs, task: TaskSpec, tokenizer) -> DevData:
     examples = read_split(task, task_data_dir(args.data_dir, task.dir_name), split)
     dataset = encode(examples, task, tokenizer, args.max_seq_length)
     return DevData(split, examples, dataset, make_loader(dataset, tokenizer, args.per_gpu_eval_batch_size))
+
+
+def id_batches(loader) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``loader``'s batches as numpy (input ids, token type ids): what an exported graph is fed, so that the
+    export's checks and the search's INT8 twins score dev on the batches the engine scored."""
+    return [(batch["input_ids"].numpy(), batch["token_type_ids"].numpy()) for batch in loader]
 
 
 def evaluation_model(model_dir: str, task: TaskSpec, pooling: str):

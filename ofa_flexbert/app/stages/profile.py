@@ -10,9 +10,9 @@ the way ``--stage export`` traces graphs, loaded in Paddle Inference with --num_
 as a predictor would load them (with ``--runtime onnx``: converted to ONNX and run on onnxruntime; with
 ``--quantize int8`` also quantized as ``--stage export --quantize int8`` quantizes, so that the search
 can price INT8 subnets, ``--int8_cost_table``), and timed at every (--profile_batch_sizes x --profile_lengths) shape:
-the grid is walked three times, each time two warm-up calls per probe and shape (oneDNN builds kernels
-per shape) and a third of --profile_repeats timed calls; the median of them is kept.  The probes take
-turns at each shape, so a machine that slows down mid-run slows them alike.
+the grid is walked three times, a probe at a time (settled first: :func:`time_probes`), each time two
+warm-up calls per shape (oneDNN builds kernels per shape) and a third of --profile_repeats timed calls;
+the median of them is kept.
 
 Why probes and not the exported graphs (a decision, docs/decisions.md): a table of one export's graphs
 prices only that export; the search prices every static subnet, class -> width map, exit threshold
@@ -37,6 +37,7 @@ from ofa_flexbert.app.console import quiet_native
 from ofa_flexbert.app.report import StageReport
 from ofa_flexbert.config import RunArgs
 from ofa_flexbert.deploy.layout import INPUT_NAMES, LAYER_INPUT_NAMES
+from ofa_flexbert.engine.routes import depth_for
 from ofa_flexbert.store.outputs import package_versions, write_cost_table, write_run_info
 from .begin import math_threads, start
 from .inputs import check_pooling
@@ -44,7 +45,8 @@ from .preamble import evaluation_model
 
 logger = logging.getLogger("ofa_flexbert")
 
-WARMUP = 2
+WARMUP = 2  # untimed calls per probe and shape (oneDNN builds kernels per shape)
+SETTLE = 10  # untimed calls when a probe takes over from another (its weights back into the cache)
 RUNTIME_NAMES = {"paddle": "paddle_inference", "onnx": "onnxruntime"}  # a cost table's meta["runtime"]
 PASSES = 3  # the grid is walked this many times, --profile_repeats / PASSES calls per probe and shape each time
 
@@ -93,17 +95,26 @@ def probe_runners(folder: str, probes: dict[str, tuple[str, int]], threads: int,
 
 def time_probes(runners: dict[str, Callable], shapes: list[tuple[int, int]], hidden_size: int, vocab_size: int,
                 calls: int, seed: int) -> dict[str, list[list[float]]]:
-    """Per probe, ``[rows, span, median ms]`` at every shape.  The grid is walked :data:`PASSES` times and
-    the probes take turns at each shape, so a slow spell on the machine falls on several shapes and
-    probes alike instead of on one; ``calls`` timed calls per probe and shape in each pass."""
+    """Per probe, ``[rows, span, median ms]`` at every shape.  The grid is walked :data:`PASSES` times, a
+    probe at a time: :data:`SETTLE` untimed calls when a probe takes over from another, then at each shape
+    :data:`WARMUP` untimed calls and ``calls`` timed ones.
+
+    Why a probe at a time and the settling calls: a predictor calls the same graph batch after batch, and
+    after another graph ran, a graph's first calls are slow while its weights come back into the cache --
+    measured on onnxruntime at batch 1, about eight calls, up to twice the settled time
+    (docs/benchmarks.md, the latency model on onnxruntime).  Probes that took turns at every shape were
+    timed in that transient and over-predicted batch 1 by up to half.  Several passes, so that a slow
+    spell on the machine falls on a third of each probe's calls rather than on all of one probe's."""
     rng = np.random.default_rng(seed)
     inputs = {(name, shape): probe_inputs(name, *shape, hidden_size, vocab_size, rng) for shape in shapes
               for name in runners}
     times: dict[tuple[str, tuple[int, int]], list[float]] = {key: [] for key in inputs}
-    with tqdm(total=PASSES * len(shapes), desc="profile", unit="shape", leave=False) as bar:
+    with tqdm(total=PASSES * len(shapes) * len(runners), desc="profile", unit="shape", leave=False) as bar:
         for _ in range(PASSES):
-            for shape in shapes:
-                for name, run_probe in runners.items():
+            for name, run_probe in runners.items():
+                for _ in range(SETTLE):
+                    run_probe(*inputs[(name, shapes[0])])
+                for shape in shapes:
                     names, arrays = inputs[(name, shape)]
                     for _ in range(WARMUP):
                         run_probe(names, arrays)
@@ -111,7 +122,7 @@ def time_probes(runners: dict[str, Callable], shapes: list[tuple[int, int]], hid
                         begin = time.perf_counter()
                         run_probe(names, arrays)
                         times[(name, shape)].append((time.perf_counter() - begin) * 1000.0)
-                bar.update(1)
+                    bar.update(1)
     return {name: [[rows, span, float(np.median(times[(name, (rows, span))]))] for rows, span in shapes]
             for name in runners}
 
@@ -131,7 +142,9 @@ def run(args: RunArgs) -> StageReport:
     config = evaluation_model(args.model_dir, task, pooling).bert.config
     with tempfile.TemporaryDirectory(prefix="ofa_flexbert_probes_") as folder:
         with quiet_native(args.verbose):
-            probes = save_probes(lambda: evaluation_model(args.model_dir, task, pooling), args.width_mult_list, folder)
+            depths = [depth_for(config.num_hidden_layers, d) for d in args.depth_mult_list]
+            probes = save_probes(lambda: evaluation_model(args.model_dir, task, pooling), args.width_mult_list, folder,
+                                 depths)
             runners = probe_runners(folder, probes, threads, onednn, runtime, quantize, args.verbose)
         calls = max(1, -(-args.profile_repeats // PASSES))
         points = time_probes(runners, shapes, config.hidden_size, config.vocab_size, calls, args.seed)
@@ -140,7 +153,7 @@ def run(args: RunArgs) -> StageReport:
             "pooling": pooling, "probe_layers": {name: layers for name, (_, layers) in probes.items() if layers},
             "runtime": RUNTIME_NAMES[runtime], "quantize": QUANTIZED if quantize else "none", "onednn": onednn, "num_threads": threads,
             "batch_sizes": sorted(set(args.profile_batch_sizes)), "lengths": lengths, "repeats": PASSES * calls,
-            "passes": PASSES, "warmup": WARMUP, "cpu": cpu_name(), "cores": os.cpu_count(), "versions": package_versions(),
+            "passes": PASSES, "warmup": WARMUP, "settle": SETTLE, "cpu": cpu_name(), "cores": os.cpu_count(), "versions": package_versions(),
             "model": "per probe, the median ms at each (batch size, length); bilinear between (adaptive/latency.py)"}
     table = CostTable(points, meta)
     path = write_cost_table(args.output_dir, table.to_json())

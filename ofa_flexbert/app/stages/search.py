@@ -75,7 +75,7 @@ from ofa_flexbert.adaptive.tradeoff import (best_under_budget, cascade_answers, 
                                             exit_steps, pareto_front, split_halves, width_maps)
 from .begin import start
 from .inputs import check_pooling
-from .preamble import dev_data, evaluation_model
+from .preamble import dev_data, evaluation_model, id_batches
 from ofa_flexbert.app.report import StageReport
 
 logger = logging.getLogger("ofa_flexbert")
@@ -344,10 +344,10 @@ def quantized_statics(args: RunArgs, task: TaskSpec, statics: list[Outcome], loa
     from ofa_flexbert.deploy.quantize import quantize_onnx
     from ofa_flexbert.deploy.runtime import StaticGraph
     from .begin import math_threads
-    from .export import _batches, fresh_model
+    from .export import fresh_model
 
     pooling, threads = check_pooling(args), math_threads(args.num_threads)
-    batches = _batches(loader)
+    batches = id_batches(loader)
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="ofa_flexbert_int8_") as folder:
         for o in tqdm(statics, desc=f"search {task.name}: INT8", unit="subnet", leave=False):
@@ -372,7 +372,7 @@ def latency_pricing(args: RunArgs, config, lengths: list[int], parts: dict[str, 
     hidden size and a layer probe at every --width_mult_list width), else None."""
     if not args.cost_table:
         return None
-    from ofa_flexbert.engine.routes import config_width
+    from ofa_flexbert.engine.routes import config_width, depth_for
 
     heads = sorted({config_width(config, w).heads for w in args.width_mult_list} | {config.num_attention_heads})
     tables = {}
@@ -386,6 +386,12 @@ def latency_pricing(args: RunArgs, config, lengths: list[int], parts: dict[str, 
                             f"{'--int8_cost_table' if int8 else '--cost_table'} takes "
                             f"{'an INT8' if int8 else 'a float'} table (--stage profile"
                             f"{' --quantize int8' if int8 else ''})")
+        unprobed = sorted({depth_for(config.num_hidden_layers, d) for d in args.depth_mult_list}
+                          - {k for h in heads for k in table.probed_depths(h)})
+        if unprobed:
+            logger.warning(f"search: {flag} {path} has no layer probes of {','.join(map(str, unprobed))} layers: "
+                           "those subnets are priced from the probes around them (profile with this "
+                           "--depth_mult_list for their own; docs/design.md, the latency model)")
         meta = table.meta
         logger.info(f"search: {'INT8 ' if int8 else ''}latency predicted from {path} ({table_kernels(meta)}, "
                     f"{meta.get('num_threads', '?')} thread(s), {meta.get('cpu', 'unknown CPU')}) at batch size "
