@@ -27,11 +27,11 @@ from benchlib import atomic_write
 
 import patches  # noqa: F401,E402  -- zlib before paddle
 
-from ofa_flexbert.adaptive.latency import ChainShape, group_ids, per_input_ms, segment_shape  # noqa: E402
+from ofa_flexbert.adaptive.latency import (ChainShape, group_ids, per_input_ms, read_cost_table,  # noqa: E402
+                                           segment_shape)
 from ofa_flexbert.deploy.grouping import length_groups  # noqa: E402
 from ofa_flexbert.deploy.predictor import Predictor  # noqa: E402
 from ofa_flexbert.glue.data import get_task, read_split  # noqa: E402
-from ofa_flexbert.store.outputs import read_cost_table  # noqa: E402
 
 
 def batches_of(predictor: Predictor, texts: list[str], pairs, batch_size: int):

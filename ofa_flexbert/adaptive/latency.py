@@ -32,6 +32,8 @@ vectorised over batches), and its latency per input is their sum divided by the 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
@@ -39,6 +41,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ofa_flexbert.errors import UserError
+from ofa_flexbert.store.atomic import write_json
+from ofa_flexbert.store.outputs import COST_TABLE
 from .setting import QUANTIZED
 
 CALL, EMBEDDINGS, HEAD = "call", "embeddings", "head"
@@ -178,6 +182,29 @@ class CostTable:
         if any(len(p) != 3 for v in points.values() for p in v):
             raise ValueError("every point is [batch size, length, ms]")
         return cls(points, dict(data.get("meta") or {}))
+
+
+def write_cost_table(output_dir: str, table: CostTable) -> str:
+    """``--stage profile``: ``table`` as cost_table.json in ``output_dir`` (written atomically); returns its path."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, COST_TABLE)
+    write_json(path, table.to_json())
+    return path
+
+
+def read_cost_table(path: str) -> CostTable:
+    """The table in ``path`` (a file, or a folder holding cost_table.json); a one-line error naming
+    --cost_table when it is missing or not one."""
+    if os.path.isdir(path):
+        path = os.path.join(path, COST_TABLE)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return CostTable.from_json(json.load(fh))
+    except FileNotFoundError:
+        raise UserError(f"--cost_table {path}: no such file (write one with --stage profile)") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UserError(f"--cost_table {path}: not a cost table written by --stage profile "
+                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
 
 
 def table_kernels(meta: dict) -> str:

@@ -160,28 +160,3 @@ def write_search_results(output_dir: str, summary: dict[str, Any], chosen: Optio
 def write_export_results(output_dir: str, results: dict[str, Any]) -> None:
     """``--stage export``: export_results.json beside the exported folders."""
     write_json(os.path.join(output_dir, EXPORT_RESULTS), results)
-
-
-def write_cost_table(output_dir: str, table: dict[str, Any]) -> str:
-    """``--stage profile``: cost_table.json; returns its path."""
-    os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, COST_TABLE)
-    write_json(path, table)
-    return path
-
-
-def read_cost_table(path: str):
-    """The :class:`adaptive.latency.CostTable` in ``path`` (a file, or a folder holding cost_table.json);
-    a one-line error naming --cost_table when it is missing or not one."""
-    from ofa_flexbert.adaptive.latency import CostTable
-
-    if os.path.isdir(path):
-        path = os.path.join(path, COST_TABLE)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return CostTable.from_json(json.load(fh))
-    except FileNotFoundError:
-        raise UserError(f"--cost_table {path}: no such file (write one with --stage profile)") from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise UserError(f"--cost_table {path}: not a cost table written by --stage profile "
-                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None

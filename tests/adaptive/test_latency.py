@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ofa_flexbert.adaptive.latency import (CALL, EMBEDDINGS, HEAD, Calls, ChainShape, CostTable, SegmentShape,
-                                           check_table, group_ids, layer_probe, per_input_ms)
+                                           check_table, group_ids, layer_probe, per_input_ms, read_cost_table)
 from ofa_flexbert.errors import UserError
 
 
@@ -126,8 +126,6 @@ def test_a_table_that_cannot_price_the_model_is_refused_in_one_line():
 
 
 def test_a_missing_or_foreign_cost_table_is_a_one_line_error(tmp_path):
-    from ofa_flexbert.store.outputs import read_cost_table
-
     with pytest.raises(UserError, match=rf"^--cost_table {tmp_path}/cost_table.json: no such file "
                                         r"\(write one with --stage profile\)$"):
         read_cost_table(str(tmp_path))

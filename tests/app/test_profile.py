@@ -25,7 +25,7 @@ FEW_THRESHOLDS = ["--exit_thresholds", "0.2,0.4,0.6"]
 @pytest.fixture(scope="module")
 def cost_table(toy_gated, tmp_path_factory):
     """--stage profile of the toy gated model: (its folder, the table)."""
-    from ofa_flexbert.store.outputs import read_cost_table
+    from ofa_flexbert.adaptive.latency import read_cost_table
 
     data_dir, _, gates = toy_gated
     out = tmp_path_factory.mktemp("profile") / "prof"
@@ -150,7 +150,7 @@ def test_search_ranks_by_predicted_latency_and_chooses_under_a_latency_budget(to
 @pytest.fixture(scope="module")
 def int8_cost_table(toy_gated, tmp_path_factory):
     """--stage profile --quantize int8 of the toy gated model on a small grid: (its folder, the table)."""
-    from ofa_flexbert.store.outputs import read_cost_table
+    from ofa_flexbert.adaptive.latency import read_cost_table
 
     data_dir, _, gates = toy_gated
     out = tmp_path_factory.mktemp("profile") / "prof-int8"

@@ -92,7 +92,7 @@ def plan_of(args: RunArgs) -> Plan:
         raise UserError(f"--fixed_gate: replaces the gates' decisions, so it needs --w_dynamic or --wd_dynamic "
                         f"(got --{mode})")
     if args.gate_threshold is not None and (not mode.gated or args.fixed_gate is not None):
-        raise UserError(f"--gate_threshold: a rule for the gates' decisions, so it needs --w_dynamic or --wd_dynamic "
+        raise UserError("--gate_threshold: a rule for the gates' decisions, so it needs --w_dynamic or --wd_dynamic "
                         + ("without --fixed_gate" if mode.gated else f"(got --{mode})"))
     return Plan(mode=mode, widths=widths, depth_mult=args.depth_mult_list[0], early_exit=args.early_exit,
                 exit_threshold=args.exit_threshold, normalized_entropy=args.normalized_entropy,

@@ -31,14 +31,14 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from ofa_flexbert.adaptive.latency import CostTable, EMBEDDINGS, table_kernels
+from ofa_flexbert.adaptive.latency import CostTable, EMBEDDINGS, table_kernels, write_cost_table
 from ofa_flexbert.adaptive.setting import QUANTIZED
 from ofa_flexbert.app.console import quiet_native
 from ofa_flexbert.app.report import StageReport
 from ofa_flexbert.config import RunArgs
 from ofa_flexbert.deploy.layout import INPUT_NAMES, LAYER_INPUT_NAMES
 from ofa_flexbert.engine.routes import depth_for
-from ofa_flexbert.store.outputs import package_versions, write_cost_table, write_run_info
+from ofa_flexbert.store.outputs import package_versions, write_run_info
 from .begin import math_threads, start
 from .inputs import check_pooling
 from .preamble import evaluation_model
@@ -156,7 +156,7 @@ def run(args: RunArgs) -> StageReport:
             "passes": PASSES, "warmup": WARMUP, "settle": SETTLE, "cpu": cpu_name(), "cores": os.cpu_count(), "versions": package_versions(),
             "model": "per probe, the median ms at each (batch size, length); bilinear between (adaptive/latency.py)"}
     table = CostTable(points, meta)
-    path = write_cost_table(args.output_dir, table.to_json())
+    path = write_cost_table(args.output_dir, table)
     for name, pts in points.items():
         small, large = pts[0], pts[-1]
         logger.info(f"profile {task.name}: {name}: {small[2]:.3f} ms at {small[0]}x{small[1]}, "

@@ -51,7 +51,8 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
-from ofa_flexbert.adaptive.latency import ChainShape, CostTable, check_table, table_kernels, group_ids, per_input_ms, segment_shape
+from ofa_flexbert.adaptive.latency import (ChainShape, CostTable, check_table, table_kernels, group_ids, per_input_ms,
+                                           read_cost_table, segment_shape)
 from ofa_flexbert.adaptive.runner import DynamicModel
 from ofa_flexbert.adaptive.setting import FAMILIES, QUANTIZED, Mode, Plan, entry_of, family_of
 from gate.io import load_gates, load_off_ramps
@@ -68,7 +69,7 @@ from ofa_flexbert.deploy.grouping import length_groups
 from ofa_flexbert.deploy.segments import plan_segments
 from ofa_flexbert.glue.tasks import TaskSpec
 from ofa_flexbert.glue.metrics import compute_metrics
-from ofa_flexbert.store.outputs import (PARETO_PLOT, read_cost_table, recorded_depth_rule, write_run_info,
+from ofa_flexbert.store.outputs import (PARETO_PLOT, recorded_depth_rule, write_run_info,
                                         write_search_results)
 from ofa_flexbert.engine.routes import Route
 from ofa_flexbert.adaptive.tradeoff import (best_under_budget, cascade_answers, cascade_chains, default_thresholds,
