@@ -25,9 +25,13 @@ predictor's loop reads between two calls of the same graph (a call's ``depth``):
 is mostly reading its weights, and three layers' weights may stay in a cache that six layers' overflow
 (measured on onnxruntime: a 3-layer full-width graph at a third of the 6-layer one's time, not half).  So it
 is read from the layer probes of that width at the depths around it, linear in depth between them
-(:meth:`CostTable.layer_marginal`); a table with the whole stack only prices every depth alike.  A setting is a set of such calls on the predictor's batches
-(:class:`ChainShape`, :class:`SegmentShape`: the loops of the static/cascade and segment predictors,
-vectorised over batches), and its latency per input is their sum divided by the inputs.
+(:meth:`CostTable.layer_marginal`); a table with the whole stack only prices every depth alike.
+
+A setting is a set of such calls on the predictor's batches (:class:`ChainShape`, :class:`SegmentShape`:
+the loops of the static/cascade and segment predictors, vectorised over batches), and its latency per
+input is their sum divided by the inputs.  Not modelled: what a call pays when another graph ran just
+before it (its weights partly evicted), which cascades and segment exports do on every batch
+(docs/decisions.md, the latency model).  :func:`read_cost_table` / :func:`write_cost_table`: the file.
 """
 from __future__ import annotations
 

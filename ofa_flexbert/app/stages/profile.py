@@ -151,9 +151,10 @@ def run(args: RunArgs) -> StageReport:
     meta = {"task": task.name, "source_model": os.path.abspath(args.model_dir), "hidden_size": config.hidden_size,
             "num_layers": config.num_hidden_layers, "num_attention_heads": config.num_attention_heads,
             "pooling": pooling, "probe_layers": {name: layers for name, (_, layers) in probes.items() if layers},
-            "runtime": RUNTIME_NAMES[runtime], "quantize": QUANTIZED if quantize else "none", "onednn": onednn, "num_threads": threads,
-            "batch_sizes": sorted(set(args.profile_batch_sizes)), "lengths": lengths, "repeats": PASSES * calls,
-            "passes": PASSES, "warmup": WARMUP, "settle": SETTLE, "cpu": cpu_name(), "cores": os.cpu_count(), "versions": package_versions(),
+            "runtime": RUNTIME_NAMES[runtime], "quantize": QUANTIZED if quantize else "none", "onednn": onednn,
+            "num_threads": threads, "batch_sizes": sorted(set(args.profile_batch_sizes)), "lengths": lengths,
+            "repeats": PASSES * calls, "passes": PASSES, "warmup": WARMUP, "settle": SETTLE, "cpu": cpu_name(),
+            "cores": os.cpu_count(), "versions": package_versions(),
             "model": "per probe, the median ms at each (batch size, length); bilinear between (adaptive/latency.py)"}
     table = CostTable(points, meta)
     path = write_cost_table(args.output_dir, table)
