@@ -142,6 +142,10 @@ class CostTable:
         """The encoder layers in ``probe`` (``meta["probe_layers"]``; 1 when not recorded)."""
         return max(1, int((self.meta.get("probe_layers") or {}).get(probe, 1)))
 
+    def probed_widths(self) -> list[int]:
+        """The widths (attention heads) the table has layer probes at, narrowest first."""
+        return sorted(self._stacks)  # type: ignore[attr-defined]
+
     def probed_depths(self, heads: int) -> list[int]:
         """The stack depths the layer probes at ``heads`` were timed at (empty: no probe at that width)."""
         return [layers for layers, _ in self._stacks.get(heads, [])]  # type: ignore[attr-defined]
@@ -231,7 +235,7 @@ def check_table(table: CostTable, path: str, hidden_size: int, heads: Sequence[i
             raise UserError(f"--cost_table {path}: no '{probe}' probe (written by --stage profile?)")
     missing = [h for h in sorted(set(heads)) if layer_probe(h) not in table.probes]
     if missing:
-        have = sorted(int(k[len(LAYER_PREFIX):]) for k in table.probes if k.startswith(LAYER_PREFIX))
+        have = sorted(h for h in table.probed_widths() if layer_probe(h) in table.probes)
         raise UserError(f"--cost_table {path}: no layer probe at {','.join(map(str, missing))} heads (profiled: "
                         f"{','.join(map(str, have))}); run --stage profile with every --width_mult_list width")
 

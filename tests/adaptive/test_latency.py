@@ -123,6 +123,8 @@ def test_a_table_that_cannot_price_the_model_is_refused_in_one_line():
     with pytest.raises(UserError, match=r"^--cost_table t.json: no layer probe at 1,3 heads \(profiled: 2,4\); "
                                         r"run --stage profile with every --width_mult_list width$"):
         check_table(table, "t.json", 32, [1, 2, 3])
+    with pytest.raises(UserError, match=r"^--cost_table t.json: no layer probe at 1 heads \(profiled: 2,4\); "):
+        check_table(deep_table(), "t.json", 32, [1, 2])  # stacks per depth are not widths of their own
 
 
 def test_a_missing_or_foreign_cost_table_is_a_one_line_error(tmp_path):

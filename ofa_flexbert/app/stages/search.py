@@ -51,8 +51,8 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
-from ofa_flexbert.adaptive.latency import (ChainShape, CostTable, check_table, table_kernels, group_ids, per_input_ms,
-                                           read_cost_table, segment_shape)
+from ofa_flexbert.adaptive.latency import (ChainShape, CostTable, check_table, group_ids, per_input_ms, read_cost_table,
+                                           segment_shape, table_kernels)
 from ofa_flexbert.adaptive.runner import DynamicModel
 from ofa_flexbert.adaptive.setting import FAMILIES, QUANTIZED, Mode, Plan, entry_of, family_of
 from gate.io import load_gates, load_off_ramps
